@@ -1,0 +1,319 @@
+"""The C-IGM ensemble M_E (Section IV-D, eqs. 16-19).
+
+:func:`compose` joins the source model M, its surrogates S and the reference models R
+into one Keras model with one shared input and one output per class::
+
+    Surr(x) = mean over {M} ∪ S of softmax                          (eq. 16)
+    Ref(x)  = mean over R of softmax                                (eq. 17)
+    M_E(x)  = (1 - Ref(x)) ⊙ Surr(x)                                (eq. 18)
+
+and :func:`linear_loss` is the loss that C-IGM minimises, L_E = -M_E(x) · t (eq. 19).
+
+Dropout (Section VI-B, "we set the dropout rate to 0.5")
+--------------------------------------------------------
+The paper adds dropout with rate 0.5 to the ensemble because C-IGM overfits to the
+training models without it (test conferrability 0.243 -> 0.469 on CINIC), but it does
+not say where. We put it on every member's penultimate features, just before the
+member's classification layer: each member is rebuilt as
+
+    features (the member's own layers, inference mode) -> AlwaysDropout(0.5)
+    -> the member's own ``logits`` layer -> softmax
+
+sharing the member's weights. Reasons: (1) it regularises what over-fitting exploits,
+the individual decision functions of the members, and makes every gradient step see a
+different random sub-network of each member (the same idea as the dropout "ghost
+networks" used to make adversarial examples transfer, Li et al., AAAI 2020); (2) it
+is where the architectures of the paper use dropout themselves (the VGG classifier),
+so the thinned members are still accurate classifiers; (3) dropout on the input would
+blank half the pixels, a different image altogether, and dropout on the output
+probabilities would zero whole classes of the score that the linear loss reads, so
+only some steps would carry any gradient. Inverted dropout keeps the expected features
+unchanged, so the dropout-free ensemble (``dropout=0``) is the mean-field version of
+the stochastic one.
+
+The dropout must be active while attacking although ART calls models with
+``training=False``: :class:`AlwaysDropout` ignores ``training``. Each member's own
+layers (BatchNorm, the VGG dropout) always run in inference mode, whatever
+``training`` the ensemble is called with (:class:`InferenceMode`). The ensemble is
+for attacking, not for training. All custom layers are registered, so ensembles
+saved as ``.keras`` load with ``safe_mode=True``.
+"""
+
+import logging
+
+import keras
+from keras import layers, ops
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DROPOUT = 0.5
+_ROLES = ("source", "surrogate", "reference")
+
+
+# --------------------------------------------------------------------------- layers
+@keras.saving.register_keras_serializable(package="cae")
+class AlwaysDropout(layers.Layer):
+    """Inverted dropout that is applied at every call, whatever ``training`` says.
+
+    Keras' ``Dropout`` is the identity unless ``training=True``; attack libraries call
+    models with ``training=False``. Each call draws a new mask from the layer's own
+    :class:`keras.random.SeedGenerator`, so repeated calls (attack iterations) see
+    different masks; :meth:`reseed` restarts the sequence.
+    """
+
+    def __init__(self, rate, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"AlwaysDropout rate must be in [0, 1), got {rate}.")
+        self.rate = rate
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        if self.rate == 0.0:
+            return inputs
+        return keras.random.dropout(inputs, self.rate, seed=self.seed_generator)
+
+    def reseed(self, seed):
+        """Restart the mask sequence from ``seed`` (an int)."""
+        self.seed_generator.state.assign(
+            ops.convert_to_tensor([int(seed), 0], dtype=self.seed_generator.state.dtype)
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class InferenceMode(layers.Layer):
+    """Runs a wrapped model with ``training=False`` whatever the caller asks for.
+
+    Inside a functional model, ``training`` given to the outer call overrides the one
+    written in the graph; this wrapper does not take ``training`` and so keeps the
+    wrapped members' BatchNorm on their moving statistics (and their own dropout off).
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(model, dict):
+            model = keras.saving.deserialize_keras_object(model)
+        self.model = model
+
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, inputs):
+        return self.model(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.model.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.model)}
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class ConferrabilityScores(layers.Layer):
+    """M_E = (1 - mean(reference probabilities)) ⊙ mean(source and surrogate probabilities).
+
+    Takes the list of member probability vectors, the ``num_surrogates`` of the
+    source's group ({M} ∪ S, eq. 16) first, then the references (eq. 17). Without
+    references Ref = 0 and M_E = Surr.
+    """
+
+    def __init__(self, num_surrogates, **kwargs):
+        super().__init__(**kwargs)
+        self.num_surrogates = int(num_surrogates)
+        if self.num_surrogates < 1:
+            raise ValueError(
+                f"num_surrogates must be at least 1 (the source), got {num_surrogates}."
+            )
+
+    def call(self, inputs):
+        inputs = list(inputs)
+        surrogate = ops.mean(ops.stack(inputs[: self.num_surrogates], axis=0), axis=0)
+        if len(inputs) == self.num_surrogates:
+            return surrogate
+        reference = ops.mean(ops.stack(inputs[self.num_surrogates:], axis=0), axis=0)
+        return (1.0 - reference) * surrogate
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        return {**super().get_config(), "num_surrogates": self.num_surrogates}
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class LinearLoss(keras.losses.Loss):
+    """L_E = -M_E(x) · t (eq. 19) as a Keras loss; ``y_true`` is one-hot t.
+
+    Summed over the batch by default, so the gradient of each example does not depend
+    on the batch size (ART's ``TensorFlowV2Classifier`` takes it as ``loss_object``).
+    """
+
+    def __init__(self, reduction="sum", name="linear_loss", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return linear_loss(y_true, y_pred)
+
+
+def linear_loss(y_true, y_pred):
+    """Per-example L_E = -sum_k M_E(x)_k t_k (eq. 19); ``y_true`` one-hot (N, K)."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
+    return -ops.sum(y_true * y_pred, axis=-1)
+
+
+# --------------------------------------------------------------------------- building
+def _check_member(model, where):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{where} is a {type(model).__name__}; expected a keras.Model.")
+    try:
+        logits = model.get_layer("logits")
+    except ValueError:
+        raise ValueError(
+            f"{where} ({model.name!r}) has no layer named 'logits'; ensemble members must be "
+            "cae models (cae.models.build), which end in Dense 'logits' -> softmax."
+        ) from None
+    if not isinstance(logits, layers.Dense):
+        raise ValueError(f"{where}: layer 'logits' is a {type(logits).__name__}; expected Dense.")
+    return logits
+
+
+def _features_model(model):
+    """The member up to its penultimate features (shares its layers)."""
+    return keras.Model(model.inputs, model.get_layer("logits").input, name=f"{model.name}_features")
+
+
+def _head(features, logits, rate, seed, name):
+    """features (inference mode) -> AlwaysDropout -> logits -> softmax, one member."""
+    inputs = keras.Input(tuple(features.input_shape[1:]), name=f"{name}_input")
+    x = InferenceMode(features, name=f"{name}_features")(inputs)
+    if rate > 0:
+        x = AlwaysDropout(rate, seed=seed, name=f"{name}_dropout")(x)
+    x = logits(x)
+    outputs = layers.Activation("softmax", name=f"{name}_softmax")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _assemble(parts, num_surrogates, input_shape, rate, seed, name):
+    inputs = keras.Input(input_shape, name="image")
+    outputs = [
+        _head(features, logits, rate, seed + i, role_name)(inputs)
+        for i, (role_name, features, logits) in enumerate(parts)
+    ]
+    scores = ConferrabilityScores(num_surrogates, name="conferrability")(outputs)
+    return keras.Model(inputs, scores, name=name)
+
+
+def _check_rate(dropout):
+    try:
+        rate = float(dropout)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(
+            f"dropout={dropout!r} is not a rate; expected a float in [0, 1) "
+            f"(the paper uses {DEFAULT_DROPOUT}; 0 turns dropout off)."
+        )
+    return rate
+
+
+def compose(source, surrogates, references, dropout=DEFAULT_DROPOUT, seed=0, name="ensemble"):
+    """Compose(M, S, R): the C-IGM ensemble M_E as one Keras model (eqs. 16-18).
+
+    ``source`` is M, ``surrogates`` and ``references`` lists of models with the cae
+    interface (``Dense`` ``"logits"`` then softmax; inputs in [0, 1]). The members'
+    weights are shared, not copied, and they are not modified. ``dropout`` is the rate
+    of the :class:`AlwaysDropout` on each member's penultimate features (0 turns it
+    off: a deterministic ensemble); member ``i`` draws its masks from seed
+    ``seed + i``. Returns a model mapping (N, 32, 32, 3) to (N, K) scores M_E(x)
+    (not probabilities).
+    """
+    rate = _check_rate(dropout)
+    surrogates, references = list(surrogates), list(references)
+    members = [("source", source)]
+    members += [(f"surrogate_{i}", m) for i, m in enumerate(surrogates)]
+    members += [(f"reference_{i}", m) for i, m in enumerate(references)]
+    shapes, classes = set(), set()
+    parts = []
+    for role_name, model in members:
+        logits = _check_member(model, role_name)
+        shapes.add(tuple(model.input_shape[1:]))
+        classes.add(int(model.output_shape[-1]))
+        parts.append((role_name, _features_model(model), logits))
+    if len(shapes) != 1 or len(classes) != 1:
+        raise ValueError(
+            f"ensemble members disagree: input shapes {sorted(shapes)}, numbers of classes "
+            f"{sorted(classes)}; all members must be models of the same task."
+        )
+    log.info(
+        "ensemble: 1 source, %d surrogates, %d references, dropout %.2f",
+        len(surrogates), len(references), rate,
+    )
+    return _assemble(parts, 1 + len(surrogates), shapes.pop(), rate, int(seed), name)
+
+
+# --------------------------------------------------------------------------- inspecting
+def _heads(ensemble):
+    heads = [layer for layer in ensemble.layers if isinstance(layer, keras.Model)]
+    scores = [layer for layer in ensemble.layers if isinstance(layer, ConferrabilityScores)]
+    if not heads or len(scores) != 1 or not heads[0].name.startswith("source"):
+        raise ValueError(
+            f"model {ensemble.name!r} is not an ensemble made by cae.ensemble.compose."
+        )
+    return heads, scores[0].num_surrogates
+
+
+def _head_parts(head):
+    features = next(layer for layer in head.layers if isinstance(layer, InferenceMode)).model
+    logits = next(layer for layer in head.layers if isinstance(layer, layers.Dense))
+    return features, logits
+
+
+def dropout_layers(ensemble):
+    """The :class:`AlwaysDropout` layers of an ensemble, one per member (none if off)."""
+    heads, _ = _heads(ensemble)
+    return [layer for head in heads for layer in head.layers if isinstance(layer, AlwaysDropout)]
+
+
+def dropout_rate(ensemble):
+    """The ensemble's dropout rate (0.0 when built without dropout)."""
+    rates = {layer.rate for layer in dropout_layers(ensemble)}
+    return rates.pop() if rates else 0.0
+
+
+def reseed(ensemble, seed):
+    """Restart every member's dropout masks: member ``i`` from ``seed + i``."""
+    for i, layer in enumerate(dropout_layers(ensemble)):
+        layer.reseed(int(seed) + i)
+
+
+def with_dropout(ensemble, dropout, seed=0):
+    """The same ensemble (shared weights) with another dropout rate; 0 turns it off."""
+    rate = _check_rate(dropout)
+    heads, num_surrogates = _heads(ensemble)
+    parts = [(head.name, *_head_parts(head)) for head in heads]
+    return _assemble(
+        parts, num_surrogates, tuple(ensemble.input_shape[1:]), rate, int(seed), ensemble.name
+    )
+
+
+def source_model(ensemble):
+    """The ensemble's source model M (softmax output, no dropout, shared weights)."""
+    heads, _ = _heads(ensemble)
+    features, logits = _head_parts(heads[0])
+    return _head(features, logits, 0.0, 0, "source")
+
+
+def roles(ensemble):
+    """Numbers of members by role: ``{"source": 1, "surrogate": s, "reference": r}``."""
+    heads, num_surrogates = _heads(ensemble)
+    return {"source": 1, "surrogate": num_surrogates - 1, "reference": len(heads) - num_surrogates}

@@ -1,0 +1,131 @@
+"""Experiment presets as data: sizes, architectures and model counts.
+
+* ``quick``: real CIFAR-10, a small CNN zoo, sized so the Table II pipeline runs from an
+  empty cache in minutes on a 2-core CPU.
+* ``cifar10``: ResNet20-class models on the full CIFAR-10 split (long CPU run or GPU).
+* ``paper`` (CINIC-10) and ``paper-imagenet32``: the paper's datasets, architectures and
+  model counts (CINIC 44 surrogates + 28 references; ImageNet32 14 + 15; two testing
+  models per architecture). Epochs are not stated in the paper; ours are listed here.
+"""
+
+import dataclasses
+
+# Table I's sweep of the perturbation bound (L-inf, pixel units in [0, 1]).
+EPSILONS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
+PAPER_ARCHITECTURES = ("resnet20", "resnet56", "densenet", "vgg16", "vgg19", "mobilenetv2")
+
+
+def _cycle(architectures, count):
+    return tuple(architectures[i % len(architectures)] for i in range(count))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One experiment's scale. Every trained model's spec is derived from it."""
+
+    name: str
+    dataset: str
+    defender_size: int
+    adversary_size: int
+    split_seed: int
+    source_architecture: str
+    source_epochs: int
+    train_surrogates: tuple       # architecture of each training surrogate (trained on D1)
+    train_references: tuple       # ... each training reference (trained on D1, ground truth)
+    test_surrogates: tuple        # ... each testing surrogate (D2 labelled by the source)
+    test_references: tuple        # ... each testing reference (D2, ground truth)
+    surrogate_epochs: int
+    reference_epochs: int
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    attack_inputs: int = 300      # inputs the source classifies correctly, attacked
+    epsilon: float = 0.15         # Table II's epsilon
+    epsilons: tuple = EPSILONS    # Figure 4's sweep
+    attack_iterations: int = 100
+    tau: float = 1.0              # conferrability threshold of Extract (Alg. 2)
+    dropout: float = 0.5
+    evaluate_on: int = 0          # test images for zoo metrics (0 = all)
+    # Removal attacks (Tables V/VI).
+    finetune_examples: int = 10_000
+    finetune_epochs: int = 5
+    adversarial_examples: int = 1_000
+
+    def summary(self):
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "quick": Preset(
+        name="quick",
+        dataset="cifar10",
+        defender_size=20_000,
+        adversary_size=20_000,
+        split_seed=0,
+        source_architecture="cnn",
+        source_epochs=8,
+        train_surrogates=("cnn",) * 2,
+        train_references=("cnn",) * 2,
+        test_surrogates=("cnn",) * 2,
+        test_references=("cnn",) * 2,
+        surrogate_epochs=3,
+        reference_epochs=3,
+        attack_inputs=100,
+        epsilons=(0.03, 0.08, 0.15, 0.25),
+        evaluate_on=5_000,
+        finetune_examples=5_000,
+        finetune_epochs=2,
+        adversarial_examples=500,
+    ),
+    "cifar10": Preset(
+        name="cifar10",
+        dataset="cifar10",
+        defender_size=25_000,
+        adversary_size=25_000,
+        split_seed=0,
+        source_architecture="resnet20",
+        source_epochs=60,
+        train_surrogates=_cycle(("resnet20", "resnet56", "mobilenetv2"), 12),
+        train_references=_cycle(("resnet20", "resnet56", "mobilenetv2"), 12),
+        test_surrogates=("resnet20", "resnet20", "resnet56", "resnet56", "mobilenetv2", "mobilenetv2"),
+        test_references=("resnet20", "resnet20", "resnet56", "resnet56", "mobilenetv2", "mobilenetv2"),
+        surrogate_epochs=40,
+        reference_epochs=40,
+    ),
+    "paper": Preset(
+        name="paper",
+        dataset="cinic10",
+        defender_size=85_000,
+        adversary_size=95_000,
+        split_seed=0,
+        source_architecture="resnet20",
+        source_epochs=60,
+        train_surrogates=_cycle(PAPER_ARCHITECTURES, 44),
+        train_references=_cycle(PAPER_ARCHITECTURES, 28),
+        test_surrogates=_cycle(PAPER_ARCHITECTURES, 12),
+        test_references=_cycle(PAPER_ARCHITECTURES, 12),
+        surrogate_epochs=40,
+        reference_epochs=40,
+    ),
+    "paper-imagenet32": Preset(
+        name="paper-imagenet32",
+        dataset="imagenet32",
+        defender_size=64_000,
+        adversary_size=64_000,
+        split_seed=0,
+        source_architecture="resnet20",
+        source_epochs=60,
+        train_surrogates=_cycle(PAPER_ARCHITECTURES, 14),
+        train_references=_cycle(PAPER_ARCHITECTURES, 15),
+        test_surrogates=_cycle(PAPER_ARCHITECTURES, 12),
+        test_references=_cycle(PAPER_ARCHITECTURES, 12),
+        surrogate_epochs=40,
+        reference_epochs=40,
+    ),
+}
+
+
+def get(name):
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name]

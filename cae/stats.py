@@ -1,0 +1,335 @@
+"""Statistics for verification you can trust: ROC, AUC, p-values and thresholds.
+
+NumPy and the standard library only.
+
+Scores and the decision rule
+----------------------------
+A *score* is a number where larger means "more likely a surrogate" (for
+fingerprinting: the retention of a suspect). Everywhere here a model is declared
+positive when ``score >= threshold``.
+
+The null hypothesis
+-------------------
+"The suspect is an independent model": it was trained without access to the source
+model (a *reference* model). Two nulls are offered, and :class:`Null` carries both:
+
+* **Binomial.** An independent model matches each verification key with probability
+  ``p0``, independently across the ``n`` fingerprints, so its number of matches is
+  ``Binomial(n, p0)``. ``p0`` is *estimated* as the per-fingerprint match rate of
+  reference models on this fingerprint (not ``1 / num_classes``: models of the same
+  task agree on adversarial examples far more often than chance). The independence
+  assumption is optimistic: a reference that happens to be close to the source
+  matches many keys at once, so real reference retentions spread wider than the
+  binomial and binomial p-values come out too small. Read it as a best case.
+* **Empirical.** The suspect's retention is compared with the retentions of the
+  reference models themselves: ``(1 + #{null >= retention}) / (1 + R)``. This makes
+  no independence assumption, but with ``R`` references it cannot go below
+  ``1 / (R + 1)``.
+
+:meth:`Null.p_value` reports the larger (more conservative) of the two.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = [
+    "Null",
+    "Threshold",
+    "binomial_p_value",
+    "choose_threshold",
+    "clopper_pearson_upper",
+    "empirical_p_value",
+    "roc_auc",
+    "roc_curve",
+    "tpr_at_fpr",
+]
+
+
+# --------------------------------------------------------------------------- input checks
+def _scores(values, name):
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D sequence of scores, got shape {array.shape}."
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite scores; remove them first.")
+    return array
+
+
+def _count(value, name):
+    """An integer (Python or NumPy, or an integral float) >= 0."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer count, got the boolean {value!r}.")
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer count, got {value!r}.") from None
+    if not as_float.is_integer() or as_float < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    return int(as_float)
+
+
+def _probability(value, name):
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}.")
+    return value
+
+
+# --------------------------------------------------------------------------- ROC
+def roc_curve(scores_pos, scores_neg):
+    """The ROC curve of the rule ``score >= threshold``.
+
+    Returns ``(fpr, tpr, thresholds)``: ``thresholds`` starts at ``+inf`` (nothing
+    positive, the point (0, 0)) and then runs through the distinct scores in
+    decreasing order, ending at (1, 1). ``fpr[i]`` and ``tpr[i]`` are the fractions of
+    negatives and positives with ``score >= thresholds[i]``.
+    """
+    pos = np.sort(_scores(scores_pos, "scores_pos"))
+    neg = np.sort(_scores(scores_neg, "scores_neg"))
+    distinct = np.unique(np.concatenate([pos, neg]))[::-1]
+    thresholds = np.concatenate([[np.inf], distinct])
+    tpr = (pos.size - np.searchsorted(pos, thresholds, side="left")) / pos.size
+    fpr = (neg.size - np.searchsorted(neg, thresholds, side="left")) / neg.size
+    return fpr, tpr, thresholds
+
+
+def roc_auc(scores_pos, scores_neg):
+    """Area under the ROC curve.
+
+    Equal to the Mann-Whitney probability ``P[pos > neg] + 1/2 P[pos == neg]`` for a
+    positive and a negative drawn independently (ties count half), which is also the
+    trapezoidal area under :func:`roc_curve`. Computed exactly with integer counts.
+    """
+    pos = _scores(scores_pos, "scores_pos")
+    neg = np.sort(_scores(scores_neg, "scores_neg"))
+    below = np.searchsorted(neg, pos, side="left").astype(np.int64)
+    below_or_tied = np.searchsorted(neg, pos, side="right").astype(np.int64)
+    twice_wins = int(np.sum(below + below_or_tied))  # 2 * wins + ties
+    return twice_wins / (2 * pos.size * neg.size)
+
+
+def tpr_at_fpr(scores_pos, scores_neg, fpr=0.01):
+    """The highest true-positive rate of any threshold whose false-positive rate is <= ``fpr``.
+
+    With few negatives the achievable false-positive rates are multiples of
+    ``1 / len(scores_neg)``; ``fpr=0.01`` with 20 negatives therefore means "no
+    negative above the threshold".
+    """
+    fpr = _probability(fpr, "fpr")
+    fprs, tprs, _ = roc_curve(scores_pos, scores_neg)
+    return float(np.max(tprs[fprs <= fpr]))  # the first point (0, 0) always qualifies
+
+
+# --------------------------------------------------------------------------- p-values
+def _binomial_log_tails(n, p0):
+    """``log P[X >= k]`` for k = 0..n, X ~ Binomial(n, p0), with 0 < p0 < 1.
+
+    Accumulated from the top with ``logaddexp`` so that the result is monotone
+    non-increasing in ``k`` by construction.
+    """
+    k = np.arange(n + 1, dtype=np.float64)
+    log_choose = (
+        math.lgamma(n + 1)
+        - np.array([math.lgamma(i + 1) for i in range(n + 1)])
+        - np.array([math.lgamma(n - i + 1) for i in range(n + 1)])
+    )
+    log_pmf = log_choose + k * math.log(p0) + (n - k) * math.log1p(-p0)
+    return np.logaddexp.accumulate(log_pmf[::-1])[::-1]
+
+
+def binomial_p_value(matches, n, p0):
+    """``P[X >= matches]`` for ``X ~ Binomial(n, p0)``, exact (log-space sum of the pmf).
+
+    The p-value of observing ``matches`` agreeing keys out of ``n`` if the suspect
+    matched each key independently with probability ``p0`` (see the module notes on
+    why that null is optimistic). Monotone non-increasing in ``matches``.
+    """
+    n = _count(n, "n")
+    matches = _count(matches, "matches")
+    p0 = _probability(p0, "p0")
+    if matches == 0:
+        return 1.0
+    if matches > n:
+        return 0.0
+    if p0 == 0.0:
+        return 0.0
+    if p0 == 1.0:
+        return 1.0
+    return float(min(1.0, math.exp(_binomial_log_tails(n, p0)[matches])))
+
+
+def empirical_p_value(retention, null_retentions):
+    """``(1 + #{null >= retention}) / (1 + len(null))``.
+
+    The p-value of ``retention`` against retentions measured on models known to be
+    independent (reference models); valid without any independence assumption, but
+    never below ``1 / (1 + len(null))``.
+    """
+    null = _scores(null_retentions, "null_retentions")
+    retention = float(retention)
+    if not math.isfinite(retention):
+        raise ValueError(f"retention must be a finite number, got {retention!r}.")
+    return (1 + int(np.sum(null >= retention))) / (1 + null.size)
+
+
+def clopper_pearson_upper(successes, trials, confidence=0.95):
+    """One-sided Clopper-Pearson upper confidence bound on a rate.
+
+    The largest rate ``p`` still consistent (at level ``1 - confidence``) with seeing
+    only ``successes`` out of ``trials``: ``P[Binomial(trials, p) <= successes] =
+    1 - confidence``. For zero successes this is ``1 - (1 - confidence) ** (1 / trials)``
+    (the "rule of three": about ``3 / trials`` at 95 %).
+    """
+    successes = _count(successes, "successes")
+    trials = _count(trials, "trials")
+    confidence = _probability(confidence, "confidence")
+    if successes > trials:
+        raise ValueError(f"successes ({successes}) cannot exceed trials ({trials}).")
+    if trials == 0 or successes == trials:
+        return 1.0
+    beta = 1.0 - confidence
+    low, high = successes / trials, 1.0
+    for _ in range(100):  # P[X <= s] = 1 - P[X >= s + 1] decreases in p: bisection
+        mid = 0.5 * (low + high)
+        if 1.0 - binomial_p_value(successes + 1, trials, mid) > beta:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+# --------------------------------------------------------------------------- null and threshold
+@dataclasses.dataclass(frozen=True)
+class Null:
+    """How independent (reference) models behave on one fingerprint of ``n`` keys.
+
+    ``reference_retentions`` are the retentions of the reference models on that
+    fingerprint. ``p0``, the per-key match probability of the binomial null, is their
+    pooled match rate with a half pseudo-count, ``(matches + 1/2) / (R n + 1)``, so that
+    references that never match do not produce ``p0 = 0`` (and p-values of exactly 0).
+    """
+
+    reference_retentions: tuple
+    n: int
+
+    def __post_init__(self):
+        retentions = tuple(float(r) for r in _scores(self.reference_retentions,
+                                                     "reference_retentions"))
+        if any(not 0.0 <= r <= 1.0 for r in retentions):
+            raise ValueError("reference_retentions must lie in [0, 1].")
+        object.__setattr__(self, "reference_retentions", retentions)
+        n = _count(self.n, "n")
+        if n == 0:
+            raise ValueError("n (the number of fingerprints) must be at least 1.")
+        object.__setattr__(self, "n", n)
+
+    @classmethod
+    def from_matches(cls, matches):
+        """From a boolean (R, n) matrix: ``matches[r, i]`` iff reference r matched key i."""
+        matches = np.asarray(matches)
+        if matches.ndim != 2 or matches.size == 0:
+            raise ValueError(
+                f"matches must be a non-empty (references, fingerprints) matrix, got shape "
+                f"{matches.shape}."
+            )
+        return cls(tuple(np.mean(matches.astype(bool), axis=1)), matches.shape[1])
+
+    @property
+    def p0(self):
+        total = sum(round(r * self.n) for r in self.reference_retentions)
+        return (total + 0.5) / (len(self.reference_retentions) * self.n + 1)
+
+    def p_values(self, matches, n=None):
+        """``(binomial, empirical)`` p-values of ``matches`` agreeing keys out of ``n``."""
+        n = self.n if n is None else _count(n, "n")
+        if n != self.n:
+            raise ValueError(
+                f"the null was measured on {self.n} fingerprints but the suspect on {n}; "
+                "measure the reference models on the same fingerprint."
+            )
+        matches = _count(matches, "matches")
+        return (binomial_p_value(matches, n, self.p0),
+                empirical_p_value(matches / n, self.reference_retentions))
+
+    def p_value(self, matches, n=None):
+        """The conservative p-value: the larger of the binomial and the empirical one."""
+        return max(self.p_values(matches, n))
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+    """A verification threshold θ and what is known about its false-positive rate.
+
+    ``empirical_fpr``: fraction of the reference models with retention >= θ (at most
+    ``alpha`` by construction). ``empirical_fpr_upper``: 95 % Clopper-Pearson upper
+    bound on the true rate given that fraction of ``n_references`` (with 28
+    references and none above θ, still about 0.10). ``binomial_fpr``:
+    ``P[Binomial(n, p0) >= θ n]``, the rate under the (optimistic) binomial null;
+    None when ``n`` was not given.
+    """
+
+    theta: float
+    alpha: float
+    empirical_fpr: float
+    empirical_fpr_upper: float
+    n_references: int
+    n: int = None
+    p0: float = None
+    binomial_fpr: float = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def choose_threshold(null_retentions, alpha=0.01, n=None):
+    """The smallest threshold θ above all but a fraction ``alpha`` of the references.
+
+    ``null_retentions``: retentions of reference models on the fingerprint, or a
+    :class:`Null` (which also supplies ``n``). Let ``k = floor(alpha * R)`` be the
+    number of references allowed at or above θ; θ is the smallest achievable
+    retention (a multiple of ``1 / n`` when ``n`` is known) strictly above the
+    ``(k + 1)``-th largest reference retention. Returns a :class:`Threshold` with the
+    empirical false-positive rate, its upper confidence bound and the binomial bound
+    at θ (``p0`` estimated from the references as in :class:`Null`).
+    """
+    alpha = _probability(alpha, "alpha")
+    if isinstance(null_retentions, Null):
+        null = null_retentions
+        if n is not None and _count(n, "n") != null.n:
+            raise ValueError(f"n={n} disagrees with the Null's n={null.n}.")
+    else:
+        values = _scores(null_retentions, "null_retentions")
+        null = Null(tuple(values), n) if n is not None else None
+    refs = np.sort(np.asarray(null.reference_retentions if null else values))[::-1]
+    allowed = int(math.floor(alpha * refs.size + 1e-12))
+    if allowed >= refs.size:
+        raise ValueError(
+            f"alpha={alpha} allows all {refs.size} references above the threshold; "
+            "use a smaller alpha or more reference models."
+        )
+    bar = float(refs[allowed])  # θ must be strictly above this retention
+    if null is not None:
+        theta = (math.floor(bar * null.n + 1e-9) + 1) / null.n
+    else:
+        theta = float(np.nextafter(bar, np.inf))
+    if theta > 1.0:
+        raise ValueError(
+            f"{allowed + 1} of the {refs.size} reference models retain the whole fingerprint, "
+            f"so no threshold <= 1 keeps the false-positive rate at alpha={alpha}; use a "
+            "larger alpha, a more conferrable fingerprint, or check the reference models."
+        )
+    above = int(np.sum(refs >= theta))
+    result = dict(
+        theta=theta, alpha=alpha, empirical_fpr=above / refs.size,
+        empirical_fpr_upper=clopper_pearson_upper(above, refs.size),
+        n_references=int(refs.size),
+    )
+    if null is not None:
+        needed = math.ceil(theta * null.n - 1e-9)
+        result.update(n=null.n, p0=null.p0,
+                      binomial_fpr=binomial_p_value(needed, null.n, null.p0))
+    return Threshold(**result)

@@ -1,0 +1,291 @@
+"""The model zoo: content-addressed, resumable training of every model the paper needs.
+
+A model is named by the hash of its :class:`TrainSpec` (architecture, dataset, split,
+role, label source including the parent model's hash, seed, epochs, optimiser, ...).
+Its folder ``$CAE_CACHE_DIR/zoo/<hash>/`` holds::
+
+    model.keras     the trained model (loads with safe_mode=True)
+    spec.json       the spec it was trained from
+    metrics.json    test accuracy, fidelity to the parent, training time (written last:
+                    its presence marks the model complete)
+    checkpoint.keras, progress.json
+                    while training: the model and optimiser after the last finished
+                    epoch, so that a killed run resumes from there
+
+Every file is written atomically (temporary file + rename), so an interrupted run never
+leaves a partial file that a later run would take as complete. Each epoch draws its
+shuffling, augmentation and dropout randomness from (seed, epoch), so a resumed run
+continues exactly as an uninterrupted one would.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import shutil
+import time
+
+import numpy as np
+
+from cae import data, paths
+
+log = logging.getLogger(__name__)
+
+SPEC_VERSION = 1  # bump when training code changes in a way that changes results
+
+# How a model's training labels are made (``TrainSpec.labels``).
+LABEL_SOURCES = ("ground_truth", "distill")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """Everything that determines a trained model. Its hash names the model.
+
+    ``split`` is ``(defender_size, adversary_size, split_seed)`` over the dataset's
+    training pool; ``data`` picks ``"D1"`` (defender) or ``"D2"`` (adversary);
+    ``subset`` keeps the first ``subset`` examples of that split (0 keeps all).
+    ``labels="distill"`` trains on the parent's softmax at temperature
+    ``temperature`` (the Retraining attack, T = 1); ``"ground_truth"`` on the labels.
+    ``init="parent"`` starts from the parent's weights (fine-tuning). ``options`` holds
+    extra settings of removal attacks as sorted ``(name, value)`` pairs.
+    """
+
+    architecture: str
+    dataset: str
+    split: tuple
+    data: str = "D1"
+    subset: int = 0
+    labels: str = "ground_truth"
+    parent: str = ""
+    init: str = "scratch"
+    role: str = "source"
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    learning_rate: float = 2e-3
+    augment: bool = True
+    temperature: float = 1.0
+    options: tuple = ()
+    version: int = SPEC_VERSION
+
+    def __post_init__(self):
+        if self.data not in ("D1", "D2"):
+            raise ValueError(f"TrainSpec.data is {self.data!r}; expected 'D1' or 'D2'.")
+        if self.labels not in LABEL_SOURCES:
+            raise ValueError(f"TrainSpec.labels is {self.labels!r}; expected one of {LABEL_SOURCES}.")
+        if (self.labels == "distill" or self.init == "parent") and not self.parent:
+            raise ValueError("TrainSpec needs parent= (the parent model's key) to distill or fine-tune.")
+        if self.init not in ("scratch", "parent"):
+            raise ValueError(f"TrainSpec.init is {self.init!r}; expected 'scratch' or 'parent'.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be positive.")
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def key(self):
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def split_of(dataset, spec):
+    """Indices of ``spec``'s training examples in ``dataset.x_train``."""
+    defender, adversary, seed = spec.split
+    d1, d2 = data.split_indices(len(dataset.y_train), (defender, adversary), seed)
+    indices = d1 if spec.data == "D1" else d2
+    return indices[: spec.subset] if spec.subset else indices
+
+
+def augment_batch(x, rng, pad=4):
+    """Standard CIFAR augmentation: random crop with ``pad`` reflect padding, h-flip."""
+    n = len(x)
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    rows = dy[:, None] + np.arange(32)[None, :]
+    cols = dx[:, None] + np.arange(32)[None, :]
+    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, ::-1]
+    return out
+
+
+def test_subset(dataset, n=None, seed=0):
+    """A fixed random sample of ``n`` test indices (all of them when ``n`` is None)."""
+    total = len(dataset.y_test)
+    if not n or n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
+
+
+def predict(model, x, batch_size=512):
+    """Softmax outputs of ``model`` on float images, batched."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+class Zoo:
+    """Trains, caches and loads models by spec.
+
+    ``Zoo()`` uses ``$CAE_CACHE_DIR/zoo``. ``get(spec)`` returns the model, training it
+    (and, recursively, nothing else: a parent must already be in the zoo) if needed.
+    """
+
+    def __init__(self, root=None, evaluate_on=None):
+        self.root = pathlib.Path(root) if root else paths.cache_dir() / "zoo"
+        self.evaluate_on = evaluate_on  # number of test images for metrics (None = all)
+        self._datasets = {}
+
+    # ------------------------------------------------------------------ paths
+    def folder(self, spec):
+        return self.root / spec.key
+
+    def complete(self, spec):
+        return (self.folder(spec) / "metrics.json").exists()
+
+    def metrics(self, spec):
+        return json.loads((self.folder(spec) / "metrics.json").read_text())
+
+    def dataset(self, name):
+        if name not in self._datasets:
+            self._datasets[name] = data.load(name)
+        return self._datasets[name]
+
+    def load(self, spec_or_key):
+        import keras  # noqa: F401  (registers layers)
+
+        from cae import models
+
+        key = spec_or_key if isinstance(spec_or_key, str) else spec_or_key.key
+        return models.load(self.root / key / "model.keras")
+
+    # ------------------------------------------------------------------ training
+    def get(self, spec, verbose=True):
+        """The trained model for ``spec``; trains (or resumes) it if not complete."""
+        if not self.complete(spec):
+            self.train(spec, verbose=verbose)
+        return self.load(spec)
+
+    def train(self, spec, verbose=True):
+        import keras
+        from tqdm.auto import tqdm
+
+        from cae import models
+
+        folder = self.folder(spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.atomic_write_bytes(folder / "spec.json", (json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True) + "\n").encode())
+        dataset = self.dataset(spec.dataset)
+        indices = split_of(dataset, spec)
+        x = data.to_float(dataset.x_train[indices])
+        parent = self.load(spec.parent) if spec.parent else None
+        y = self._labels(spec, dataset, indices, x, parent)
+
+        start_epoch, model = self._resume(spec, folder)
+        if model is None:
+            model = self._fresh_model(spec, dataset, x, parent, models, keras)
+        log.info("training %s (%s, %s) from epoch %d of %d", spec.key, spec.role, spec.architecture,
+                 start_epoch, spec.epochs)
+        started = time.time()
+        progress = tqdm(range(start_epoch, spec.epochs), desc=f"{spec.role} {spec.architecture} {spec.key[:8]}",
+                        initial=start_epoch, total=spec.epochs, unit="epoch", disable=not verbose, leave=False)
+        for epoch in progress:
+            rng = np.random.default_rng([spec.seed, epoch])
+            keras.utils.set_random_seed(int(rng.integers(2**31)))
+            order = rng.permutation(len(x))
+            xe = augment_batch(x[order], rng) if spec.augment else x[order]
+            history = model.fit(xe, y[order], batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0)
+            progress.set_postfix(loss=f"{history.history['loss'][-1]:.3f}")
+            paths.atomic_save(folder / "checkpoint.keras", model.save, suffix=".keras")
+            paths.atomic_write_json(folder / "progress.json", {"epoch": epoch + 1,
+                                    "seconds": time.time() - started + self._seconds_so_far(folder)})
+        seconds = self._seconds_so_far(folder) if start_epoch == spec.epochs else None
+        paths.atomic_save(folder / "model.keras", model.save, suffix=".keras")
+        metrics = self._evaluate(spec, model, dataset, parent)
+        metrics["train_seconds"] = seconds if seconds is not None else json.loads(
+            (folder / "progress.json").read_text())["seconds"]
+        metrics["resumed_from_epoch"] = start_epoch
+        paths.atomic_write_json(folder / "metrics.json", metrics)
+        for leftover in ("checkpoint.keras", "progress.json"):
+            (folder / leftover).unlink(missing_ok=True)
+        return model
+
+    @staticmethod
+    def _seconds_so_far(folder):
+        progress = folder / "progress.json"
+        return json.loads(progress.read_text())["seconds"] if progress.exists() else 0.0
+
+    def _resume(self, spec, folder):
+        from cae import models
+
+        progress, checkpoint = folder / "progress.json", folder / "checkpoint.keras"
+        if not (progress.exists() and checkpoint.exists()):
+            return 0, None
+        try:
+            epoch = int(json.loads(progress.read_text())["epoch"])
+            import keras
+
+            model = keras.saving.load_model(checkpoint, compile=True, safe_mode=True)
+            models.check_interface(model, where=str(checkpoint))
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("cannot resume %s (%s); training from scratch", folder, err)
+            return 0, None
+        log.info("resuming %s after epoch %d", spec.key, epoch)
+        return epoch, model
+
+    def _labels(self, spec, dataset, indices, x, parent):
+        if spec.labels == "ground_truth":
+            return np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
+        # Retraining (distillation): the parent's softmax at temperature T.
+        probs = predict(parent, x)
+        if spec.temperature != 1.0:
+            logits = np.log(np.clip(probs, 1e-12, 1.0)) / spec.temperature
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return probs.astype(np.float32)
+
+    def _fresh_model(self, spec, dataset, x, parent, models, keras):
+        if spec.init == "parent":
+            model = keras.models.clone_model(parent)
+            model.set_weights(parent.get_weights())
+        else:
+            mean = x.reshape(-1, 3).mean(axis=0)
+            std = x.reshape(-1, 3).std(axis=0)
+            model = models.build(spec.architecture, dataset.num_classes, mean=mean.tolist(),
+                                 std=std.tolist(), seed=spec.seed)
+        steps = spec.epochs * int(np.ceil(len(x) / spec.batch_size))
+        schedule = keras.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
+        optimizer = {"adam": keras.optimizers.Adam, "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9)}[
+            spec.optimizer](schedule)
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+        return model
+
+    def _evaluate(self, spec, model, dataset, parent):
+        pick = test_subset(dataset, self.evaluate_on)
+        x_test = data.to_float(dataset.x_test[pick])
+        pred = predict(model, x_test).argmax(axis=1)
+        metrics = {"test_accuracy": float(np.mean(pred == dataset.y_test[pick])), "test_examples": int(len(pick)),
+                   "architecture": spec.architecture, "role": spec.role,
+                   "parameters": int(model.count_params())}
+        if parent is not None:
+            metrics["fidelity_test"] = float(np.mean(pred == predict(parent, x_test).argmax(axis=1)))
+        return metrics
+
+    # ------------------------------------------------------------------ housekeeping
+    def remove(self, spec):
+        shutil.rmtree(self.folder(spec), ignore_errors=True)
+
+
+def set_threads_from_env():
+    """Honour ``CAE_THREADS`` for TensorFlow's thread pools (before any op runs)."""
+    threads = os.environ.get("CAE_THREADS")
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))

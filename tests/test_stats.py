@@ -1,0 +1,210 @@
+"""ROC/AUC, p-values and thresholds of cae.stats, checked against brute force and scipy."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cae import stats
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+scores = st.lists(st.integers(0, 6).map(lambda v: v / 6), min_size=1, max_size=25)
+FAST = settings(max_examples=80, deadline=None)
+
+
+def brute_auc(pos, neg):
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+# --------------------------------------------------------------------------- ROC / AUC
+def test_auc_known_values():
+    assert stats.roc_auc([1, 2, 3], [0, 0.5]) == 1.0
+    assert stats.roc_auc([0, 0.5], [1, 2, 3]) == 0.0
+    assert stats.roc_auc([1.0], [1.0]) == 0.5
+    # pos 0.4 beats 0.1, ties 0.4; pos 0.9 beats both: (1 + 0.5 + 2) / 4
+    assert stats.roc_auc([0.4, 0.9], [0.1, 0.4]) == pytest.approx(3.5 / 4)
+
+
+@FAST
+@given(scores, scores)
+def test_auc_is_mann_whitney_and_symmetric(pos, neg):
+    auc = stats.roc_auc(pos, neg)
+    assert 0.0 <= auc <= 1.0
+    assert auc == pytest.approx(brute_auc(pos, neg), abs=1e-12)
+    assert auc + stats.roc_auc(neg, pos) == pytest.approx(1.0, abs=1e-12)
+
+
+@FAST
+@given(scores, scores)
+def test_roc_curve_shape_and_trapezoid_area(pos, neg):
+    fpr, tpr, thresholds = stats.roc_curve(pos, neg)
+    assert (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    assert np.isinf(thresholds[0]) and np.all(np.diff(thresholds) < 0)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(stats.roc_auc(pos, neg), abs=1e-12)
+
+
+def test_tpr_at_fpr():
+    pos = [0.9, 0.8, 0.7, 0.2]
+    neg = [0.75, 0.1, 0.1, 0.1]
+    assert stats.tpr_at_fpr(pos, neg, fpr=0.0) == 0.5  # threshold 0.8: no negative above
+    assert stats.tpr_at_fpr(pos, neg, fpr=0.25) == 1.0  # threshold 0.2 admits only 0.75
+    assert stats.tpr_at_fpr([0.9, 0.5], [0.7, 0.6, 0.1, 0.1], fpr=0.25) == 0.5
+    assert stats.tpr_at_fpr(pos, neg, fpr=1.0) == 1.0
+    assert stats.tpr_at_fpr([1.0, 1.0], [0.0], fpr=0.0) == 1.0
+
+
+@FAST
+@given(scores, scores, st.floats(0, 1))
+def test_tpr_at_fpr_is_attained_by_some_threshold(pos, neg, fpr):
+    best = stats.tpr_at_fpr(pos, neg, fpr)
+    pos, neg = np.array(pos), np.array(neg)
+    achievable = [np.mean(pos >= t) for t in np.append(np.unique(np.r_[pos, neg]), np.inf)
+                  if np.mean(neg >= t) <= fpr]
+    assert best == pytest.approx(max(achievable))
+
+
+@pytest.mark.parametrize("bad", [[], [np.nan], [[0.1, 0.2]], [np.inf]])
+def test_scores_are_validated(bad):
+    with pytest.raises(ValueError, match="scores"):
+        stats.roc_auc(bad, [0.5])
+
+
+# --------------------------------------------------------------------------- p-values
+@pytest.mark.parametrize("n", [1, 7, 50, 300])
+@pytest.mark.parametrize("p0", [0.001, 0.1, 0.37, 0.9])
+def test_binomial_p_value_matches_scipy(n, p0):
+    for matches in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+        expected = scipy_stats.binom.sf(matches - 1, n, p0)
+        assert stats.binomial_p_value(matches, n, p0) == pytest.approx(expected, rel=1e-9,
+                                                                       abs=1e-300)
+
+
+def test_binomial_p_value_edges_and_tiny_tails():
+    assert stats.binomial_p_value(0, 10, 0.2) == 1.0
+    assert stats.binomial_p_value(11, 10, 0.2) == 0.0
+    assert stats.binomial_p_value(3, 10, 0.0) == 0.0
+    assert stats.binomial_p_value(10, 10, 1.0) == 1.0
+    # all 300 keys matched with p0 = 0.3: 0.3 ** 300, far below float underflow of naive sums
+    assert stats.binomial_p_value(300, 300, 0.3) == pytest.approx(math.exp(300 * math.log(0.3)),
+                                                                  rel=1e-9)
+    for bad in [(-1, 10, 0.5), (3, 10, 1.5), (2.5, 10, 0.5), (True, 10, 0.5)]:
+        with pytest.raises(ValueError):
+            stats.binomial_p_value(*bad)
+
+
+@FAST
+@given(st.integers(1, 400), st.floats(0.0, 1.0), st.data())
+def test_binomial_p_value_monotone(n, p0, data):
+    low = data.draw(st.integers(0, n + 1))
+    high = data.draw(st.integers(low, n + 1))
+    p_low, p_high = stats.binomial_p_value(low, n, p0), stats.binomial_p_value(high, n, p0)
+    assert 0.0 <= p_high <= p_low <= 1.0
+    # and non-decreasing in p0 (up to rounding near 1: tails are summed in log space)
+    assert stats.binomial_p_value(low, n, min(1.0, p0 + 0.05)) >= p_low - 1e-12
+
+
+def test_binomial_p_value_is_valid_under_its_null():
+    """Under a true Binomial(n, p0), P[p <= a] <= a (an off-by-one would break this)."""
+    rng = np.random.default_rng(0)
+    n, p0 = 60, 0.3
+    draws = rng.binomial(n, p0, size=4000)
+    p_values = {m: stats.binomial_p_value(m, n, p0) for m in range(n + 1)}
+    for alpha in (0.01, 0.05, 0.2):
+        rate = np.mean([p_values[m] <= alpha for m in draws])
+        assert rate <= alpha * 1.2 + 0.005
+        assert rate >= alpha * 0.4  # not absurdly conservative either
+
+
+def test_empirical_p_value():
+    null = [0.1, 0.2, 0.3, 0.5]
+    assert stats.empirical_p_value(0.9, null) == 1 / 5
+    assert stats.empirical_p_value(0.3, null) == 3 / 5  # ties count against the suspect
+    assert stats.empirical_p_value(0.0, null) == 1.0
+
+
+@FAST
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30), st.floats(0, 1), st.floats(0, 1))
+def test_empirical_p_value_monotone(null, a, b):
+    low, high = sorted((a, b))
+    p_low, p_high = stats.empirical_p_value(low, null), stats.empirical_p_value(high, null)
+    assert 1 / (len(null) + 1) <= p_high <= p_low <= 1.0
+
+
+def test_empirical_null_is_valid_where_binomial_is_optimistic():
+    """References whose match rate varies (correlated keys): the binomial p-value rejects far
+    too often, the empirical one keeps its level. This is why both are reported."""
+    rng = np.random.default_rng(1)
+    n, references, trials, alpha = 50, 19, 1500, 0.05
+    rates = rng.beta(3, 7, size=(trials, references + 1))  # per-model match probability
+    retentions = rng.binomial(n, rates) / n
+    binomial_hits = empirical_hits = 0
+    for row in retentions:
+        null = stats.Null(tuple(row[:-1]), n)
+        binomial, empirical = null.p_values(round(row[-1] * n))
+        binomial_hits += binomial <= alpha
+        empirical_hits += empirical <= alpha
+    assert empirical_hits / trials <= alpha + 0.02
+    assert binomial_hits / trials > 2 * alpha
+
+
+def test_clopper_pearson_upper():
+    assert stats.clopper_pearson_upper(0, 28) == pytest.approx(1 - 0.05 ** (1 / 28), rel=1e-9)
+    for k, trials in [(1, 10), (5, 40), (27, 28)]:
+        expected = scipy_stats.beta.ppf(0.95, k + 1, trials - k)
+        assert stats.clopper_pearson_upper(k, trials) == pytest.approx(expected, rel=1e-7)
+    assert stats.clopper_pearson_upper(28, 28) == 1.0
+
+
+# --------------------------------------------------------------------------- null and threshold
+def test_null_p0_and_p_values():
+    null = stats.Null.from_matches(np.array([[1, 0, 0, 0], [1, 1, 0, 0]], dtype=bool))
+    assert null.reference_retentions == (0.25, 0.5) and null.n == 4
+    assert null.p0 == pytest.approx(3.5 / 9)
+    binomial, empirical = null.p_values(4)
+    assert binomial == pytest.approx(null.p0 ** 4)
+    assert empirical == 1 / 3
+    assert null.p_value(4) == max(binomial, empirical)
+    assert stats.Null((0.0, 0.0), 10).p0 > 0  # pseudo-count: never exactly zero
+    with pytest.raises(ValueError, match="same fingerprint"):
+        null.p_values(2, n=5)
+
+
+def test_choose_threshold_example():
+    refs = [0.30, 0.40, 0.45, 0.50, 0.68]
+    result = stats.choose_threshold(refs, alpha=0.2, n=100)  # one reference may exceed θ
+    assert result.theta == pytest.approx(0.51)
+    assert result.empirical_fpr == 0.2
+    result = stats.choose_threshold(refs, alpha=0.01, n=100)
+    assert result.theta == pytest.approx(0.69) and result.empirical_fpr == 0.0
+    assert result.binomial_fpr == pytest.approx(stats.binomial_p_value(69, 100, result.p0))
+    assert result.p0 == pytest.approx((233 + 0.5) / 501)
+    assert result.empirical_fpr_upper == pytest.approx(1 - 0.05 ** (1 / 5))
+    no_n = stats.choose_threshold(refs, alpha=0.01)
+    assert 0.68 < no_n.theta < 0.68 + 1e-12 and no_n.binomial_fpr is None
+
+
+@FAST
+@given(st.integers(1, 60), st.data(), st.sampled_from([0.01, 0.05, 0.1, 0.3]))
+def test_choose_threshold_is_smallest_with_level(n, data, alpha):
+    refs = data.draw(st.lists(st.integers(0, n - 1), min_size=int(1 / alpha) // 2 + 1,
+                              max_size=60))
+    refs = [r / n for r in refs]
+    result = stats.choose_threshold(refs, alpha=alpha, n=n)
+    refs = np.array(refs)
+    assert np.mean(refs >= result.theta - 1e-12) <= alpha
+    assert round(result.theta * n, 6) == round(result.theta * n)  # on the 1/n grid
+    smaller = result.theta - 1 / n
+    assert np.mean(refs >= smaller - 1e-12) > alpha
+
+
+def test_choose_threshold_refuses_impossible():
+    with pytest.raises(ValueError, match="whole fingerprint"):
+        stats.choose_threshold([1.0, 0.2, 1.0], alpha=0.01, n=10)
+    with pytest.raises(ValueError, match="alpha"):
+        stats.choose_threshold([0.2, 0.3], alpha=1.0, n=10)
