@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import weakref
 
 import keras
 import numpy as np
@@ -240,6 +241,56 @@ def perturbation_norm(x, x_adv, norm):
     return np.linalg.norm(delta, axis=1)
 
 
+class _EnsembleParts:
+    """What C-IGM derives from an ensemble, built once per ensemble and reused.
+
+    The compiled loop is traced once per ensemble (and input shape), not once per
+    attack instance: sweeping ε with new ``CIGM`` objects does not retrace.
+    """
+
+    def __init__(self, ensemble):
+        ensemble_lib.roles(ensemble)  # raises unless it came from compose
+        self.mean_field = ensemble_lib.with_dropout(ensemble, 0.0)
+        self.source = ensemble_lib.source_model(ensemble)
+        self.run = _compiled_igm(ensemble, ensemble_lib.LinearLoss())
+
+
+_PARTS = weakref.WeakKeyDictionary()
+
+
+def _ensemble_parts(ensemble):
+    parts = _PARTS.get(ensemble)
+    if parts is None:
+        parts = _PARTS[ensemble] = _EnsembleParts(ensemble)
+    return parts
+
+
+def _compiled_igm(model, loss):
+    """The targeted IGM loop on ``model`` as one tf.function (the math in keras.ops)."""
+    import tensorflow as tf
+
+    def step(x_adv, x_init, onehot, eps, eps_step):
+        # The same operations, in the same order, as ART's BIM step (TF backend).
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            value = loss(onehot, model(x_adv, training=False))
+        grad = -tape.gradient(value, x_adv)  # targeted: descend the loss
+        grad = ops.where(ops.isnan(grad), ops.zeros_like(grad), grad)
+        x_next = ops.clip(x_adv + eps_step * ops.sign(grad), 0.0, 1.0)
+        delta = x_next - x_init
+        delta = ops.sign(delta) * ops.minimum(ops.abs(delta), eps)
+        return x_init + delta
+
+    @tf.function(reduce_retracing=True)
+    def run(x_init, onehot, eps, eps_step, max_iter):
+        x_adv = tf.identity(x_init)
+        for _ in tf.range(max_iter):
+            x_adv = step(x_adv, x_init, onehot, eps, eps_step)
+        return x_adv
+
+    return run
+
+
 # --------------------------------------------------------------------------- C-IGM
 class CIGM:
     """Conferrable IGM (Lukas, Zhang & Kerschbaum, Section IV-D): targeted IGM on M_E.
@@ -296,11 +347,7 @@ class CIGM:
         self.seed = seed
         self.verbose = verbose
         self._check_params()
-        ensemble_lib.roles(ensemble)  # raises unless it came from compose
-        self._mean_field = ensemble_lib.with_dropout(ensemble, 0.0)
-        self._source = ensemble_lib.source_model(ensemble)
-        self._loss = ensemble_lib.LinearLoss()
-        self._compiled_run = None
+        self._parts = _ensemble_parts(ensemble)
         self.targets_ = None
         self.labels_ = None
 
@@ -339,7 +386,7 @@ class CIGM:
             rng = np.random.default_rng(self.seed)
             shift = rng.integers(1, self.num_classes, size=len(labels))
             return (labels + shift) % self.num_classes
-        model = self._mean_field if self.target == "most_conferrable" else self._source
+        model = self._parts.mean_field if self.target == "most_conferrable" else self._parts.source
         scores = _predict(model, x, self.batch_size).astype(np.float64)
         scores[np.arange(len(labels)), labels] = -np.inf
         return np.argmax(scores, axis=1).astype(np.int64)
@@ -349,7 +396,7 @@ class CIGM:
         """C-IGM examples for ``x`` (float32 (N, 32, 32, 3) in [0, 1]); ``y`` source labels."""
         x = data.check_images(x)
         if y is None:
-            labels = np.argmax(_predict(self._source, x, self.batch_size), axis=1).astype(np.int64)
+            labels = np.argmax(_predict(self._parts.source, x, self.batch_size), axis=1).astype(np.int64)
         else:
             labels = _labels(y, len(x), self.num_classes)
         targets = self.choose_targets(x, labels)
@@ -367,44 +414,16 @@ class CIGM:
     def _generate_art(self, x, onehot):
         from art.attacks.evasion import BasicIterativeMethod
 
-        classifier = _tensorflow_classifier(self.ensemble, self._loss)
+        classifier = _tensorflow_classifier(self.ensemble, ensemble_lib.LinearLoss())
         attack = BasicIterativeMethod(
             classifier, eps=float(self.eps), eps_step=float(self.eps_step), max_iter=int(self.max_iter),
             targeted=True, batch_size=int(self.batch_size), verbose=self.verbose,
         )
         return attack.generate(x, y=onehot).astype(np.float32)
 
-    def _build_compiled(self):
-        import tensorflow as tf
-
-        model, loss = self.ensemble, self._loss
-
-        def step(x_adv, x_init, onehot, eps, eps_step):
-            # The same operations, in the same order, as ART's BIM step (TF backend).
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                value = loss(onehot, model(x_adv, training=False))
-            grad = -tape.gradient(value, x_adv)  # targeted: descend the loss
-            grad = ops.where(ops.isnan(grad), ops.zeros_like(grad), grad)
-            x_next = ops.clip(x_adv + eps_step * ops.sign(grad), 0.0, 1.0)
-            delta = x_next - x_init
-            delta = ops.sign(delta) * ops.minimum(ops.abs(delta), eps)
-            return x_init + delta
-
-        @tf.function(reduce_retracing=True)
-        def run(x_init, onehot, eps, eps_step, max_iter):
-            x_adv = tf.identity(x_init)
-            for _ in tf.range(max_iter):
-                x_adv = step(x_adv, x_init, onehot, eps, eps_step)
-            return x_adv
-
-        return run
-
     def _generate_compiled(self, x, onehot):
         import tensorflow as tf
 
-        if self._compiled_run is None:
-            self._compiled_run = self._build_compiled()
         eps = tf.constant(self.eps, tf.float32)
         eps_step = tf.constant(self.eps_step, tf.float32)
         max_iter = tf.constant(int(self.max_iter), tf.int32)
@@ -416,7 +435,7 @@ class CIGM:
             starts = tqdm(starts, desc="C-IGM", leave=False)
         for start in starts:
             stop = start + self.batch_size
-            out[start:stop] = self._compiled_run(
+            out[start:stop] = self._parts.run(
                 tf.constant(x[start:stop]), tf.constant(onehot[start:stop]), eps, eps_step, max_iter
             ).numpy()
         return out

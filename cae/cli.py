@@ -83,8 +83,132 @@ def _data_fetch(args):
     return 0
 
 
+# --------------------------------------------------------------------------- extract
+def _add_extract(subparsers):
+    from cae import presets
+
+    parser = subparsers.add_parser(
+        "extract", help="extract a fingerprint of a preset's source model (Alg. 2)",
+        description="Train (or reuse) the preset's source and training models, run C-IGM on "
+                    "their ensemble and keep the examples with conferrability >= tau.",
+    )
+    parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
+    parser.add_argument("--out", required=True, help="fingerprint path (writes OUT.npz and OUT.json)")
+    parser.add_argument("--eps", type=float, help="L-inf bound (default: the preset's, 0.15)")
+    parser.add_argument("--tau", type=float, help="conferrability threshold (default: the preset's, 1.0)")
+    parser.add_argument("--target", default="most_conferrable", help="C-IGM target-class rule")
+    parser.set_defaults(handler=_extract)
+
+
+def _extract(args):
+    from cae import experiments, fingerprint, presets
+
+    preset = presets.get(args.preset)
+    context = experiments.prepare(preset, verbose=args.verbose)
+    fp = experiments.extract(context, eps=args.eps, tau=args.tau, target=args.target)
+    npz, manifest = fingerprint.save(fp, args.out)
+    print(f"fingerprint: {fp.n} examples (eps {fp.manifest['epsilon']:g}, tau {fp.manifest['tau']:g}) "
+          f"of source {fp.manifest['source_model_hash']} -> {npz}, {manifest}")
+    return 0
+
+
+# --------------------------------------------------------------------------- verify
+def _add_verify(subparsers):
+    parser = subparsers.add_parser(
+        "verify", help="verify a suspect model against a fingerprint (Alg. 1), label-only",
+        description="Query the suspect on the fingerprint and compare its labels with the keys. "
+                    "The suspect is a local .keras file (loaded with safe_mode=True) or a model "
+                    "served over HTTP in the TensorFlow Serving REST format.",
+    )
+    parser.add_argument("--fingerprint", required=True, help="fingerprint path (FP, FP.npz or FP.json)")
+    suspect = parser.add_mutually_exclusive_group(required=True)
+    suspect.add_argument("--model", help="suspect .keras file")
+    suspect.add_argument("--url", help="suspect's predict URL, e.g. http://host:8501/v1/models/m:predict")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="retention threshold theta (default: the fingerprint's calibrated one, else 0.75)")
+    parser.add_argument("--max-queries", type=int, default=None, help="query budget for --url (never exceeded)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (--url)")
+    parser.add_argument("--batch-size", type=int, default=64, help="inputs per request")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_verify)
+
+
+def _verify(args):
+    from cae import fingerprint
+
+    fp = fingerprint.load(args.fingerprint)
+    if args.model:
+        from cae import models
+
+        suspect = models.load(args.model)
+    else:
+        from cae import remote
+
+        suspect = remote.TFServingClient(args.url, timeout=args.timeout, batch_size=args.batch_size,
+                                         max_queries=args.max_queries, num_classes=fp.num_classes)
+    calibration = fp.manifest.get("created_with", {})
+    threshold = args.threshold
+    if threshold is None:
+        threshold = calibration.get("threshold", 0.75)
+    null = calibration.get("reference_retentions")
+    result = fingerprint.verify(suspect, fp, threshold=threshold, batch_size=args.batch_size, null=null)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        verdict = "SURROGATE of the source" if result.is_surrogate else "not shown to be derived"
+        p_value = "n/a" if result.p_value is None else f"{result.p_value:.3g}"
+        print(f"retention {result.retention:.3f} ({result.matches}/{result.n}), threshold "
+              f"{result.threshold:.3f}: {verdict}; p-value {p_value}; queries {result.queries}")
+    return 0
+
+
+# --------------------------------------------------------------------------- zoo
+def _add_zoo(subparsers):
+    from cae import presets
+
+    group = subparsers.add_parser("zoo", help="train and list a preset's models")
+    commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    train = commands.add_parser("train", help="train (or resume) every model of a preset")
+    train.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
+    train.set_defaults(handler=_zoo_train)
+    listing = commands.add_parser("list", help="the preset's models, their state and metrics")
+    listing.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_zoo_list)
+
+
+def _zoo_train(args):
+    from cae import experiments, presets
+
+    experiments.train_zoo(presets.get(args.preset), verbose=True)
+    return _zoo_list(argparse.Namespace(preset=args.preset, json=False))
+
+
+def _zoo_list(args):
+    from cae import experiments, presets, zoo
+
+    preset = presets.get(args.preset)
+    store = zoo.Zoo()
+    specs = experiments.model_specs(preset)
+    rows = []
+    for group in ("source",) + experiments.GROUPS:
+        for spec in ([specs[group]] if group == "source" else specs[group]):
+            row = {"group": group, "key": spec.key, "architecture": spec.architecture}
+            row.update(store.metrics(spec) if store.complete(spec) else {"state": "not trained"})
+            rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        accuracy = row.get("test_accuracy")
+        state = f"acc {accuracy:.3f}" if accuracy is not None else row["state"]
+        fidelity = f" fidelity {row['fidelity_test']:.3f}" if "fidelity_test" in row else ""
+        print(f"{row['group']:<17} {row['key']} {row['architecture']:<12} {state}{fidelity}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
-_GROUPS = [_add_data]
+_GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify]
 
 
 def build_parser():
@@ -109,9 +233,12 @@ def main(argv=None):
     )
     try:
         return args.handler(args)
-    except ValueError as err:  # DataError and invalid arguments found past argparse
+    except ValueError as err:  # DataError, FingerprintError, invalid arguments past argparse
         print(f"cae: error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    except (RuntimeError, OSError) as err:  # remote failures, budget exhausted, I/O
+        print(f"cae: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

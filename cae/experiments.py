@@ -33,6 +33,7 @@ def source_spec(preset):
         split=(preset.defender_size, preset.adversary_size, preset.split_seed),
         data="D1", labels="ground_truth", role="source", seed=0, epochs=preset.source_epochs,
         batch_size=preset.batch_size, learning_rate=preset.learning_rate, optimizer=preset.optimizer,
+        augment=preset.augment,
     )
 
 
@@ -102,3 +103,233 @@ def run_key(*parts):
     text = json.dumps([p if not dataclasses.is_dataclass(p) else dataclasses.asdict(p) for p in parts],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- attacks
+METHODS = ("cigm", "igm", "pgd", "deepfool", "cw")
+METHOD_NAMES = {"cigm": "C-IGM", "igm": "IGM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}
+
+
+@dataclasses.dataclass
+class Context:
+    """Everything the attack stages need, loaded once: preset, models, specs, inputs."""
+
+    preset: presets.Preset
+    dataset: data.Dataset
+    models: dict
+    specs: dict
+    store: zoo.Zoo
+    inputs: np.ndarray  # indices into dataset.x_train (D1, classified correctly by the source)
+
+    @property
+    def x(self):
+        return data.to_float(self.dataset.x_train[self.inputs])
+
+    @property
+    def y(self):
+        return self.dataset.y_train[self.inputs]
+
+    def key(self, *parts):
+        model_keys = {g: [s.key for s in self.specs[g]] for g in GROUPS}
+        return run_key(self.specs["source"].key, model_keys, self.inputs.tolist(), *parts)
+
+    def folder(self):
+        return paths.cache_dir() / "runs" / self.preset.name
+
+
+def prepare(preset, verbose=True):
+    """Train (or load) the preset's zoo and pick the attack inputs."""
+    models, specs, store = train_zoo(preset, verbose=verbose)
+    dataset = store.dataset(preset.dataset)
+    inputs = attack_inputs(preset, dataset, models["source"])
+    return Context(preset, dataset, models, specs, store, inputs)
+
+
+def _predictions(context, x_adv):
+    from cae import scores
+
+    out = {"source_labels": scores.predict_labels([context.models["source"]], x_adv)[0]}
+    for group in GROUPS:
+        out[group] = scores.predict_labels(context.models[group], x_adv)
+    return out
+
+
+def _cached(path, compute):
+    """Load the npz at ``path``, or compute the dict of arrays, save it atomically, return it."""
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        except (OSError, ValueError) as err:
+            log.warning("recomputing unreadable %s (%s)", path, err)
+    result = compute()
+    paths.atomic_save(path, lambda tmp: np.savez(tmp, **result), suffix=".npz")
+    return result
+
+
+def cigm_ensemble(context, dropout=None):
+    from cae import ensemble
+
+    preset = context.preset
+    return ensemble.compose(
+        context.models["source"], context.models["train_surrogates"], context.models["train_references"],
+        dropout=preset.dropout if dropout is None else dropout, seed=preset.split_seed,
+    )
+
+
+def run_attack(context, method, eps, target="most_conferrable", dropout=None):
+    """Per-example results of ``method`` at ``eps`` on the attack inputs (cached).
+
+    Returns arrays: ``x_adv``; ``success`` (the source's label changed, within the
+    attack's ε rule); ``t`` (the source's label of the adversarial example: the key
+    the fingerprint would use); for C-IGM ``target`` (the class it aimed for); and the
+    labels of every group of models on ``x_adv``.
+    """
+    from cae import attacks
+
+    preset = context.preset
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    rate = preset.dropout if dropout is None else dropout
+    params = ("cigm", target, rate) if method == "cigm" else (method, attacks.ATTACKS[method])
+    filtered = method != "cigm" and attacks.ATTACKS[method].constraint == "filter"
+    # Attacks whose ε only filters their output run once, unbounded, for every ε.
+    key = context.key(*params, preset.attack_iterations, None if filtered else float(eps))
+    path = context.folder() / f"{method}-{key}.npz"
+    x, y = context.x, context.y
+
+    def compute():
+        log.info("attack %s at eps=%s on %d inputs", method, eps, len(x))
+        extra = {}
+        if method == "cigm":
+            attack = attacks.CIGM(cigm_ensemble(context, rate), eps, max_iter=preset.attack_iterations,
+                                  target=target, seed=preset.split_seed, verbose=True)
+            x_adv = attack.generate(x, y)
+            extra["target"] = np.asarray(attack.targets_, dtype=np.int64)
+        else:
+            x_adv, _ = attacks.baseline(method, context.models["source"], x, eps, y=y,
+                                        max_iter=preset.attack_iterations, seed=preset.split_seed)
+        return {"x_adv": np.asarray(x_adv, np.float32), **extra, **_predictions(context, x_adv)}
+
+    result = dict(_cached(path, compute))
+    norm = "inf" if method == "cigm" else attacks.ATTACKS[method].norm
+    within = attacks.perturbation_norm(x, result["x_adv"], norm) <= eps + 1e-6
+    result["success"] = (result["source_labels"] != y) & within
+    result["t"] = result["source_labels"]
+    result["y"] = y
+    return result
+
+
+def summarise(result, prefix="test"):
+    """Mean transferability (over the group's references) and conferrability of the
+    successful examples of one attack run (Section IV-C, Table II)."""
+    from cae import scores
+
+    ok = result["success"]
+    t = result["t"][ok]
+    row = {"examples": int(len(ok)), "successful": int(ok.sum()), "success_rate": float(ok.mean())}
+    if ok.any():
+        surrogates = result[f"{prefix}_surrogates"][:, ok]
+        references = result[f"{prefix}_references"][:, ok]
+        row["transferable"] = float(scores.transfer(references, t).mean())
+        row["conferrable"] = float(scores.confer(surrogates, references, t).mean())
+        row["surrogate_transfer"] = float(scores.transfer(surrogates, t).mean())
+    else:
+        row.update(transferable=float("nan"), conferrable=float("nan"), surrogate_transfer=float("nan"))
+    return row
+
+
+# --------------------------------------------------------------------------- extract
+def extract(context, eps=None, tau=None, target="most_conferrable"):
+    """Alg. 2: C-IGM on the training models' ensemble, keep examples with
+    Confer(training surrogates, training references) >= τ. Returns a Fingerprint."""
+    from cae import fingerprint, scores
+
+    preset = context.preset
+    eps = preset.epsilon if eps is None else eps
+    tau = preset.tau if tau is None else tau
+    result = run_attack(context, "cigm", eps, target=target)
+    t = result["t"]
+    confer = scores.confer(result["train_surrogates"], result["train_references"], t)
+    keep = result["success"] & (confer >= tau - 1e-9)
+    log.info("extract: %d of %d adversarial examples have conferrability >= %.2f on the training models",
+             int(keep.sum()), int(result["success"].sum()), tau)
+    if not keep.any():
+        raise RuntimeError(
+            f"no C-IGM example reached conferrability {tau} on the training models at eps={eps}; "
+            "lower tau or raise eps."
+        )
+    def retentions(group):
+        return [float(np.mean(labels[keep] == t[keep])) for labels in result[group]]
+
+    return fingerprint.create(
+        context.models["source"], result["x_adv"][keep], attack="C-IGM", epsilon=float(eps), tau=float(tau),
+        dataset=preset.dataset, source_model_hash=context.specs["source"].key,
+        targets=result["target"][keep], originals=context.x[keep],
+        created_with={"preset": preset.name, "target": target, "dropout": preset.dropout,
+                      "iterations": preset.attack_iterations, "inputs": int(len(context.inputs)),
+                      "train_surrogates": len(context.specs["train_surrogates"]),
+                      "train_references": len(context.specs["train_references"]),
+                      # The testing models' retention: the null for p-values in `cae verify`.
+                      "reference_retentions": retentions("test_references"),
+                      "surrogate_retentions": retentions("test_surrogates")},
+    )
+
+
+# --------------------------------------------------------------------------- scripts
+def script_args(description, argv=None, extra=None):
+    """Parse a reproduce script's arguments, set up logging, print the resolved
+    settings and the git revision. ``extra(parser)`` adds script-specific options."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS),
+                        help="experiment scale (default: quick)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    if extra:
+        extra(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    preset = presets.get(args.preset)
+    print(f"# {description}")
+    print(f"# cae revision {git_revision()}, preset {preset.name}: "
+          + json.dumps(preset.summary(), default=str, sort_keys=True))
+    print(f"# data {paths.data_dir()}, cache {paths.cache_dir()}, results {paths.results_dir(preset.name)}",
+          flush=True)
+    return args, preset
+
+
+def table2_rows(context, eps=None, targets=("most_conferrable",)):
+    """One row per method: our transferability / conferrability on the testing models
+    beside the paper's (Table II)."""
+    from cae import tables
+
+    eps = context.preset.epsilon if eps is None else eps
+    paper = tables.PAPER_TABLE2[tables.paper_dataset(context.preset.dataset)]
+    rows = []
+    runs = [("cigm", t) for t in targets] + [(m, None) for m in METHODS if m != "cigm"]
+    for method, target in runs:
+        result = run_attack(context, method, eps, **({"target": target} if target else {}))
+        test, train = summarise(result, "test"), summarise(result, "train")
+        name = METHOD_NAMES[method] + (f" (t: {target})" if target and len(targets) > 1 else "")
+        paper_transfer, paper_confer = paper[METHOD_NAMES[method]]
+        rows.append({
+            "method": name, "successful": f"{test['successful']}/{test['examples']}",
+            "transferable": test["transferable"], "conferrable": test["conferrable"],
+            "paper transferable": paper_transfer, "paper conferrable": paper_confer,
+            "confer (training models)": train["conferrable"],
+        })
+    return rows
+
+
+def table2_notes(context, rows):
+    cigm = rows[0]["conferrable"]
+    others = {r["method"]: r["conferrable"] for r in rows if not r["method"].startswith("C-IGM")}
+    beaten = [m for m, c in others.items() if not (cigm > c)]
+    verdict = ("C-IGM's conferrability is above every baseline's, as in the paper." if not beaten
+               else f"C-IGM's conferrability is NOT above: {', '.join(beaten)}.")
+    p = context.preset
+    return (f"Ours: {len(context.inputs)} inputs from D1 classified correctly by the source; scores over "
+            f"the successful examples on {len(p.test_surrogates)} testing surrogates and "
+            f"{len(p.test_references)} testing references (transferability over the references). "
+            f"Paper: {'ImageNet32' if p.dataset == 'imagenet32' else 'CINIC-10'} (quoted, not run).\n\n{verdict}\n")

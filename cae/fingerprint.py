@@ -41,7 +41,7 @@ import hashlib
 import io
 import json
 import logging
-import math
+import numbers
 import pathlib
 import zipfile
 import zlib
@@ -584,14 +584,16 @@ def verify(suspect, fp, threshold=0.75, batch_size=256, null=None):
     ``null`` sets the p-value: None (no p-value), a float ``p0`` (binomial null), the
     retentions of reference models on this fingerprint (both nulls), or a
     :class:`cae.stats.Null`. With both nulls the reported ``p_value`` is the larger.
+    ``batch_size``: inputs per call for Keras models, ART classifiers and callables;
+    remote clients get the whole set and batch by their own ``batch_size``.
     Pure: nothing is modified except a remote client's query counter.
     """
     if not isinstance(fp, Fingerprint):
         raise TypeError(f"fp must be a Fingerprint (see cae.fingerprint.load), got "
                         f"{type(fp).__name__}.")
     threshold = getattr(threshold, "theta", threshold)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
-            or not 0.0 <= float(threshold) <= 1.0 or math.isnan(float(threshold)):
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real) \
+            or not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}.")
     threshold = float(threshold)
     labels, queries = predict_labels(suspect, fp.x, fp.num_classes, batch_size=batch_size)

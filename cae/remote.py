@@ -172,6 +172,7 @@ class TFServingClient:
                 answer = self._post(body)
             except urllib.error.HTTPError as err:
                 detail = err.read(300).decode("utf-8", "replace") if err.fp else ""
+                err.close()
                 if 500 <= err.code < 600:
                     last_error = f"HTTP {err.code} {err.reason}"
                     continue

@@ -35,8 +35,21 @@ log = logging.getLogger(__name__)
 
 SPEC_VERSION = 1  # bump when training code changes in a way that changes results
 
-# How a model's training labels are made (``TrainSpec.labels``).
-LABEL_SOURCES = ("ground_truth", "distill")
+# How a model's training set is made (``TrainSpec.labels``): name -> function
+# ``(zoo, spec, dataset, indices, parent) -> (x float32 in [0, 1], y soft labels)``.
+# ``cae.removal`` registers the removal attacks' training sets here.
+TRAINING_SETS = {}
+
+
+def training_set(name):
+    """Decorator registering a training-set builder under ``name``."""
+    def register(function):
+        TRAINING_SETS[name] = function
+        return function
+    return register
+# Training-time augmentation: random crop (4 px, reflect padding) and horizontal flip,
+# flip alone, or nothing.
+AUGMENTATIONS = ("crop+flip", "flip", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +62,9 @@ class TrainSpec:
     ``labels="distill"`` trains on the parent's softmax at temperature
     ``temperature`` (the Retraining attack, T = 1); ``"ground_truth"`` on the labels.
     ``init="parent"`` starts from the parent's weights (fine-tuning). ``options`` holds
-    extra settings of removal attacks as sorted ``(name, value)`` pairs.
+    extra settings as sorted ``(name, value)`` pairs: ``reinit_last`` (re-initialise the
+    logits layer), ``train_last_only`` (freeze everything else), and settings that
+    registered training sets read (see :data:`TRAINING_SETS`).
     """
 
     architecture: str
@@ -66,7 +81,7 @@ class TrainSpec:
     batch_size: int = 128
     optimizer: str = "adam"
     learning_rate: float = 2e-3
-    augment: bool = True
+    augment: str = "crop+flip"
     temperature: float = 1.0
     options: tuple = ()
     version: int = SPEC_VERSION
@@ -74,14 +89,22 @@ class TrainSpec:
     def __post_init__(self):
         if self.data not in ("D1", "D2"):
             raise ValueError(f"TrainSpec.data is {self.data!r}; expected 'D1' or 'D2'.")
-        if self.labels not in LABEL_SOURCES:
-            raise ValueError(f"TrainSpec.labels is {self.labels!r}; expected one of {LABEL_SOURCES}.")
-        if (self.labels == "distill" or self.init == "parent") and not self.parent:
+        if self.labels not in TRAINING_SETS:
+            raise ValueError(f"TrainSpec.labels is {self.labels!r}; expected one of {tuple(TRAINING_SETS)}.")
+        if (self.labels != "ground_truth" or self.init == "parent") and not self.parent:
             raise ValueError("TrainSpec needs parent= (the parent model's key) to distill or fine-tune.")
+        for name, _ in self.options:
+            if name not in TRAIN_OPTIONS:
+                raise ValueError(f"TrainSpec option {name!r} is unknown; expected one of {TRAIN_OPTIONS}.")
         if self.init not in ("scratch", "parent"):
             raise ValueError(f"TrainSpec.init is {self.init!r}; expected 'scratch' or 'parent'.")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"TrainSpec.augment is {self.augment!r}; expected one of {AUGMENTATIONS}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be positive.")
+
+    def option(self, name, default=None):
+        return dict(self.options).get(name, default)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
@@ -94,6 +117,36 @@ class TrainSpec:
         return dataclasses.replace(self, **changes)
 
 
+TRAIN_OPTIONS = ("reinit_last", "train_last_only", "jagielski_temperature", "papernot_rounds",
+                 "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
+                 "part", "parts")
+
+
+def softmax_with_temperature(probs, temperature):
+    """Re-temper probability vectors: softmax(log p / T)."""
+    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    out = np.exp(logits)
+    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@training_set("ground_truth")
+def _ground_truth(store, spec, dataset, indices, parent):
+    x = data.to_float(dataset.x_train[indices])
+    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
+
+
+@training_set("distill")
+def _distill(store, spec, dataset, indices, parent):
+    """Retraining: the parent's softmax (temperature ``spec.temperature``, T = 1 in the
+    paper, since an adversary cannot change the temperature of a deployed model)."""
+    x = data.to_float(dataset.x_train[indices])
+    probs = predict(parent, x)
+    if spec.temperature != 1.0:
+        probs = softmax_with_temperature(probs, spec.temperature)
+    return x, probs.astype(np.float32)
+
+
 def split_of(dataset, spec):
     """Indices of ``spec``'s training examples in ``dataset.x_train``."""
     defender, adversary, seed = spec.split
@@ -102,9 +155,14 @@ def split_of(dataset, spec):
     return indices[: spec.subset] if spec.subset else indices
 
 
-def augment_batch(x, rng, pad=4):
+def augment_batch(x, rng, pad=4, crop=True):
     """Standard CIFAR augmentation: random crop with ``pad`` reflect padding, h-flip."""
     n = len(x)
+    if not crop:
+        out = x.copy()
+        flip = rng.random(n) < 0.5
+        out[flip] = out[flip, :, ::-1]
+        return out
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     dy = rng.integers(0, 2 * pad + 1, n)
     dx = rng.integers(0, 2 * pad + 1, n)
@@ -136,10 +194,11 @@ class Zoo:
     (and, recursively, nothing else: a parent must already be in the zoo) if needed.
     """
 
-    def __init__(self, root=None, evaluate_on=None):
+    def __init__(self, root=None, evaluate_on=None, datasets=None):
         self.root = pathlib.Path(root) if root else paths.cache_dir() / "zoo"
         self.evaluate_on = evaluate_on  # number of test images for metrics (None = all)
-        self._datasets = {}
+        # Datasets already in memory, by name (tests and notebooks pass small ones).
+        self._datasets = dict(datasets or {})
 
     # ------------------------------------------------------------------ paths
     def folder(self, spec):
@@ -182,33 +241,30 @@ class Zoo:
         paths.atomic_write_bytes(folder / "spec.json", (json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True) + "\n").encode())
         dataset = self.dataset(spec.dataset)
         indices = split_of(dataset, spec)
-        x = data.to_float(dataset.x_train[indices])
         parent = self.load(spec.parent) if spec.parent else None
-        y = self._labels(spec, dataset, indices, x, parent)
+        x, y = TRAINING_SETS[spec.labels](self, spec, dataset, indices, parent)
 
         start_epoch, model = self._resume(spec, folder)
         if model is None:
             model = self._fresh_model(spec, dataset, x, parent, models, keras)
         log.info("training %s (%s, %s) from epoch %d of %d", spec.key, spec.role, spec.architecture,
                  start_epoch, spec.epochs)
-        started = time.time()
+        started, spent_before = time.time(), self._seconds_so_far(folder)
         progress = tqdm(range(start_epoch, spec.epochs), desc=f"{spec.role} {spec.architecture} {spec.key[:8]}",
                         initial=start_epoch, total=spec.epochs, unit="epoch", disable=not verbose, leave=False)
         for epoch in progress:
             rng = np.random.default_rng([spec.seed, epoch])
             keras.utils.set_random_seed(int(rng.integers(2**31)))
             order = rng.permutation(len(x))
-            xe = augment_batch(x[order], rng) if spec.augment else x[order]
+            xe = augment_batch(x[order], rng, crop=spec.augment == "crop+flip") if spec.augment != "none" else x[order]
             history = model.fit(xe, y[order], batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0)
             progress.set_postfix(loss=f"{history.history['loss'][-1]:.3f}")
             paths.atomic_save(folder / "checkpoint.keras", model.save, suffix=".keras")
             paths.atomic_write_json(folder / "progress.json", {"epoch": epoch + 1,
-                                    "seconds": time.time() - started + self._seconds_so_far(folder)})
-        seconds = self._seconds_so_far(folder) if start_epoch == spec.epochs else None
+                                    "seconds": spent_before + time.time() - started})
         paths.atomic_save(folder / "model.keras", model.save, suffix=".keras")
         metrics = self._evaluate(spec, model, dataset, parent)
-        metrics["train_seconds"] = seconds if seconds is not None else json.loads(
-            (folder / "progress.json").read_text())["seconds"]
+        metrics["train_seconds"] = round(spent_before + time.time() - started, 1)
         metrics["resumed_from_epoch"] = start_epoch
         paths.atomic_write_json(folder / "metrics.json", metrics)
         for leftover in ("checkpoint.keras", "progress.json"):
@@ -238,26 +294,23 @@ class Zoo:
         log.info("resuming %s after epoch %d", spec.key, epoch)
         return epoch, model
 
-    def _labels(self, spec, dataset, indices, x, parent):
-        if spec.labels == "ground_truth":
-            return np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
-        # Retraining (distillation): the parent's softmax at temperature T.
-        probs = predict(parent, x)
-        if spec.temperature != 1.0:
-            logits = np.log(np.clip(probs, 1e-12, 1.0)) / spec.temperature
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        return probs.astype(np.float32)
-
     def _fresh_model(self, spec, dataset, x, parent, models, keras):
         if spec.init == "parent":
             model = keras.models.clone_model(parent)
             model.set_weights(parent.get_weights())
+            if spec.option("reinit_last"):
+                last = models.last_layer(model)
+                fresh = keras.layers.Dense(last.units, name="fresh")
+                fresh.build((None, last.kernel.shape[0]))
+                last.set_weights(fresh.get_weights())
         else:
             mean = x.reshape(-1, 3).mean(axis=0)
             std = x.reshape(-1, 3).std(axis=0)
             model = models.build(spec.architecture, dataset.num_classes, mean=mean.tolist(),
                                  std=std.tolist(), seed=spec.seed)
+        if spec.option("train_last_only"):
+            for layer in model.layers:
+                layer.trainable = layer is models.last_layer(model)
         steps = spec.epochs * int(np.ceil(len(x) / spec.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
         optimizer = {"adam": keras.optimizers.Adam, "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9)}[

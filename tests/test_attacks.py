@@ -1,0 +1,249 @@
+"""C-IGM (both backends), the baselines through ART, and Table I."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from cae import attacks as A
+from cae import ensemble as E
+
+K = 10
+N = 6
+
+
+def tiny_model(seed, num_classes=K):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(4, 3, strides=2)(inputs)
+    bn = layers.BatchNormalization()
+    x = layers.GlobalAveragePooling2D()(layers.ReLU()(bn(x)))
+    logits = layers.Dense(num_classes, name="logits")(x)
+    model = keras.Model(inputs, layers.Activation("softmax", name="probabilities")(logits))
+    rng = np.random.default_rng(seed)
+    bn.moving_mean.assign(rng.normal(size=4).astype("float32"))
+    bn.moving_variance.assign(rng.uniform(0.2, 2.0, size=4).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def members():
+    return [tiny_model(seed) for seed in range(5)]
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(0).random((N, 32, 32, 3), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def ensemble_off(members):
+    return E.compose(members[0], members[1:3], members[3:], dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def ensemble_on(members):
+    return E.compose(members[0], members[1:3], members[3:], dropout=0.5, seed=1)
+
+
+def predict_numpy(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+# --------------------------------------------------------------------------- Table I
+def test_table_one():
+    assert A.EPSILONS == (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
+    rows = {row["Method"]: row for row in A.rows()}
+    assert list(rows) == ["IGM", "DeepFool", "PGD", "CW-L2"]
+    expected = {
+        "IGM": (100, 0.01, None, None, None, "inf"),
+        "DeepFool": (100, None, 10, None, None, "inf"),
+        "PGD": (100, 0.01, None, None, None, "2"),
+        "CW-L2": (100, None, None, 50.0, 0.01, "2"),
+    }
+    for method, values in expected.items():
+        row = rows[method]
+        assert (row["Iter"], row["α"], row["Grads"], row["κ"], row["lr"], row["q"]) == values
+    assert all(isinstance(row, dict) for row in A.rows())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        A.ATTACKS["igm"].max_iter = 5
+    assert A.ATTACKS["cw"].art_kwargs()["confidence"] == 50.0
+
+
+# --------------------------------------------------------------------------- C-IGM
+def target_scores(ensemble, x, targets):
+    return predict_numpy(E.with_dropout(ensemble, 0.0), x)[np.arange(len(x)), targets]
+
+
+@pytest.mark.parametrize("eps", [0.03, 0.1])
+def test_cigm_raises_target_score_within_budget(ensemble_on, x, eps):
+    attack = A.CIGM(ensemble_on, eps, eps_step=0.01, max_iter=15, batch_size=4)
+    x_adv = attack.generate(x)
+    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
+    assert np.abs(x_adv - x).max() <= eps + 1e-6
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    t = attack.targets_
+    assert np.all(t != attack.labels_)
+    before, after = target_scores(ensemble_on, x, t), target_scores(ensemble_on, x_adv, t)
+    assert after.mean() > before.mean()
+    assert np.mean(after > before) >= 0.5
+    # The attack uses its budget: IGM signs move every pixel by a full step first.
+    assert np.abs(x_adv - x).max() > eps / 2
+
+
+def test_cigm_backends_agree_without_dropout(ensemble_off, x):
+    kwargs = dict(eps=0.05, eps_step=0.01, max_iter=8, batch_size=4)
+    compiled = A.CIGM(ensemble_off, backend="compiled", **kwargs).generate(x)
+    art = A.CIGM(ensemble_off, backend="art", **kwargs).generate(x)
+    np.testing.assert_allclose(compiled, art, atol=1e-5)
+    # ...and the common result is not the trivial one.
+    assert np.abs(compiled - x).max() > 0.04
+
+
+def test_cigm_backends_agree_with_dropout_same_seed(ensemble_on, x):
+    # Both draw the same dropout masks in the same order (same batches, same seeds).
+    kwargs = dict(eps=0.05, eps_step=0.01, max_iter=5, batch_size=3, seed=4)
+    compiled = A.CIGM(ensemble_on, backend="compiled", **kwargs).generate(x)
+    art = A.CIGM(ensemble_on, backend="art", **kwargs).generate(x)
+    np.testing.assert_allclose(compiled, art, atol=1e-5)
+
+
+def test_cigm_seed_controls_dropout(ensemble_on, x):
+    attack = A.CIGM(ensemble_on, 0.05, max_iter=6, seed=3)
+    first, second = attack.generate(x), attack.generate(x)
+    np.testing.assert_array_equal(first, second)
+    other = A.CIGM(ensemble_on, 0.05, max_iter=6, seed=4).generate(x)
+    assert np.abs(first - other).max() > 0
+
+
+def test_cigm_does_not_modify_inputs(ensemble_off, x):
+    copy = x.copy()
+    A.CIGM(ensemble_off, 0.05, max_iter=2).generate(x)
+    np.testing.assert_array_equal(x, copy)
+
+
+def test_target_rules(ensemble_off, members, x):
+    mean_field = predict_numpy(ensemble_off, x)
+    source = predict_numpy(members[0], x)
+    labels = np.argmax(source, axis=1)
+
+    attack = A.CIGM(ensemble_off, 0.05, max_iter=1)
+    attack.generate(x)
+    np.testing.assert_array_equal(attack.labels_, labels)
+    masked = mean_field.copy()
+    masked[np.arange(N), labels] = -np.inf
+    np.testing.assert_array_equal(attack.targets_, np.argmax(masked, axis=1))
+
+    attack = A.CIGM(ensemble_off, 0.05, max_iter=1, target="second_source")
+    attack.generate(x)
+    np.testing.assert_array_equal(attack.targets_, np.argsort(-source, axis=1)[:, 1])
+
+    given = (labels + 3) % K  # a y passed in is used as the source label
+    attack.generate(x, y=keras.utils.to_categorical(given, K))
+    np.testing.assert_array_equal(attack.labels_, given)
+    assert np.all(attack.targets_ != given)
+
+    random_targets = []
+    for _ in range(2):
+        attack = A.CIGM(ensemble_off, 0.05, max_iter=1, target="random", seed=5)
+        attack.generate(x)
+        random_targets.append(attack.targets_)
+    np.testing.assert_array_equal(*random_targets)
+    assert np.all(random_targets[0] != labels)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("eps", 0), ("eps", -0.1), ("eps", 2.0), ("eps", "0.1"), ("eps_step", 0.0),
+        ("max_iter", 0), ("max_iter", 1.5), ("target", "least_likely"), ("backend", "jax"),
+        ("batch_size", 0), ("seed", -1), ("verbose", "yes"),
+    ],
+)
+def test_cigm_bad_parameters(ensemble_off, name, value):
+    kwargs = {"eps": 0.1, name: value}
+    with pytest.raises(ValueError, match=rf"{name}={value!r}"):
+        A.CIGM(ensemble_off, **kwargs)
+    attack = A.CIGM(ensemble_off, 0.1)
+    with pytest.raises(ValueError, match=name):
+        attack.set_params(**{name: value})
+
+
+def test_cigm_rejects_bad_inputs(ensemble_off, members, x):
+    with pytest.raises(ValueError, match="ensemble"):
+        A.CIGM("not a model", 0.1)
+    with pytest.raises(ValueError, match="not an ensemble"):
+        A.CIGM(members[0], 0.1)
+    attack = A.CIGM(ensemble_off, 0.1, max_iter=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        attack.generate(x * 255)
+    with pytest.raises(ValueError, match="y has shape"):
+        attack.generate(x, y=np.zeros(N + 1, dtype=int))
+
+
+# --------------------------------------------------------------------------- baselines
+@pytest.fixture(scope="module")
+def source(members):
+    return members[0]
+
+
+def label_changed(model, x, x_adv, y=None):
+    y = np.argmax(predict_numpy(model, x), axis=1) if y is None else y
+    return np.argmax(predict_numpy(model, x_adv), axis=1) != y
+
+
+@pytest.mark.parametrize("name, eps, norm", [("igm", 0.1, "inf"), ("pgd", 5.0, "2")])
+def test_gradient_baselines_stay_in_budget(source, x, name, eps, norm):
+    x_adv, success = A.baseline(name, source, x, eps, max_iter=10, eps_step=0.05 if name == "igm" else 1.0)
+    assert x_adv.shape == x.shape and success.dtype == bool
+    assert np.all(A.perturbation_norm(x, x_adv, norm) <= eps * (1 + 1e-5) + 1e-6)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    np.testing.assert_array_equal(success, label_changed(source, x, x_adv))
+    assert success.mean() >= 0.5  # a large budget flips most labels of a tiny model
+
+
+def test_igm_compiled_gradient_matches_art_gradient(source, x):
+    a, _ = A.baseline("igm", source, x, 0.05, max_iter=5, compiled_gradient=True)
+    b, _ = A.baseline("igm", source, x, 0.05, max_iter=5, compiled_gradient=False)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_deepfool_filter_and_project(source, x):
+    eps, x = 0.02, x[:4]
+    x_adv, success = A.baseline("deepfool", source, x, eps, max_iter=20)
+    np.testing.assert_array_equal(
+        success,
+        label_changed(source, x, x_adv) & (A.perturbation_norm(x, x_adv, "inf") <= eps * (1 + 1e-5) + 1e-7),
+    )
+    assert label_changed(source, x, x_adv).mean() >= 0.5  # DeepFool itself succeeds
+    projected, success_p = A.baseline("deepfool", source, x, eps, max_iter=20, constraint="project")
+    assert np.all(A.perturbation_norm(x, projected, "inf") <= eps + 1e-6)
+    np.testing.assert_array_equal(success_p, label_changed(source, x, projected))
+
+
+def test_cw_filter(source, x):
+    eps = 0.5
+    x_adv, success = A.baseline("cw", source, x, eps, max_iter=5, binary_search_steps=1, confidence=0.0,
+                                learning_rate=0.1)
+    within = A.perturbation_norm(x, x_adv, "2") <= eps * (1 + 1e-5) + 1e-7
+    np.testing.assert_array_equal(success, label_changed(source, x, x_adv) & within)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_baseline_uses_given_labels(source, x):
+    y = (np.argmax(predict_numpy(source, x), axis=1) + 1) % K
+    x_adv, success = A.baseline("igm", source, x, 0.01, y=y, max_iter=1)
+    np.testing.assert_array_equal(success, label_changed(source, x, x_adv, y=y))
+
+
+def test_baseline_bad_arguments(source, x):
+    with pytest.raises(ValueError, match="name='fgsm'"):
+        A.baseline("fgsm", source, x, 0.1)
+    with pytest.raises(ValueError, match="nb_grads is not a parameter of IGM"):
+        A.baseline("igm", source, x, 0.1, nb_grads=3)
+    with pytest.raises(ValueError, match="constraint='clip'"):
+        A.baseline("igm", source, x, 0.1, constraint="clip")
+    with pytest.raises(ValueError, match="eps=0"):
+        A.baseline("igm", source, x, 0)

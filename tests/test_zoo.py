@@ -1,0 +1,154 @@
+"""The model zoo: spec hashing, caching, distillation, and resuming a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from cae import data, zoo
+
+
+def synthetic(name="synthetic", n_train=256, n_test=64, classes=4, seed=0):
+    """A learnable toy dataset: the class sets the mean colour of the image."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, classes, n)
+        base = (y[:, None] * 255 // (classes - 1)).astype(np.float32)
+        x = base[:, None, None, :] * np.ones((1, 32, 32, 3), np.float32)
+        x = np.clip(x + rng.normal(0, 30, x.shape), 0, 255).astype(np.uint8)
+        return x, y.astype(np.int64)
+
+    return data.Dataset(name, *make(n_train), *make(n_test), tuple(f"c{i}" for i in range(classes)), "0" * 64)
+
+
+def tiny_spec(**changes):
+    spec = zoo.TrainSpec(architecture="cnn", dataset="synthetic", split=(128, 128, 0), epochs=2,
+                         batch_size=32, learning_rate=0.01, augment="crop+flip")
+    return spec.replace(**changes)
+
+
+def test_spec_key_is_canonical_and_sensitive():
+    a, b = tiny_spec(), tiny_spec()
+    assert a.key == b.key and len(a.key) == 16
+    assert tiny_spec(seed=1).key != a.key
+    assert tiny_spec(epochs=3).key != a.key
+    assert tiny_spec(labels="distill", parent="abc").key != tiny_spec(labels="distill", parent="abd").key
+
+
+def test_spec_rejects_bad_values():
+    with pytest.raises(ValueError, match="'D3'"):
+        tiny_spec(data="D3")
+    with pytest.raises(ValueError, match="parent"):
+        tiny_spec(labels="distill")
+    with pytest.raises(ValueError, match="'soft'"):
+        tiny_spec(labels="soft")
+
+
+def test_splits_are_disjoint_and_deterministic():
+    dataset = synthetic()
+    d1 = zoo.split_of(dataset, tiny_spec(data="D1"))
+    d2 = zoo.split_of(dataset, tiny_spec(data="D2"))
+    assert len(d1) == len(d2) == 128 and not set(d1) & set(d2)
+    assert np.array_equal(d1, zoo.split_of(dataset, tiny_spec(data="D1", seed=5)))
+    assert len(zoo.split_of(dataset, tiny_spec(subset=10))) == 10
+
+
+def test_augmentation_keeps_shape_and_moves_pixels():
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 3), dtype=np.float32)
+    out = zoo.augment_batch(x, np.random.default_rng(1))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert not np.array_equal(out, x)
+    # A crop of a reflect-padded image keeps values within the original range.
+    assert out.min() >= x.min() and out.max() <= x.max()
+
+
+def test_train_cache_and_distill(tmp_path):
+    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic()})
+    source = tiny_spec(epochs=4)
+    model = store.get(source, verbose=False)
+    metrics = store.metrics(source)
+    assert metrics["test_accuracy"] > 0.5  # the toy task is easy; chance is 0.25
+    assert set(os.listdir(store.folder(source))) == {"model.keras", "spec.json", "metrics.json"}
+    assert json.loads((store.folder(source) / "spec.json").read_text())["seed"] == 0
+    mtime = (store.folder(source) / "model.keras").stat().st_mtime_ns
+    again = store.get(source, verbose=False)  # cached: nothing retrained
+    assert (store.folder(source) / "model.keras").stat().st_mtime_ns == mtime
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+    surrogate = tiny_spec(labels="distill", parent=source.key, role="surrogate", data="D2", seed=7)
+    store.get(surrogate, verbose=False)
+    assert store.metrics(surrogate)["fidelity_test"] > 0.5
+
+
+def test_fine_tuning_starts_from_parent_and_leaves_it_unchanged(tmp_path):
+    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic()})
+    source = tiny_spec()
+    parent = store.get(source, verbose=False)
+    before = [w.copy() for w in parent.get_weights()]
+    child_spec = tiny_spec(init="parent", parent=source.key, labels="distill", role="ftal", epochs=1,
+                           learning_rate=1e-4, data="D2")
+    child = store.get(child_spec, verbose=False)
+    after = store.load(source).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    # Small learning rate, one epoch: the child stays close to the parent.
+    diffs = [np.abs(a - b).max() for a, b in zip(child.get_weights(), before)]
+    assert max(diffs) < 0.5 and max(diffs) > 0
+
+
+_KILLABLE = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_zoo import synthetic, tiny_spec
+    from cae import zoo, paths
+
+    slow = {slow}
+    if slow:
+        # Slow down the epoch-end writes so the parent can kill the run mid-training.
+        original = paths.atomic_write_json
+        def delayed(path, obj):
+            original(path, obj)
+            time.sleep(1.5)
+        zoo.paths.atomic_write_json = delayed
+    store = zoo.Zoo({root!r}, datasets={{"synthetic": synthetic()}})
+    store.get(tiny_spec(epochs=4), verbose=False)
+    """
+)
+
+
+def _run_script(tmp_path, root, slow):
+    script = tmp_path / f"train_{slow}.py"
+    script.write_text(_KILLABLE.format(tests=os.path.dirname(__file__), root=str(root), slow=slow))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_killed_run_resumes_from_last_epoch_with_identical_result(tmp_path):
+    spec = tiny_spec(epochs=4)
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    process = _run_script(tmp_path, killed_root, slow=True)
+    progress = killed_root / spec.key / "progress.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (progress.exists() and json.loads(progress.read_text())["epoch"] >= 2):
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_root / spec.key / "metrics.json").exists()
+
+    store = zoo.Zoo(killed_root, datasets={"synthetic": synthetic()})
+    resumed = store.get(spec, verbose=False)
+    assert store.metrics(spec)["resumed_from_epoch"] >= 2
+    assert not (killed_root / spec.key / "checkpoint.keras").exists()
+
+    clean = zoo.Zoo(clean_root, datasets={"synthetic": synthetic()}).get(spec, verbose=False)
+    for a, b in zip(resumed.get_weights(), clean.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
