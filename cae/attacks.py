@@ -252,7 +252,8 @@ class _EnsembleParts:
         ensemble_lib.roles(ensemble)  # raises unless it came from compose
         self.mean_field = ensemble_lib.with_dropout(ensemble, 0.0)
         self.source = ensemble_lib.source_model(ensemble)
-        self.run = _compiled_igm(ensemble, ensemble_lib.LinearLoss())
+        # A weak reference: the cache must not keep its key (the ensemble) alive.
+        self.run = _compiled_igm(weakref.ref(ensemble), ensemble_lib.LinearLoss())
 
 
 _PARTS = weakref.WeakKeyDictionary()
@@ -265,15 +266,15 @@ def _ensemble_parts(ensemble):
     return parts
 
 
-def _compiled_igm(model, loss):
-    """The targeted IGM loop on ``model`` as one tf.function (the math in keras.ops)."""
+def _compiled_igm(model_ref, loss):
+    """The targeted IGM loop on ``model_ref()`` as one tf.function (the math in keras.ops)."""
     import tensorflow as tf
 
     def step(x_adv, x_init, onehot, eps, eps_step):
         # The same operations, in the same order, as ART's BIM step (TF backend).
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
-            value = loss(onehot, model(x_adv, training=False))
+            value = loss(onehot, model_ref()(x_adv, training=False))
         grad = -tape.gradient(value, x_adv)  # targeted: descend the loss
         grad = ops.where(ops.isnan(grad), ops.zeros_like(grad), grad)
         x_next = ops.clip(x_adv + eps_step * ops.sign(grad), 0.0, 1.0)
@@ -395,11 +396,13 @@ class CIGM:
     def generate(self, x, y=None):
         """C-IGM examples for ``x`` (float32 (N, 32, 32, 3) in [0, 1]); ``y`` source labels."""
         x = data.check_images(x)
-        if y is None:
+        if y is not None:
+            labels = _labels(y, len(x), self.num_classes)
+        elif len(x):
             labels = np.argmax(_predict(self._parts.source, x, self.batch_size), axis=1).astype(np.int64)
         else:
-            labels = _labels(y, len(x), self.num_classes)
-        targets = self.choose_targets(x, labels)
+            labels = np.zeros(0, dtype=np.int64)
+        targets = self.choose_targets(x, labels) if len(x) else labels.copy()
         self.labels_, self.targets_ = labels, targets
         if len(x) == 0:
             return x.copy()
@@ -460,7 +463,8 @@ def baseline(name, model, x, eps, y=None, *, batch_size=32, constraint=None, see
     for varying perturbation distances", which we read as ``"filter"``: the attack
     runs once, unbounded, and an example is successful only if its perturbation is
     within ε in the attack's norm q (Table I: L-inf for DeepFool, L2 for CW-L2) and
-    it changes the model's label; the examples are returned unchanged. ``"project"``
+    it changes the model's label; the examples are returned unchanged. (ART's DeepFool
+    always moves away from the model's own prediction, whatever ``y``.) ``"project"``
     instead projects every perturbation onto the ε-ball (and [0, 1]) and judges
     success there; ``"none"`` ignores ε.
 
@@ -485,12 +489,12 @@ def baseline(name, model, x, eps, y=None, *, batch_size=32, constraint=None, see
     x = data.check_images(x)
     logits = models.logits_model(model)
     num_classes = int(logits.output_shape[-1])
-    labels = (
-        np.argmax(_predict(logits, x, batch_size), axis=1).astype(np.int64)
-        if y is None else _labels(y, len(x), num_classes)
-    )
+    if y is not None:
+        labels = _labels(y, len(x), num_classes)
     if len(x) == 0:
         return x.copy(), np.zeros(0, dtype=bool)
+    if y is None:
+        labels = np.argmax(_predict(logits, x, batch_size), axis=1).astype(np.int64)
 
     from art.attacks import evasion
 

@@ -47,7 +47,6 @@ from keras import layers, ops
 log = logging.getLogger(__name__)
 
 DEFAULT_DROPOUT = 0.5
-_ROLES = ("source", "surrogate", "reference")
 
 
 # --------------------------------------------------------------------------- layers

@@ -137,9 +137,9 @@ class Context:
         return paths.cache_dir() / "runs" / self.preset.name
 
 
-def prepare(preset, verbose=True):
+def prepare(preset, verbose=True, store=None):
     """Train (or load) the preset's zoo and pick the attack inputs."""
-    models, specs, store = train_zoo(preset, verbose=verbose)
+    models, specs, store = train_zoo(preset, store=store, verbose=verbose)
     dataset = store.dataset(preset.dataset)
     inputs = attack_inputs(preset, dataset, models["source"])
     return Context(preset, dataset, models, specs, store, inputs)

@@ -12,11 +12,7 @@ The paper computes transferability over the reference models only and
 conferrability over the surrogates S and the references R.
 """
 
-import logging
-
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 
 def _labels(array, name, ndim):

@@ -90,6 +90,8 @@ class TrainSpec:
         if self.data not in ("D1", "D2"):
             raise ValueError(f"TrainSpec.data is {self.data!r}; expected 'D1' or 'D2'.")
         if self.labels not in TRAINING_SETS:
+            import cae.removal  # noqa: F401  (registers the removal attacks' training sets)
+        if self.labels not in TRAINING_SETS:
             raise ValueError(f"TrainSpec.labels is {self.labels!r}; expected one of {tuple(TRAINING_SETS)}.")
         if (self.labels != "ground_truth" or self.init == "parent") and not self.parent:
             raise ValueError("TrainSpec needs parent= (the parent model's key) to distill or fine-tune.")
@@ -119,7 +121,7 @@ class TrainSpec:
 
 TRAIN_OPTIONS = ("reinit_last", "train_last_only", "jagielski_temperature", "papernot_rounds",
                  "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
-                 "part", "parts")
+                 "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts")
 
 
 def softmax_with_temperature(probs, temperature):
@@ -148,11 +150,30 @@ def _distill(store, spec, dataset, indices, parent):
 
 
 def split_of(dataset, spec):
-    """Indices of ``spec``'s training examples in ``dataset.x_train``."""
+    """Indices of ``spec``'s training examples in ``dataset.x_train`` (sorted).
+
+    ``spec.subset`` keeps a random sample of that many examples of the split: the first
+    ones of a fixed shuffle of the split (seeded by the split seed), so smaller subsets
+    lie inside larger ones. (Not the lowest indices: a pool decoded from image folders
+    is sorted by class.) Options ``("parts", n)`` and ``("part", i)`` then keep the
+    i-th of n disjoint, equally sized random parts (the ensemble attack).
+    """
     defender, adversary, seed = spec.split
     d1, d2 = data.split_indices(len(dataset.y_train), (defender, adversary), seed)
     indices = d1 if spec.data == "D1" else d2
-    return indices[: spec.subset] if spec.subset else indices
+    parts = spec.option("parts")
+    if not spec.subset and not parts:
+        return indices
+    order = np.random.default_rng([seed, 0 if spec.data == "D1" else 1]).permutation(indices)
+    if spec.subset:
+        order = order[: spec.subset]
+    if parts:
+        part = spec.option("part", 0)
+        if not (isinstance(parts, int) and parts >= 1 and isinstance(part, int) and 0 <= part < parts):
+            raise ValueError(f"TrainSpec options part={part!r}, parts={parts!r}; expected ints with "
+                             "0 <= part < parts.")
+        order = np.array_split(order, parts)[part]
+    return np.sort(order)
 
 
 def augment_batch(x, rng, pad=4, crop=True):
@@ -299,6 +320,7 @@ class Zoo:
             model = keras.models.clone_model(parent)
             model.set_weights(parent.get_weights())
             if spec.option("reinit_last"):
+                keras.utils.set_random_seed(spec.seed)  # the fresh layer is part of the spec
                 last = models.last_layer(model)
                 fresh = keras.layers.Dense(last.units, name="fresh")
                 fresh.build((None, last.kernel.shape[0]))

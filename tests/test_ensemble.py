@@ -168,11 +168,16 @@ def test_save_load_keras_safe_mode(members, x, tmp_path):
     assert E.roles(loaded) == E.roles(ensemble) and E.dropout_rate(loaded) == 0.5
 
 
-def test_cae_architectures_compose(x):
-    # Real cae models: several share layer names ("logits", "normalize").
+def test_cae_architectures_compose_and_save(x, tmp_path):
+    # Real cae models: all are named "cnn" and share layer names ("logits", "normalize").
     members = [models.build("cnn", K, seed=s) for s in range(3)]
-    ensemble = E.compose(members[0], members[1:2], members[2:], dropout=0.0)
-    np.testing.assert_allclose(ensemble(x[:2]), expected_scores(members, x[:2], 2), atol=1e-5)
+    ensemble = E.compose(members[0], members[1:2], members[2:], dropout=0.5)
+    off = E.with_dropout(ensemble, 0.0)
+    expected = expected_scores(members, x[:2], 2)
+    np.testing.assert_allclose(off(x[:2]), expected, atol=1e-5)
+    ensemble.save(tmp_path / "cnn.keras")
+    loaded = keras.saving.load_model(tmp_path / "cnn.keras", safe_mode=True)
+    np.testing.assert_allclose(E.with_dropout(loaded, 0.0)(x[:2]), expected, atol=1e-5)
 
 
 def test_linear_loss():

@@ -14,13 +14,21 @@ import pytest
 from cae import data, zoo
 
 
-def synthetic(name="synthetic", n_train=256, n_test=64, classes=4, seed=0):
-    """A learnable toy dataset: the class sets the mean colour of the image."""
+def synthetic(name="synthetic", n_train=256, n_test=64, classes=4, seed=0, colour=False):
+    """A learnable toy dataset. By default the class sets the mean brightness of the
+    image; with ``colour=True`` (3 classes) it sets which channel is slightly
+    brighter than the others, a task small perturbations can flip."""
     rng = np.random.default_rng(seed)
+    if colour:
+        classes = 3
 
     def make(n):
         y = rng.integers(0, classes, n)
-        base = (y[:, None] * 255 // (classes - 1)).astype(np.float32)
+        if colour:
+            base = np.full((n, 3), 110.0, np.float32)
+            base[np.arange(n), y] += 40.0
+        else:
+            base = (y[:, None] * 255 // (classes - 1)).astype(np.float32) * np.ones((1, 3), np.float32)
         x = base[:, None, None, :] * np.ones((1, 32, 32, 3), np.float32)
         x = np.clip(x + rng.normal(0, 30, x.shape), 0, 255).astype(np.uint8)
         return x, y.astype(np.int64)
@@ -71,11 +79,11 @@ def test_augmentation_keeps_shape_and_moves_pixels():
 
 
 def test_train_cache_and_distill(tmp_path):
-    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic()})
+    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic(colour=True)})
     source = tiny_spec(epochs=4)
     model = store.get(source, verbose=False)
     metrics = store.metrics(source)
-    assert metrics["test_accuracy"] > 0.5  # the toy task is easy; chance is 0.25
+    assert metrics["test_accuracy"] > 0.6  # the toy task is easy; chance is 1/3
     assert set(os.listdir(store.folder(source))) == {"model.keras", "spec.json", "metrics.json"}
     assert json.loads((store.folder(source) / "spec.json").read_text())["seed"] == 0
     mtime = (store.folder(source) / "model.keras").stat().st_mtime_ns
@@ -86,11 +94,11 @@ def test_train_cache_and_distill(tmp_path):
 
     surrogate = tiny_spec(labels="distill", parent=source.key, role="surrogate", data="D2", seed=7)
     store.get(surrogate, verbose=False)
-    assert store.metrics(surrogate)["fidelity_test"] > 0.5
+    assert store.metrics(surrogate)["fidelity_test"] > 0.6
 
 
 def test_fine_tuning_starts_from_parent_and_leaves_it_unchanged(tmp_path):
-    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic()})
+    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic(colour=True)})
     source = tiny_spec()
     parent = store.get(source, verbose=False)
     before = [w.copy() for w in parent.get_weights()]
@@ -99,9 +107,9 @@ def test_fine_tuning_starts_from_parent_and_leaves_it_unchanged(tmp_path):
     child = store.get(child_spec, verbose=False)
     after = store.load(source).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
-    # Small learning rate, one epoch: the child stays close to the parent.
-    diffs = [np.abs(a - b).max() for a, b in zip(child.get_weights(), before)]
-    assert max(diffs) < 0.5 and max(diffs) > 0
+    # Small learning rate, one epoch: the child moved, but still agrees with its parent.
+    assert any(not np.array_equal(a, b) for a, b in zip(child.get_weights(), before))
+    assert store.metrics(child_spec)["fidelity_test"] > 0.9
 
 
 _KILLABLE = textwrap.dedent(
@@ -119,7 +127,7 @@ _KILLABLE = textwrap.dedent(
             original(path, obj)
             time.sleep(1.5)
         zoo.paths.atomic_write_json = delayed
-    store = zoo.Zoo({root!r}, datasets={{"synthetic": synthetic()}})
+    store = zoo.Zoo({root!r}, datasets={{"synthetic": synthetic(colour=True)}})
     store.get(tiny_spec(epochs=4), verbose=False)
     """
 )
@@ -144,11 +152,11 @@ def test_killed_run_resumes_from_last_epoch_with_identical_result(tmp_path):
     process.wait()
     assert not (killed_root / spec.key / "metrics.json").exists()
 
-    store = zoo.Zoo(killed_root, datasets={"synthetic": synthetic()})
+    store = zoo.Zoo(killed_root, datasets={"synthetic": synthetic(colour=True)})
     resumed = store.get(spec, verbose=False)
     assert store.metrics(spec)["resumed_from_epoch"] >= 2
     assert not (killed_root / spec.key / "checkpoint.keras").exists()
 
-    clean = zoo.Zoo(clean_root, datasets={"synthetic": synthetic()}).get(spec, verbose=False)
+    clean = zoo.Zoo(clean_root, datasets={"synthetic": synthetic(colour=True)}).get(spec, verbose=False)
     for a, b in zip(resumed.get_weights(), clean.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,69 @@
+"""End to end on a toy dataset: zoo -> attacks -> per-example results -> extract -> verify."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cae import experiments, fingerprint, presets, zoo
+from test_zoo import synthetic
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CAE_CACHE_DIR", str(root))
+    mp.setenv("CAE_RESULTS_DIR", str(root / "results"))
+    preset = dataclasses.replace(
+        presets.get("quick"), name="toy", dataset="synthetic", defender_size=192, adversary_size=192,
+        source_epochs=3, surrogate_epochs=2, reference_epochs=2, train_surrogates=("cnn",),
+        train_references=("cnn",), test_surrogates=("cnn",), test_references=("cnn",), attack_inputs=12,
+        attack_iterations=30, batch_size=32, learning_rate=0.01, evaluate_on=0,
+    )
+    store = zoo.Zoo(root / "zoo", datasets={"synthetic": synthetic(n_train=400, n_test=64, colour=True)})
+    yield experiments.prepare(preset, verbose=False, store=store)
+    mp.undo()
+
+
+def test_specs_roles_and_parents(context):
+    specs = context.specs
+    source = specs["source"]
+    assert source.data == "D1" and source.labels == "ground_truth"
+    for spec in specs["train_surrogates"] + specs["test_surrogates"]:
+        assert spec.labels == "distill" and spec.parent == source.key
+    assert all(s.data == "D1" for s in specs["train_surrogates"] + specs["train_references"])
+    assert all(s.data == "D2" for s in specs["test_surrogates"] + specs["test_references"])
+    keys = [s.key for s in experiments.all_specs(specs)]
+    assert len(set(keys)) == len(keys)
+
+
+def test_attack_inputs_are_correct_d1_examples(context):
+    source = context.models["source"]
+    pred = source.predict(context.x, verbose=0).argmax(axis=1)
+    assert len(context.inputs) == 12
+    assert np.array_equal(pred, context.y)
+    d1 = zoo.split_of(context.dataset, context.specs["source"])
+    assert set(context.inputs) <= set(d1)
+
+
+def test_run_attack_is_cached_and_within_budget(context):
+    first = experiments.run_attack(context, "cigm", 0.1)
+    assert first["x_adv"].shape == context.x.shape
+    assert np.abs(first["x_adv"] - context.x).max() <= 0.1 + 1e-6
+    assert first["train_surrogates"].shape == (1, 12)
+    again = experiments.run_attack(context, "cigm", 0.1)
+    assert np.array_equal(first["x_adv"], again["x_adv"])
+    files = list(context.folder().glob("cigm-*.npz"))
+    assert len(files) == 1
+    row = experiments.summarise(first)
+    assert 0 <= row["successful"] <= 12
+
+
+def test_extract_then_verify(context, tmp_path):
+    fp = experiments.extract(context, eps=0.25, tau=0.0)
+    assert np.array_equal(fp.keys, context.models["source"].predict(fp.x, verbose=0).argmax(axis=1))
+    fingerprint.save(fp, tmp_path / "fp")
+    loaded = fingerprint.load(tmp_path / "fp")
+    result = fingerprint.verify(context.models["source"], loaded)
+    assert result.retention == 1.0 and result.is_surrogate and result.queries == fp.n
