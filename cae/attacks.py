@@ -90,9 +90,10 @@ ATTACKS = {
     ),
     "deepfool": AttackParams(
         method="DeepFool", art_class="DeepFool", max_iter=100, nb_grads=10, norm="inf",
-        constraint="filter", art=(("epsilon", 1e-6),),
-        note="ART's DeepFool takes L2 steps on the logits and has no ε; "
-             "ART's overshoot epsilon kept at 1e-6; an example counts if ||δ||∞ <= ε",
+        constraint="filter", art=(("epsilon", 0.02),),
+        note="ART's DeepFool takes L2 steps on the logits and has no ε; overshoot 0.02 as in "
+             "Moosavi-Dezfooli et al. (ART's 1e-6 left 20 of 32 quick-preset examples on the "
+             "boundary, not adversarial); an example counts if ||δ||∞ <= ε",
     ),
     "pgd": AttackParams(
         method="PGD", art_class="ProjectedGradientDescent", max_iter=100, eps_step=0.01, norm="2",
@@ -101,9 +102,11 @@ ATTACKS = {
     ),
     "cw": AttackParams(
         method="CW-L2", art_class="CarliniL2Method", max_iter=100, confidence=50.0,
-        learning_rate=0.01, norm="2", constraint="filter",
-        art=(("binary_search_steps", 10), ("initial_const", 0.01)),
-        note="on the logits; ART has no ε for CW; an example counts if ||δ||2 <= ε",
+        learning_rate=0.01, norm="2", constraint="none",
+        art=(("binary_search_steps", 10), ("initial_const", 0.01), ("max_halving", 5), ("max_doubling", 5)),
+        note="on the logits; ART's CW has no ε and its outputs are not filtered by ε: "
+             "the paper's Figure 4 gives CW-L2 the same transferability (0.680) at ε = 0.03 "
+             "and 0.3, which only an ε-independent set of examples explains",
     ),
 }
 
@@ -209,7 +212,28 @@ def _compiled_gradient_classifier_class():
                     value = loss(y, model(x, training=False))
                 return tape.gradient(value, x)
 
+            @tf.function(reduce_retracing=True)
+            def jacobian(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    outputs = model(x, training=False)
+                return tape.batch_jacobian(outputs, x)
+
             self._gradient = gradient
+            self._jacobian = jacobian
+
+        def class_gradient(self, x, label=None, training_mode=False, **kwargs):
+            """All class gradients in one compiled Jacobian (DeepFool asks for every class at
+            every step; ART's eager loop over classes is the attack's bottleneck)."""
+            if training_mode or not self.all_framework_preprocessing or not isinstance(x, np.ndarray):
+                return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
+            full = self._jacobian(tf.convert_to_tensor(x, tf.float32)).numpy()  # (n, K, *input)
+            if label is None:
+                return full
+            if isinstance(label, (int, np.integer)):
+                return full[:, [int(label)]]
+            label = np.asarray(label).reshape(-1)
+            return full[np.arange(len(x)), label][:, None]
 
         def loss_gradient(self, x, y, training_mode=False, **kwargs):
             if training_mode or not self.all_framework_preprocessing or self._reduce_labels:

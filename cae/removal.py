@@ -378,7 +378,7 @@ def jacobian_sign(model, x, labels, batch_size=256):
     num_classes = int(logits.output_shape[-1])
     labels = _check_labels(labels, len(x), num_classes)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # straight-line code: nothing to convert
     def gradient(batch, onehot):
         with tf.GradientTape() as tape:
             tape.watch(batch)

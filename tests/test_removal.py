@@ -304,19 +304,30 @@ def test_retraining_the_last_layer_starts_from_a_fresh_layer(world):
     _assert_source_unchanged(world)
 
 
-def test_ensemble_attack_averages_its_members(world, tmp_path):
+def test_average_models_is_the_mean_of_the_members_and_loads_safely(world, tmp_path):
     store = world["store"]
-    ensemble = removal.ensemble_attack(SOURCE, PRESET, store, n=2)  # n = 3 in the slow test
-    models.check_interface(ensemble, num_classes=CLASSES)
-    members = [store.load(spec) for spec in removal.removal_spec("ensemble", SOURCE, PRESET, parts=2)]
+    members = [world["source"]] + [removal.remove(name, SOURCE, PRESET, store, verbose=False)
+                                   for name in ("ftll", "ftal")]
+    combined = removal.average_models(members)
+    models.check_interface(combined, num_classes=CLASSES)
+    x = _probe()
+    mean = np.mean([member.predict(x, verbose=0) for member in members], axis=0)
+    np.testing.assert_allclose(combined.predict(x, verbose=0), mean, atol=1e-6)
+    path = tmp_path / "ensemble.keras"
+    combined.save(path)
+    np.testing.assert_allclose(models.load(path).predict(x, verbose=0), mean, atol=1e-6)  # safe_mode=True
+    _assert_source_unchanged(world)
+    with pytest.raises(ValueError, match="n=0"):
+        removal.ensemble_attack(SOURCE, PRESET, store, n=0)
+
+
+@slow
+def test_ensemble_attack_averages_its_members(world):
+    store = world["store"]
+    ensemble = removal.ensemble_attack(SOURCE, PRESET, store, n=3)
+    members = [store.load(spec) for spec in removal.removal_spec("ensemble", SOURCE, PRESET)]
     x = _probe()
     outputs = [member.predict(x, verbose=0) for member in members]
     assert not np.allclose(outputs[0], outputs[1], atol=1e-4)
     np.testing.assert_allclose(ensemble.predict(x, verbose=0), np.mean(outputs, axis=0), atol=1e-6)
-    path = tmp_path / "ensemble.keras"
-    ensemble.save(path)
-    reloaded = models.load(path)  # safe_mode=True
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), np.mean(outputs, axis=0), atol=1e-6)
     _assert_source_unchanged(world)
-    with pytest.raises(ValueError, match="n=0"):
-        removal.ensemble_attack(SOURCE, PRESET, store, n=0)
