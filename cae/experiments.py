@@ -207,9 +207,10 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None):
     params = ("cigm", target, rate) if method == "cigm" else (method, attacks.ATTACKS[method], overrides)
     constraint = "project" if method == "cigm" else attacks.ATTACKS[method].constraint
     # Attacks whose ε only filters their output (or is ignored) run once, unbounded, for every ε.
-    key = context.key(*params, preset.attack_iterations, float(eps) if constraint == "project" else None)
+    limit = dict(preset.baseline_inputs).get(method)
+    key = context.key(*params, preset.attack_iterations, float(eps) if constraint == "project" else None, limit)
     path = context.folder() / f"{method}-{key}.npz"
-    x, y = context.x, context.y
+    x, y = context.x[:limit], context.y[:limit]
 
     def compute():
         log.info("attack %s at eps=%s on %d inputs", method, eps, len(x))

@@ -1,0 +1,258 @@
+"""Evaluation shared by Tables III–VI, the verification figure and the non-evasiveness game.
+
+* :func:`group_rows` (Tables III / IV): per group of the zoo, the min–max brackets of
+  test accuracy, fidelity and fingerprint retention.
+* :func:`removal_rows` (Tables V / VI): every removal attack of :mod:`cae.removal`
+  applied to the source, with the paper's numbers beside ours.
+* :func:`verification_stats`: ROC / AUC of retention for derived models vs independent
+  references, TPR at 1 % FPR, the threshold θ with its false-positive bound, and
+  p-values of every suspect (empirical and binomial, both reported).
+* :func:`detector_game` (Section V-A, non-evasiveness): can a small CNN tell C-IGM
+  fingerprints from benign D1 inputs?
+
+Fidelity follows the paper: the accuracy of a model on D1 inputs labelled by the source
+(a fixed random sample of ``n`` D1 images, the same for every model). Test accuracy is
+on the fixed test sample ``zoo.test_subset(dataset, preset.evaluate_on)``, the one the
+zoo's metrics use.
+"""
+
+import logging
+
+import numpy as np
+
+from cae import data, experiments, fingerprint, removal, stats, tables, zoo
+
+log = logging.getLogger(__name__)
+
+FIDELITY_SEED = 11
+GROUP_NAMES = {
+    "train_surrogates": ("training", "surrogate"), "train_references": ("training", "reference"),
+    "test_surrogates": ("testing", "surrogate"), "test_references": ("testing", "reference"),
+}
+# Table III of the paper (CINIC, ε = 0.15), the readable parts: retention brackets per group.
+PAPER_GROUP_RETENTION = {
+    "cinic10": {"train_surrogates": "1.00", "train_references": "0.00",
+                "test_surrogates": "0.91–0.99", "test_references": "0.30–0.68"},
+}
+TRAINING_REFERENCES_NOTE = (
+    "Training references are not used as negatives: Extract keeps only examples that no training "
+    "reference classifies as the key (τ = 1), so their retention is 0 by construction; the "
+    "independent references are the testing references, which never influenced the fingerprint.")
+
+
+# --------------------------------------------------------------------------- measurements
+def _labels(model, x):
+    return zoo.predict(model, x).argmax(axis=1)
+
+
+def d1_sample(source, dataset, spec, n, seed=FIDELITY_SEED):
+    """A fixed sample of ``n`` D1 images (float) and the source's labels on them."""
+    d1 = zoo.split_of(dataset, spec)
+    n = len(d1) if not n else min(int(n), len(d1))
+    pick = np.sort(np.random.default_rng(seed).permutation(d1)[:n])
+    x = data.to_float(dataset.x_train[pick])
+    return x, _labels(source, x)
+
+
+def fidelity_on_d1(model, source, dataset, spec, n):
+    """Accuracy of ``model`` on ``n`` D1 inputs labelled by ``source`` (``spec`` is the
+    source's spec, which fixes D1)."""
+    x, labels = d1_sample(source, dataset, spec, n)
+    return float(np.mean(_labels(model, x) == labels))
+
+
+def test_accuracy(model, dataset, n=None):
+    """Accuracy on the fixed test sample of ``n`` images (all when ``n`` is falsy)."""
+    pick = zoo.test_subset(dataset, n or None)
+    return float(np.mean(_labels(model, data.to_float(dataset.x_test[pick])) == dataset.y_test[pick]))
+
+
+class _Meter:
+    """Measures test accuracy, fidelity and retention, with the shared samples loaded once."""
+
+    def __init__(self, context, fp):
+        preset, dataset = context.preset, context.dataset
+        self.fp = fp
+        n = preset.evaluate_on or None
+        self.x_d1, self.y_d1 = d1_sample(context.models["source"], dataset, context.specs["source"], n)
+        pick = zoo.test_subset(dataset, n)
+        self.x_test, self.y_test = data.to_float(dataset.x_test[pick]), dataset.y_test[pick]
+
+    def __call__(self, model):
+        result = fingerprint.verify(model, self.fp)
+        return {"test_accuracy": float(np.mean(_labels(model, self.x_test) == self.y_test)),
+                "fidelity": float(np.mean(_labels(model, self.x_d1) == self.y_d1)),
+                "retention": result.retention, "matches": result.matches}
+
+
+def _bracket(values):
+    lo, hi = min(values), max(values)
+    return f"{lo:.3f}" if np.isclose(lo, hi) else f"{lo:.3f}–{hi:.3f}"
+
+
+# --------------------------------------------------------------------------- Table III / IV
+def group_rows(context, fp):
+    """Table III / IV: one row per (group, architecture) plus the source.
+
+    Each row has the min–max brackets as text (``test accuracy``, ``fidelity``,
+    ``retention``) and the numbers (``<metric>_min`` / ``<metric>_max``), and the
+    paper's retention bracket where the paper gives one.
+    """
+    meter = _Meter(context, fp)
+    paper = PAPER_GROUP_RETENTION.get(tables.paper_dataset(context.preset.dataset), {})
+    source = meter(context.models["source"])
+    rows = [{"split": "source", "role": "source", "architecture": context.specs["source"].architecture,
+             "models": 1, **{k: f"{source[k]:.3f}" for k in ("test_accuracy", "fidelity", "retention")},
+             **{f"{k}_{m}": source[k] for k in ("test_accuracy", "fidelity", "retention") for m in ("min", "max")},
+             "paper retention": None}]
+    for group in experiments.GROUPS:
+        split, role = GROUP_NAMES[group]
+        measured = {}
+        for spec, model in zip(context.specs[group], context.models[group]):
+            measured.setdefault(spec.architecture, []).append(meter(model))
+        for arch, items in measured.items():
+            row = {"split": split, "role": role, "architecture": arch, "models": len(items)}
+            for key in ("test_accuracy", "fidelity", "retention"):
+                values = [m[key] for m in items]
+                row.update({key: _bracket(values), f"{key}_min": min(values), f"{key}_max": max(values)})
+            row["paper retention"] = paper.get(group)
+            rows.append(row)
+    return rows
+
+
+GROUP_COLUMNS = ["split", "role", "architecture", "models", "test_accuracy", "fidelity", "retention",
+                 "paper retention"]
+
+
+# --------------------------------------------------------------------------- Table V / VI
+def removal_models(context, attacks=tuple(removal.REMOVAL_ATTACKS), verbose=False):
+    """``{attack: derived model}``, trained or loaded through ``context.store``."""
+    return {name: removal.remove(name, context.specs["source"], context.preset, context.store, verbose=verbose)
+            for name in attacks}
+
+
+def removal_rows(context, fp, attacks=tuple(removal.REMOVAL_ATTACKS), models=None, threshold=None):
+    """Table V / VI: test accuracy, fidelity and retention of every removal attack's model,
+    beside the paper's. ``models``: already derived models by attack (else trained or
+    loaded). ``threshold``: a θ (number or :class:`cae.stats.Threshold`) to say whether
+    verification still flags the model."""
+    meter = _Meter(context, fp)
+    paper = tables.PAPER_REMOVAL[tables.paper_dataset(context.preset.dataset)]
+    theta = getattr(threshold, "theta", threshold)
+    source = meter(context.models["source"])
+    rows = [{"attack": "Source (no attack)", "family": "–", **source, "Δ accuracy": 0.0}]
+    for name in attacks:
+        model = (models or {}).get(name)
+        if model is None:
+            model = removal.remove(name, context.specs["source"], context.preset, context.store, verbose=False)
+        row = {"attack": removal.REMOVAL_ATTACKS[name].name, "family": removal.REMOVAL_ATTACKS[name].family,
+               **meter(model)}
+        row["Δ accuracy"] = row["test_accuracy"] - source["test_accuracy"]
+        row.update(zip(("paper accuracy", "paper fidelity", "paper retention"), paper.get(name, (None,) * 3)))
+        if theta is not None:
+            row["verified"] = "yes" if row["retention"] >= theta else "NO (broken)"
+        rows.append(row)
+    return rows
+
+
+REMOVAL_COLUMNS = ["attack", "family", "test_accuracy", "fidelity", "retention", "Δ accuracy", "verified",
+                   "paper accuracy", "paper fidelity", "paper retention"]
+
+
+# --------------------------------------------------------------------------- verification
+def _named(models, prefix):
+    if isinstance(models, dict):
+        return list(models.items())
+    return [(f"{prefix} {i}", m) for i, m in enumerate(models)]
+
+
+def verification_stats(context, fp, derived_models, reference_models, alpha=0.01):
+    """ROC / AUC of retention, derived models (positives) vs independent references
+    (negatives), TPR at 1 % FPR, θ from :func:`cae.stats.choose_threshold` on the
+    references with its false-positive bounds, and every suspect's p-values.
+
+    ``derived_models`` / ``reference_models``: dicts ``{name: model}`` or lists. The
+    references' p-values are leave-one-out (each against the other references).
+    """
+    derived = [(n, fingerprint.verify(m, fp)) for n, m in _named(derived_models, "derived")]
+    refs = [(n, fingerprint.verify(m, fp)) for n, m in _named(reference_models, "reference")]
+    if not derived or not refs:
+        raise ValueError(f"verification_stats needs derived and reference models; got {len(derived)} "
+                         f"and {len(refs)}.")
+    pos = np.array([r.retention for _, r in derived])
+    neg = np.array([r.retention for _, r in refs])
+    null = stats.Null(tuple(neg), fp.n)
+    fpr, tpr, thresholds = stats.roc_curve(pos, neg)
+    try:
+        threshold = stats.choose_threshold(null, alpha=alpha)
+    except ValueError as err:  # every reference retains everything: no θ can keep alpha
+        log.warning("no threshold: %s", err)
+        threshold = None
+    theta = threshold.theta if threshold else None
+    suspects = []
+    for kind, items in (("derived", derived), ("reference", refs)):
+        for i, (name, result) in enumerate(items):
+            if kind == "reference" and len(refs) > 1:
+                own = stats.Null(tuple(np.delete(neg, i)), fp.n)
+            else:
+                own = null
+            binomial, empirical = own.p_values(result.matches)
+            suspects.append({"model": name, "kind": kind, "retention": result.retention,
+                             "matches": f"{result.matches}/{fp.n}", "p (binomial)": binomial,
+                             "p (empirical)": empirical,
+                             "verified": None if theta is None else bool(result.retention >= theta)})
+    return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": stats.roc_auc(pos, neg),
+            "tpr_at_1_fpr": stats.tpr_at_fpr(pos, neg, 0.01), "threshold": threshold, "p0": null.p0,
+            "positives": len(pos), "negatives": len(neg), "suspects": suspects,
+            "note": TRAINING_REFERENCES_NOTE}
+
+
+# --------------------------------------------------------------------------- non-evasiveness
+def detector_game(context, eps_values=(0.05, 0.15, 0.25), epochs=5, train_fraction=0.7, seed=0):
+    """Section V-A: train a small CNN to tell C-IGM fingerprints from benign D1 inputs.
+
+    For each ε: the successful C-IGM examples (``experiments.run_attack``) and as many
+    benign D1 images that were not attack inputs, split ``train_fraction`` / rest
+    (stratified); returns one row per ε with the detector's held-out accuracy
+    (0.5 = cannot tell them apart; 1.0 = the adversary can detect and evade queries).
+    """
+    import keras
+
+    from cae import models
+
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction={train_fraction!r}; expected a number in (0, 1).")
+    d1 = np.setdiff1d(zoo.split_of(context.dataset, context.specs["source"]), context.inputs)
+    rows = []
+    for eps in eps_values:
+        result = experiments.run_attack(context, "cigm", eps)
+        x_fp = result["x_adv"][result["success"]]
+        k = len(x_fp)
+        if k < 4:
+            log.warning("detector game at eps=%s: only %d fingerprints; skipped", eps, k)
+            rows.append({"eps": eps, "fingerprints": k, "train": 0, "held out": 0,
+                         "held-out accuracy": float("nan"), "train accuracy": float("nan")})
+            continue
+        rng = np.random.default_rng(seed)
+        benign = data.to_float(context.dataset.x_train[np.sort(rng.choice(d1, size=k, replace=False))])
+        train, test = [], []
+        for cls in (0, 1):  # stratified split
+            order = rng.permutation(k)
+            cut = max(1, int(round(train_fraction * k)))
+            train += [(cls, i) for i in order[:cut]]
+            test += [(cls, i) for i in order[cut:]]
+        pools = (benign, x_fp)
+
+        def stack(items):
+            return (np.stack([pools[c][i] for c, i in items]).astype(np.float32),
+                    np.eye(2, dtype=np.float32)[[c for c, _ in items]])
+
+        (x_tr, y_tr), (x_te, y_te) = stack(train), stack(test)
+        detector = models.build("cnn", 2, seed=seed)
+        detector.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        detector.fit(x_tr, y_tr, epochs=epochs, batch_size=32, shuffle=True, verbose=0)
+        acc = lambda x, y: float(np.mean(_labels(detector, x) == y.argmax(axis=1)))  # noqa: E731
+        rows.append({"eps": eps, "fingerprints": k, "train": len(x_tr), "held out": len(x_te),
+                     "held-out accuracy": acc(x_te, y_te), "train accuracy": acc(x_tr, y_tr)})
+        log.info("detector game eps=%s: held-out accuracy %.3f on %d", eps, rows[-1]["held-out accuracy"], len(x_te))
+    return rows

@@ -1,0 +1,73 @@
+"""Verification you can trust: ROC and AUC of fingerprint retention, derived models
+(testing surrogates and every removal-attack model) vs independent models (testing
+references), TPR at 1 % FPR, the threshold θ with its false-positive bounds, and each
+suspect's p-value (empirical over the references, and binomial with p0 estimated from
+them). Figures: the ROC curve and the retention of every model per group.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cae import evaluation, experiments, fingerprint, paths, removal, tables  # noqa: E402
+
+
+def add_options(parser):
+    parser.add_argument("--attacks", nargs="+", default=list(removal.REMOVAL_ATTACKS),
+                        choices=list(removal.REMOVAL_ATTACKS), help="removal-attack models among the positives")
+
+
+if __name__ == "__main__":
+    args, preset = experiments.script_args("Verification: ROC, threshold and p-values", extra=add_options)
+    context = experiments.prepare(preset, verbose=not args.quiet)
+    fp = experiments.extract(context)
+    derived = {f"testing surrogate {i} ({s.architecture})": m
+               for i, (s, m) in enumerate(zip(context.specs["test_surrogates"], context.models["test_surrogates"]))}
+    attacked = evaluation.removal_models(context, args.attacks, verbose=not args.quiet)
+    derived.update({removal.REMOVAL_ATTACKS[a].name: m for a, m in attacked.items()})
+    references = {f"testing reference {i} ({s.architecture})": m
+                  for i, (s, m) in enumerate(zip(context.specs["test_references"], context.models["test_references"]))}
+    result = evaluation.verification_stats(context, fp, derived, references)
+    theta = result["threshold"]
+    summary = [{"positives": result["positives"], "negatives": result["negatives"], "fingerprints": fp.n,
+                "AUC": result["auc"], "TPR at 1% FPR": result["tpr_at_1_fpr"],
+                "θ": theta.theta if theta else None,
+                "empirical FPR": theta.empirical_fpr if theta else None,
+                "FPR 95% upper": theta.empirical_fpr_upper if theta else None,
+                "binomial FPR": theta.binomial_fpr if theta else None, "p0": result["p0"]}]
+    tables.write("verification_summary", preset.name, summary,
+                 f"Verification summary (preset {preset.name}, {preset.dataset})",
+                 notes=(f"{result['note']}\n\nWith {result['negatives']} references an FPR of 1 % means no reference "
+                        "at or above θ, and the empirical p-value cannot go below 1/(references + 1). The binomial "
+                        "p-value assumes independent keys and is optimistic (cae.stats).\n"))
+    tables.write("verification", preset.name, result["suspects"],
+                 f"Verification per suspect (preset {preset.name}, θ = {theta.theta:.3f})" if theta else
+                 f"Verification per suspect (preset {preset.name}, no θ)",
+                 notes="References' p-values are leave-one-out (against the other references).\n")
+
+    folder = paths.results_dir(preset.name)
+    figure, axis = plt.subplots(figsize=(4.5, 4.2))
+    axis.step(result["fpr"], result["tpr"], where="post", marker="o")
+    axis.plot([0, 1], [0, 1], ls=":", color="grey")
+    axis.set(xlabel="false-positive rate (testing references)", ylabel="true-positive rate (derived models)",
+             title=f"ROC of retention, AUC = {result['auc']:.3f}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+    figure.tight_layout()
+    figure.savefig(folder / "verification_roc.png", dpi=120)
+
+    groups = {g: [fingerprint.verify(m, fp).retention for m in context.models[g]] for g in experiments.GROUPS}
+    groups["removal attacks"] = [r["retention"] for r in result["suspects"]
+                                 if r["kind"] == "derived" and not r["model"].startswith("testing surrogate")]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for i, (name, values) in enumerate(groups.items()):
+        jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(values))
+        axis.scatter(np.full(len(values), i) + jitter, values, s=25)
+    if theta:
+        axis.axhline(theta.theta, ls="--", color="red", label=f"θ = {theta.theta:.3f}")
+        axis.legend()
+    axis.set_xticks(range(len(groups)), [g.replace("_", "\n") for g in groups])
+    axis.set(ylabel="fingerprint retention", ylim=(-0.03, 1.03), title=f"Retention per group (preset {preset.name})")
+    figure.tight_layout()
+    figure.savefig(folder / "verification_retention.png", dpi=120)
+    print(f"wrote {folder / 'verification_roc.png'} and {folder / 'verification_retention.png'}")

@@ -1,0 +1,152 @@
+"""Tables III–VI logic, verification statistics and the detector game (cae.evaluation)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cae import evaluation, experiments, fingerprint, presets, stats, zoo
+from test_zoo import synthetic
+
+
+def _channel_model(noise, seed):
+    """A tiny model that classifies by the brighter channel (the synthetic colour task),
+    its weights disturbed by ``noise``: no training needed, accuracy varies with noise."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input((32, 32, 3))
+    dense = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([(40 * np.eye(3) + noise * rng.normal(size=(3, 3))).astype(np.float32),
+                       (noise * rng.normal(size=3)).astype(np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    """A Context of hand-made models (no training): the source, and per group models
+    of different quality; the testing surrogates include the source itself."""
+    root = tmp_path_factory.mktemp("cache")
+    preset = dataclasses.replace(
+        presets.get("quick"), name="toy-eval", dataset="synthetic", defender_size=192, adversary_size=192,
+        train_surrogates=("cnn",), train_references=("cnn",), test_surrogates=("cnn", "cnn"),
+        test_references=("cnn", "cnn"), attack_inputs=40, evaluate_on=0,
+    )
+    dataset = synthetic(n_train=400, n_test=64, colour=True)
+    store = zoo.Zoo(root / "zoo", datasets={"synthetic": dataset})
+    specs = experiments.model_specs(preset)
+    source = _channel_model(0.0, 0)
+    models = {"source": source, "train_surrogates": [_channel_model(2.0, 1)],
+              "train_references": [_channel_model(20.0, 2)], "test_surrogates": [source, _channel_model(5.0, 3)],
+              "test_references": [_channel_model(20.0, 4), _channel_model(40.0, 5)]}
+    inputs = np.sort(zoo.split_of(dataset, specs["source"]))[:40]
+    return experiments.Context(preset, dataset, models, specs, store, inputs)
+
+
+@pytest.fixture(scope="module")
+def fp(context):
+    x = np.clip(context.x + np.random.default_rng(0).uniform(-0.15, 0.15, (len(context.x), 1, 1, 3)), 0, 1)
+    return fingerprint.create(context.models["source"], x.astype(np.float32), attack="toy", epsilon=0.15,
+                              tau=1.0, dataset="synthetic")
+
+
+def _handmade(retentions_pos, retentions_neg, n=10):
+    """A fingerprint of n keys (all class 0) and callables keeping exactly the given retentions."""
+    fp = fingerprint.create(lambda x: np.zeros(len(x), np.int64), np.full((n, 32, 32, 3), 0.5, np.float32),
+                            attack="hand", epsilon=0.1, tau=1.0, dataset="synthetic", num_classes=3)
+
+    def suspect(retention):
+        k = int(round(retention * n))
+        return lambda x: np.where(np.arange(len(x)) < k, 0, 1)
+
+    return fp, [suspect(r) for r in retentions_pos], [suspect(r) for r in retentions_neg]
+
+
+def test_verification_stats_on_a_handmade_case():
+    fp, pos, neg = _handmade([0.9, 0.8, 0.5], [0.1, 0.3, 0.6])
+    result = evaluation.verification_stats(None, fp, pos, neg)
+    assert result["auc"] == pytest.approx(8 / 9)  # 0.5 loses only to the reference at 0.6
+    assert result["tpr_at_1_fpr"] == pytest.approx(2 / 3)
+    assert result["threshold"].theta == pytest.approx(0.7)  # smallest multiple of 1/10 above 0.6
+    verified = {r["retention"]: r["verified"] for r in result["suspects"]}
+    assert verified == {0.9: True, 0.8: True, 0.5: False, 0.1: False, 0.3: False, 0.6: False}
+    assert result["fpr"][0] == 0 and result["tpr"][-1] == 1 and result["fpr"][-1] == 1
+
+
+def test_p_values_fall_as_retention_rises():
+    retentions = [0.2, 0.4, 0.5, 0.7, 0.9, 1.0]
+    fp, pos, neg = _handmade(retentions, [0.1, 0.2, 0.3, 0.4])
+    derived = [r for r in evaluation.verification_stats(None, fp, pos, neg)["suspects"] if r["kind"] == "derived"]
+    assert [r["retention"] for r in derived] == retentions
+    for key in ("p (binomial)", "p (empirical)"):
+        values = [r[key] for r in derived]
+        assert all(a >= b for a, b in zip(values, values[1:])), (key, values)
+        assert values[0] > values[-1]
+    assert derived[-1]["p (empirical)"] == pytest.approx(1 / 5)  # floor 1/(R + 1) with R = 4 references
+
+
+def test_verification_stats_needs_both_kinds():
+    fp, pos, _ = _handmade([0.9], [0.1])
+    with pytest.raises(ValueError, match="derived and reference"):
+        evaluation.verification_stats(None, fp, pos, [])
+
+
+def test_group_rows_shape_and_brackets(context, fp):
+    rows = evaluation.group_rows(context, fp)
+    assert [(r["split"], r["role"]) for r in rows] == [
+        ("source", "source"), ("training", "surrogate"), ("training", "reference"),
+        ("testing", "surrogate"), ("testing", "reference")]
+    assert rows[0]["retention"] == "1.000" and rows[0]["fidelity"] == "1.000"
+    testing_surrogates = rows[3]
+    assert testing_surrogates["models"] == 2
+    assert testing_surrogates["retention_max"] == 1.0 and testing_surrogates["fidelity_max"] == 1.0  # the source
+    assert testing_surrogates["retention"].endswith("1.000")
+    for row in rows:
+        for key in ("test_accuracy", "fidelity", "retention"):
+            assert 0 <= row[f"{key}_min"] <= row[f"{key}_max"] <= 1
+    # the table's retention matches fingerprint.verify on each model
+    retentions = [fingerprint.verify(m, fp).retention for m in context.models["test_surrogates"]]
+    assert testing_surrogates["retention_min"] == min(retentions)
+    assert testing_surrogates["retention_max"] == max(retentions)
+
+
+def test_fidelity_of_the_source_is_one(context):
+    assert evaluation.fidelity_on_d1(context.models["test_references"][1], context.models["source"],
+                                     context.dataset, context.specs["source"], 100) < 1.0
+    source, spec = context.models["source"], context.specs["source"]
+    assert evaluation.fidelity_on_d1(source, source, context.dataset, spec, 50) == 1.0
+    x, labels = evaluation.d1_sample(source, context.dataset, spec, 50)
+    assert len(x) == 50
+    assert np.array_equal(labels, source.predict(x, verbose=0).argmax(axis=1))
+    accuracy = evaluation.test_accuracy(source, context.dataset)
+    assert 0 <= accuracy <= 1
+
+
+def test_removal_rows_put_paper_numbers_beside_ours(context, fp):
+    derived = _channel_model(10.0, 7)
+    rows = evaluation.removal_rows(context, fp, attacks=("ftll",), models={"ftll": derived}, threshold=0.5)
+    assert [r["attack"] for r in rows] == ["Source (no attack)", "FTLL"]
+    ftll = rows[1]
+    assert (ftll["paper accuracy"], ftll["paper fidelity"], ftll["paper retention"]) == (0.775, 0.935, 1.00)
+    assert ftll["verified"] == ("yes" if ftll["retention"] >= 0.5 else "NO (broken)")
+    assert ftll["retention"] == fingerprint.verify(derived, fp).retention
+    assert rows[0]["retention"] == 1.0 and rows[0]["fidelity"] == 1.0
+    assert ftll["Δ accuracy"] == pytest.approx(ftll["test_accuracy"] - rows[0]["test_accuracy"])
+
+
+def test_detector_game_accuracies_are_rates(context, monkeypatch):
+    def fake_attack(ctx, method, eps):  # stands in for the cached C-IGM run
+        assert method == "cigm"
+        noise = np.random.default_rng(1).choice([-eps, eps], size=ctx.x.shape).astype(np.float32)
+        return {"x_adv": np.clip(ctx.x + noise, 0, 1), "success": np.arange(len(ctx.x)) % 4 != 0}
+
+    monkeypatch.setattr(evaluation.experiments, "run_attack", fake_attack)
+    rows = evaluation.detector_game(context, eps_values=(0.25,), epochs=1)
+    assert len(rows) == 1 and rows[0]["eps"] == 0.25
+    row = rows[0]
+    assert row["fingerprints"] == 30
+    assert 0 <= row["held-out accuracy"] <= 1 and 0 <= row["train accuracy"] <= 1
+    assert row["train"] + row["held out"] == 2 * row["fingerprints"]
+    with pytest.raises(ValueError, match="train_fraction"):
+        evaluation.detector_game(context, eps_values=(0.25,), train_fraction=1.5)
