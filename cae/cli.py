@@ -133,24 +133,67 @@ def _add_verify(subparsers):
     parser.set_defaults(handler=_verify)
 
 
+def _load_suspect(path, num_classes):
+    """The suspect ``.keras`` model, checked against the fingerprint's ``num_classes``; any
+    failure to read it becomes a ValueError that names the file and the fix (so ``cae``
+    reports it in one line)."""
+    import pathlib
+    import zipfile
+
+    path = pathlib.Path(path)
+    fix = ("pass a Keras 3 .keras file written by model.save(...) (copied completely) whose "
+           "layers are Keras built-ins or cae's")
+    if not path.is_file():
+        raise ValueError(f"suspect model {path} does not exist or is not a file; {fix}.")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ValueError(f"suspect model {path} is not a .keras archive (not a zip file: truncated, "
+                         f"corrupted or another format); {fix}.")
+    import keras
+
+    from cae import models
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - a hostile file makes Keras raise almost anything
+        # (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile, h5py errors).
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(f"cannot load suspect model {path} ({type(err).__name__}: {detail}); "
+                         f"{fix}.") from None
+    return models.check_interface(model, where=f"suspect model {path}", num_classes=num_classes)
+
+
+def _calibration(fp, path):
+    """The threshold and reference retentions stored by ``cae extract`` (checked)."""
+    calibration = fp.manifest.get("created_with")
+    where = f"fingerprint {path}: manifest field created_with"
+    if not isinstance(calibration, dict):
+        raise ValueError(f"{where} is {type(calibration).__name__}, expected a JSON object; "
+                         "re-create the fingerprint with cae extract.")
+    threshold = calibration.get("threshold", 0.75)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"{where}.threshold is {threshold!r}, expected a number in [0, 1]; "
+                         "pass --threshold to override it.")
+    null = calibration.get("reference_retentions")
+    if null is not None and (not isinstance(null, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in null)):
+        raise ValueError(f"{where}.reference_retentions is {null!r:.80}, expected a list of "
+                         "numbers in [0, 1]; re-create the fingerprint with cae extract.")
+    return threshold, null
+
+
 def _verify(args):
     from cae import fingerprint
 
     fp = fingerprint.load(args.fingerprint)
+    calibrated_threshold, null = _calibration(fp, args.fingerprint)
     if args.model:
-        from cae import models
-
-        suspect = models.load(args.model)
+        suspect = _load_suspect(args.model, fp.num_classes)
     else:
         from cae import remote
 
         suspect = remote.TFServingClient(args.url, timeout=args.timeout, batch_size=args.batch_size,
                                          max_queries=args.max_queries, num_classes=fp.num_classes)
-    calibration = fp.manifest.get("created_with", {})
-    threshold = args.threshold
-    if threshold is None:
-        threshold = calibration.get("threshold", 0.75)
-    null = calibration.get("reference_retentions")
+    threshold = calibrated_threshold if args.threshold is None else args.threshold
     result = fingerprint.verify(suspect, fp, threshold=threshold, batch_size=args.batch_size, null=null)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, sort_keys=True))

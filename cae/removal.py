@@ -118,6 +118,9 @@ class RemovalAttack:
     family: str
     labels: str
     fine_tune: bool = False
+    # Added to REMOVAL_SEED: attacks that would otherwise train the same model (Knockoff
+    # on D2 is Retraining) start from different initial weights.
+    seed_offset: int = 0
     learning_rate: float | None = None
     options: tuple = ()
     note: str = ""
@@ -158,7 +161,7 @@ REMOVAL_ATTACKS = {
     "papernot": RemovalAttack("Papernot", "model extraction", "papernot",
                               options=(("papernot_lambda", PAPERNOT_LAMBDA), ("papernot_rounds", PAPERNOT_ROUNDS)),
                               note="seed set |D2| / 2^rounds, doubled every round"),
-    "knockoff": RemovalAttack("Knockoff", "model extraction", "knockoff",
+    "knockoff": RemovalAttack("Knockoff", "model extraction", "knockoff", seed_offset=1,
                               note="random selection; transfer set D2 unless knockoff_transfer is set"),
     "ftll": RemovalAttack("FTLL", "fine-tuning", "source_labels", fine_tune=True, learning_rate=1e-4,
                           options=(("train_last_only", True),)),
@@ -219,7 +222,7 @@ def removal_spec(name, source_spec, preset, **settings):
         learning_rate = learning_rate if learning_rate is not None else source_spec.learning_rate
         epochs = epochs or preset.surrogate_epochs
     base = source_spec.replace(
-        data="D2", labels=attack.labels, parent=source_spec.key, role=name, seed=REMOVAL_SEED,
+        data="D2", labels=attack.labels, parent=source_spec.key, role=name, seed=REMOVAL_SEED + attack.seed_offset,
         init="parent" if attack.fine_tune else "scratch", subset=0, epochs=int(epochs),
         learning_rate=float(learning_rate), temperature=1.0, options=options,
     )

@@ -2,9 +2,11 @@
 
 Each stage is one script (``reproduce/<stage>.py --preset P``), run in a subprocess
 and timed; its output goes to ``results/<preset>/logs/<stage>.log``. Stages run in
-the paper's order (tables and figures that exist in this checkout; any other
-``table*.py`` / ``figure*.py`` follow). A failing stage is reported and the others
-still run; the exit status is 1 if any failed.
+the paper's order (the scripts that exist in this checkout; any other ``table*.py`` /
+``figure*.py`` follow). Tables IV and VI are Tables III and V on ImageNet32, so a
+preset runs one of each pair: table4 / table6 on ImageNet32, table3 / table5 on any
+other dataset. A failing stage is reported and the others still run; the exit status
+is 1 if any failed.
 
 RESULTS.md holds, per stage, its wall time, the Markdown tables it wrote (with the
 paper's numbers beside ours, as each script prints them) and its figures as relative
@@ -24,12 +26,18 @@ from cae import experiments, paths, presets
 
 HERE = pathlib.Path(__file__).resolve().parent
 ORDER = ("table1", "table2", "figure4", "figure5", "figure6", "figure8", "figure9", "figure10",
-         "table3", "table4", "table5", "table6")
+         "table3", "table4", "table5", "table6", "verification", "nonevasive")
+# The same script on another dataset: run only the one that matches the preset's dataset.
+IMAGENET32_ONLY = ("table4", "table6")
+NOT_IMAGENET32 = ("table3", "table5")
 
 
-def available_stages():
-    """Stages whose script exists: :data:`ORDER` first, then other tables and figures."""
+def available_stages(dataset="cifar10"):
+    """Stages whose script exists, for a preset on ``dataset``: :data:`ORDER` first, then
+    other tables and figures."""
     found = {path.stem for pattern in ("table*.py", "figure*.py") for path in HERE.glob(pattern)}
+    found |= {stage for stage in ORDER if (HERE / f"{stage}.py").is_file()}
+    found -= set(NOT_IMAGENET32 if dataset == "imagenet32" else IMAGENET32_ONLY)
     return [s for s in ORDER if s in found] + sorted(found - set(ORDER))
 
 
@@ -111,7 +119,7 @@ if __name__ == "__main__":
     parser.add_argument("-q", "--quiet", action="store_true", help="pass -q (no progress bars) to the scripts")
     args = parser.parse_args()
     preset = presets.get(args.preset)
-    stages = available_stages()
+    stages = available_stages(preset.dataset)
     unknown = sorted((set(args.only or []) | set(args.skip)) - set(stages))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(stages)}")

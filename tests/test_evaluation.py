@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cae import evaluation, experiments, fingerprint, presets, stats, zoo
+from cae import evaluation, experiments, fingerprint, presets, zoo
 from test_zoo import synthetic
 
 

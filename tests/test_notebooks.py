@@ -345,7 +345,11 @@ def test_all_report_lists_failures_figures_and_pending(tmp_path):
     from cae import presets
 
     script = runpy.run_path(str(ROOT / "reproduce" / "all.py"))  # not __main__: functions only
-    assert script["available_stages"]()[:3] == ["table1", "table2", "figure4"]
+    stages = script["available_stages"]("cifar10")
+    assert stages[:3] == ["table1", "table2", "figure4"]
+    assert {"figure5", "figure8", "figure9", "figure10"} <= set(stages)
+    if (ROOT / "reproduce" / "table4.py").is_file():  # Table IV = Table III on ImageNet32
+        assert "table4" not in stages and "table4" in script["available_stages"]("imagenet32")
     folder = tmp_path / "quick"
     (folder / "logs").mkdir(parents=True)
     (folder / "figure5.md").write_text("# Figure 5 data\n\n| a |\n|---|\n| 1 |\n")

@@ -1,36 +1,31 @@
 """Reliability: runs that survive SIGKILL, results that do not depend on the process,
 and clear errors for hostile arrays.
 
-Kill points. Each one SIGKILLs a child process there; the run is then finished by a
-rerun and compared, bit for bit, with an uninterrupted run of the toy preset (the
-module fixture ``toy``, computed in this process):
+Kill points. A child process is SIGKILLed at each point below; a rerun then finishes
+the work and its result is compared, bit for bit, with an uninterrupted run of the toy
+preset (the module fixture ``toy``, computed in this process).
 
-========  =================================================================  ==========
-point     where the child is killed                                          expected
-========  =================================================================  ==========
-T1        training the source, after the 2nd epoch's checkpoint.keras is     identical
-          renamed into place and before progress.json says so                (xfail:
-                                                                             zoo bug)
-T2        training the source, while the 2nd epoch's checkpoint.keras is     identical
-          half written (temporary file, before the rename)
-T3        resuming T2's run, after model.keras is in place and before        identical
-          metrics.json (the completion mark) is written
-E1        the C-IGM stage, while the attack's cache npz is half written      identical
-E2        the C-IGM stage at a random moment (uniform delay after            identical
-          run_attack starts; seed printed, ``CAE_KILL_SEED`` repeats it)
-E3        ``cae extract`` between the fingerprint's .npz and .json writes    refused,
-          (over an older fingerprint at the same path)                       then
-                                                                             identical
-========  =================================================================  ==========
+* T1: training the source, after the 2nd epoch's checkpoint.keras is renamed into place
+  and before progress.json says so. Expected to fail until cae.zoo is fixed (xfail).
+* T2: training the source, while the 2nd epoch's checkpoint.keras is half written (its
+  temporary file, before the rename).
+* T3: resuming T2's run, after model.keras is in place and before metrics.json (the
+  completion mark) is written.
+* E1: the C-IGM stage, while the attack's cache npz is half written.
+* E2: the C-IGM stage at a random moment (a uniform delay after run_attack starts; the
+  seed is printed and ``CAE_KILL_SEED`` repeats it).
+* E3: ``cae extract`` between the fingerprint's .npz and .json writes, over an older
+  fingerprint at the same path: ``cae verify`` must refuse the mixed pair.
 
 Before the E1/E2 rerun a truncated npz is planted where the attack cache goes: it must
-be detected and recomputed, not loaded. (tests/test_zoo.py kills training once more,
-after progress.json of the 2nd epoch.)
+be detected and recomputed, not loaded. (tests/test_zoo.py kills training at one more
+point: during the 3rd epoch, after progress.json of the 2nd.)
 
 Children are forked from a ``multiprocessing`` forkserver that has imported Keras and
-cae but run no TensorFlow op, so each child starts a fresh TensorFlow runtime without
-paying the import again. Determinism is checked against a genuinely fresh interpreter
-(another ``PYTHONHASHSEED``), with its own cache.
+cae but run no TensorFlow op, so each starts a fresh TensorFlow runtime without paying
+for the import again. Determinism is checked against a fresh interpreter (another
+``PYTHONHASHSEED``, its own cache). Every child gets this process's oneDNN setting:
+TensorFlow's oneDNN and plain kernels differ in the last bits.
 """
 
 import dataclasses
@@ -44,12 +39,16 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import types
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 from keras import layers
+from tqdm.auto import tqdm
 
 from cae import attacks, data, ensemble, experiments, fingerprint, models, paths, presets, scores, zoo
 from test_zoo import synthetic
@@ -100,6 +99,18 @@ def pipeline(root):
     return fp
 
 
+def onednn():
+    """Whether this process's TensorFlow runs its oneDNN kernels ("1") or not ("0").
+
+    TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, when it is imported (``cae``
+    sets it only if it is imported first), and the two settings give different
+    bits. Child processes are given this process's setting.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return "1" if _pywrap_util_port.IsMklEnabled() else "0"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def tiny_architecture():
     mp = pytest.MonkeyPatch()
@@ -113,6 +124,7 @@ _FRESH = textwrap.dedent(
     import sys
     sys.path.insert(0, {tests!r})
     import test_reliability
+    assert test_reliability.onednn() == {onednn!r}, "TF_ENABLE_ONEDNN_OPTS was not honoured"
     test_reliability.pipeline({root!r})
     """
 )
@@ -120,28 +132,30 @@ _FRESH = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """The uninterrupted toy run (this process), and a fresh interpreter doing the same
-    in its own cache, started first so that the two run side by side."""
+    """The uninterrupted toy run, in this process; and the same in a fresh interpreter
+    (another hash seed, its own cache), started first so that the two run side by side."""
     base = tmp_path_factory.mktemp("toy")
     fresh_root = base / "fresh"
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "CAE_CACHE_DIR": str(fresh_root)}
-    fresh = subprocess.Popen([sys.executable, "-c", _FRESH.format(tests=TESTS, root=str(fresh_root))],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = base / "reference"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CAE_CACHE_DIR", str(root))
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "CAE_CACHE_DIR": str(fresh_root),
+           "TF_ENABLE_ONEDNN_OPTS": onednn()}
+    script = _FRESH.format(tests=TESTS, root=str(fresh_root), onednn=onednn())
+    fresh = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
     try:
-        began = time.time()
-        fp = pipeline(root)
-        seconds = time.time() - began
+        _ensure_forkserver()  # imports Keras there while this process trains
+        root = base / "reference"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CAE_CACHE_DIR", str(root))
+            began = time.time()
+            fp = pipeline(root)
+            seconds = time.time() - began
+        (npz,) = (root / "runs" / "toy").glob("cigm-*.npz")
+        yield types.SimpleNamespace(root=root, fp=fp, npz=npz, seconds=seconds, fresh=fresh,
+                                    fresh_root=fresh_root)
     finally:
-        mp.undo()
-    (npz,) = (root / "runs" / "toy").glob("cigm-*.npz")
-    yield dataclasses.make_dataclass("Toy", ["root", "fp", "npz", "seconds", "fresh", "fresh_root"])(
-        root, fp, npz, seconds, fresh, fresh_root)
-    if fresh.poll() is None:
-        fresh.kill()
-        fresh.wait()
+        if fresh.poll() is None:
+            fresh.kill()
+            fresh.wait()
 
 
 def _source_key():
@@ -173,79 +187,97 @@ def _copy_zoo(toy, root, runs=False):
 
 
 # --------------------------------------------------------------------------- killable children
-def _hang(cache, name):
-    """Mark ``name`` as reached (for the parent) and wait to be killed."""
+def _mark(cache, name):
+    """Tell the parent that the child reached ``name``."""
     paths.atomic_write_bytes(pathlib.Path(cache) / f"{name}.reached", str(time.time()).encode())
+
+
+def _hang(cache, name):
+    """Mark ``name`` as reached and wait to be killed."""
+    _mark(cache, name)
     time.sleep(HANG_SECONDS)
     raise SystemExit(f"{name}: not killed within {HANG_SECONDS} s")
 
 
-def _mark(cache, name):
-    paths.atomic_write_bytes(pathlib.Path(cache) / f"{name}.reached", str(time.time()).encode())
-
-
-def _child(scenario, cache):
+def _child(scenario, cache, expected_onednn):
     """The body of a killable child process (runs in a forkserver child)."""
+    if onednn() != expected_onednn:
+        raise SystemExit(f"the forkserver's TensorFlow has oneDNN {onednn()}, the test process "
+                         f"{expected_onednn}: results would differ in the last bits")
     models.ARCHITECTURES["tiny"] = _tiny_body
     os.environ["CAE_CACHE_DIR"] = cache
     logging.basicConfig(level=logging.WARNING)
-    if scenario in ("T1", "T2", "T3"):
-        original_json, original_save = paths.atomic_write_json, paths.atomic_save
-        checkpoints = []
+    # tqdm's default lock is a multiprocessing semaphore, which a killed child would leak.
+    tqdm.set_lock(threading.RLock())
+    runs = {"T1": _train_until_killed, "T2": _train_until_killed, "T3": _train_until_killed,
+            "E1": _attack_until_killed, "E2": _attack_until_killed, "E3": _extract_until_killed}
+    runs[scenario](scenario, cache)
 
-        def write_json(path, obj):
-            name = pathlib.Path(path).name
-            if scenario == "T1" and name == "progress.json" and obj["epoch"] == 2:
-                _hang(cache, scenario)  # checkpoint.keras of epoch 2 is already in place
-            if scenario == "T3" and name == "metrics.json":
-                _hang(cache, scenario)  # model.keras is already in place
-            original_json(path, obj)
 
-        def save(path, writer, suffix=""):
-            if scenario == "T2" and pathlib.Path(path).name == "checkpoint.keras":
-                checkpoints.append(path)
-                if len(checkpoints) == 2:
-                    def half_written(tmp):
-                        writer(tmp)
-                        size = os.path.getsize(tmp)
-                        os.truncate(tmp, size // 2)
-                        _hang(cache, scenario)
-                    return original_save(path, half_written, suffix)
-            return original_save(path, writer, suffix)
+def _train_until_killed(scenario, cache):
+    """Train the toy source; hang at the scenario's point (T1, T2, T3)."""
+    original_json, original_save = paths.atomic_write_json, paths.atomic_save
+    checkpoints = []
 
-        paths.atomic_write_json, paths.atomic_save = write_json, save
-        toy_store(cache).get(experiments.source_spec(toy_preset()), verbose=False)
-    elif scenario in ("E1", "E2"):
-        original_run, original_savez = experiments.run_attack, np.savez
+    def write_json(path, obj):
+        name = pathlib.Path(path).name
+        if scenario == "T1" and name == "progress.json" and obj["epoch"] == 2:
+            _hang(cache, scenario)  # checkpoint.keras of epoch 2 is already in place
+        if scenario == "T3" and name == "metrics.json":
+            _hang(cache, scenario)  # model.keras is already in place
+        original_json(path, obj)
 
-        def run_attack(*args, **kwargs):
-            _mark(cache, f"{scenario}-attack-started")
-            return original_run(*args, **kwargs)
+    def half_written(writer):
+        def write(tmp):
+            writer(tmp)
+            os.truncate(tmp, os.path.getsize(tmp) // 2)
+            _hang(cache, scenario)
+        return write
 
-        def savez(file, **arrays):
-            original_savez(file, **arrays)
-            if scenario == "E1":
-                os.truncate(file, os.path.getsize(file) // 2)
-                _hang(cache, scenario)
+    def save(path, writer, suffix=""):
+        if scenario == "T2" and pathlib.Path(path).name == "checkpoint.keras":
+            checkpoints.append(path)
+            if len(checkpoints) == 2:
+                writer = half_written(writer)
+        return original_save(path, writer, suffix)
 
-        experiments.run_attack, np.savez = run_attack, savez
-        pipeline(cache)
-    elif scenario == "E3":
-        from cae import cli
+    paths.atomic_write_json, paths.atomic_save = write_json, save
+    toy_store(cache).get(experiments.source_spec(toy_preset()), verbose=False)
 
-        original_json = paths.atomic_write_json
 
-        def write_json(path, obj):
-            if pathlib.Path(path).name == "fp.json":
-                _hang(cache, scenario)  # fp.npz is already in place
-            original_json(path, obj)
+def _attack_until_killed(scenario, cache):
+    """Run the toy pipeline on a trained zoo; E1 hangs with the attack's npz half written,
+    E2 runs on (the parent kills it at a random moment)."""
+    original_run, original_savez = experiments.run_attack, np.savez
 
-        paths.atomic_write_json = write_json
-        _patch_for_cli(_Setter())
-        status = cli.main(["extract", "--preset", "toy", "--out", str(pathlib.Path(cache) / "fp")])
-        raise SystemExit(status)
-    else:
-        raise ValueError(f"unknown scenario {scenario!r}")
+    def run_attack(*args, **kwargs):
+        _mark(cache, f"{scenario}-attack-started")
+        return original_run(*args, **kwargs)
+
+    def savez(file, **arrays):
+        original_savez(file, **arrays)
+        if scenario == "E1":
+            os.truncate(file, os.path.getsize(file) // 2)
+            _hang(cache, scenario)
+
+    experiments.run_attack, np.savez = run_attack, savez
+    pipeline(cache)
+
+
+def _extract_until_killed(scenario, cache):
+    """``cae extract`` on a trained zoo and cached attack; hangs between fp.npz and fp.json."""
+    from cae import cli
+
+    original_json = paths.atomic_write_json
+
+    def write_json(path, obj):
+        if pathlib.Path(path).name == "fp.json":
+            _hang(cache, scenario)  # fp.npz is already in place
+        original_json(path, obj)
+
+    paths.atomic_write_json = write_json
+    _patch_for_cli(_Setter())
+    raise SystemExit(cli.main(["extract", "--preset", "toy", "--out", str(pathlib.Path(cache) / "fp")]))
 
 
 class _Setter:
@@ -267,10 +299,26 @@ def _patch_for_cli(mp):
     mp.setattr(data, "load", lambda name, *a, **k: toy_dataset() if name == "synthetic" else original(name, *a, **k))
 
 
+def _ensure_forkserver():
+    """Start the forkserver (if this session has none yet) with Keras and cae imported,
+    hash seed 1 and this process's oneDNN setting; children check the latter."""
+    from multiprocessing import forkserver
+
+    # Used only when the server starts. Python 3.11's forkserver ignores the sys.path it is
+    # given, so PYTHONPATH carries this folder; an import that fails there is skipped
+    # silently, and each child would then import Keras itself.
+    forkserver.set_forkserver_preload(["keras", "cae.cli", "cae.experiments", "cae.attacks", __name__])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TF_ENABLE_ONEDNN_OPTS", onednn())
+        mp.setenv("PYTHONHASHSEED", "1")
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")])))
+        forkserver.ensure_running()
+
+
 def _start(scenario, cache):
+    _ensure_forkserver()
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # only used when the server starts
-    process = context.Process(target=_child, args=(scenario, str(cache)), daemon=True,
+    process = context.Process(target=_child, args=(scenario, str(cache), onednn()), daemon=True,
                               name=f"cae-kill-{scenario}")
     process.start()
     return process
@@ -353,7 +401,7 @@ def test_kill_during_attack_then_rerun_is_identical(toy, tmp_path, monkeypatch, 
     attack_seconds = reached - started
     assert not final.exists()  # never a partial file under the final name
     (partial,) = final.parent.glob(f".{final.stem}.*.tmp.npz")
-    with pytest.raises(Exception):
+    with pytest.raises(zipfile.BadZipFile):
         _arrays(partial)
 
     # E2: killed at a random moment of the attack stage (or after it, if it was quick).

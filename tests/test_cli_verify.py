@@ -1,0 +1,419 @@
+"""`cae verify` against hostile inputs: tampered, truncated and lying fingerprints, broken
+or mismatched suspect models, remote suspects on loopback and query budgets.
+
+Every refusal must be one line on stderr (``cae: error: ...``) that names the file or
+the setting, a non-zero exit status (2 for bad inputs, 1 for remote failures) and no
+traceback. Run with ``-s`` to see each message.
+"""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from cae import cli, remote
+from cae import fingerprint as F
+
+K = 10
+N = 20
+THRESHOLD = 0.75
+REFERENCE_RETENTIONS = [0.1, 0.15, 0.05, 0.2]
+JSON_KEYS = {"retention", "threshold", "is_surrogate", "queries", "p_value"}
+
+
+def tiny_model(num_classes=K, seed=0, input_shape=(32, 32, 3)):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input(input_shape),
+        layers.Conv2D(4, 4, strides=4),
+        layers.Flatten(),
+        layers.Dense(num_classes),
+        layers.Softmax(),
+    ])
+
+
+def noisy_copy(model, scale, seed):
+    copy = tiny_model(seed=seed)
+    rng = np.random.default_rng(seed)
+    copy.set_weights([w + rng.normal(0, scale, w.shape).astype(w.dtype) for w in model.get_weights()])
+    return copy
+
+
+@pytest.fixture(scope="module")
+def suspects():
+    """The source, a surrogate-like copy (slightly perturbed weights) and an independent
+    reference-like model."""
+    source = tiny_model(seed=0)
+    return {"source": source, "surrogate": noisy_copy(source, 0.01, seed=1), "reference": tiny_model(seed=2)}
+
+
+@pytest.fixture(scope="module")
+def fp(suspects):
+    x = np.random.default_rng(0).random((N, 32, 32, 3), dtype=np.float32)
+    fp = F.create(suspects["source"], x, attack="test", epsilon=0.1, tau=1.0, dataset="none",
+                  created_with={"threshold": THRESHOLD, "reference_retentions": REFERENCE_RETENTIONS})
+    assert len(set(fp.keys.tolist())) >= 3 and fp.keys.max() >= 2  # the lies below need this
+    return fp
+
+
+@pytest.fixture(scope="module")
+def files(fp, suspects, tmp_path_factory):
+    """The fingerprint and suspect models on disk (read-only: tests copy what they change)."""
+    folder = tmp_path_factory.mktemp("files")
+    F.save(fp, folder / "fp")
+    for name, model in suspects.items():
+        model.save(folder / f"{name}.keras")
+    tiny_model(input_shape=(28, 28, 1)).save(folder / "gray28.keras")
+    tiny_model(num_classes=5).save(folder / "five_classes.keras")
+    keras.Sequential([keras.Input((32, 32, 3)), layers.Lambda(lambda x: x * 2.0), layers.Flatten(),
+                      layers.Dense(K), layers.Softmax()]).save(folder / "lambda.keras")
+    return folder
+
+
+def run(argv, capsys):
+    """``cae ARGV`` in this process: (exit status, stdout, stderr)."""
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_refused(status, out, err, fragment, code=2):
+    print(f"\n    exit {status}: {err.strip()}")
+    assert status == code, err
+    assert out == ""
+    assert err.startswith("cae: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert fragment in err, err
+
+
+# --------------------------------------------------------------------------- results
+def test_local_json_output(files, fp, suspects, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "surrogate.keras",
+                            "--json"], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    assert JSON_KEYS <= set(result)
+    expected = F.verify(suspects["surrogate"], fp, threshold=THRESHOLD, null=REFERENCE_RETENTIONS)
+    assert result["retention"] == expected.retention and result["queries"] == N
+    assert result["threshold"] == THRESHOLD and result["is_surrogate"] == (expected.retention >= THRESHOLD)
+    assert 0.0 < result["p_value"] <= 1.0
+
+
+def test_local_text_output_and_threshold_override(files, capsys):
+    status, out, _ = run(["verify", "--fingerprint", files / "fp.json", "--model", files / "source.keras"],
+                         capsys)
+    assert status == 0 and out.startswith("retention 1.000 (20/20), threshold 0.750: SURROGATE")
+    status, out, _ = run(["verify", "--fingerprint", files / "fp.npz", "--model", files / "reference.keras",
+                          "--threshold", "0", "--json"], capsys)
+    assert status == 0 and json.loads(out)["is_surrogate"] is True
+
+
+@pytest.fixture
+def start():
+    servers = []
+
+    def _start(model, **options):
+        server, url = remote.serve(model, **options)
+        servers.append(server)
+        return server, url
+
+    yield _start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("role, labels_only", [("surrogate", False), ("reference", True)])
+def test_remote_verify(files, fp, suspects, start, capsys, role, labels_only):
+    server, url = start(suspects[role], labels_only=labels_only)
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--url", url, "--json",
+                            "--batch-size", 8, "--max-queries", N], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    local = F.verify(suspects[role], fp, threshold=THRESHOLD)
+    print(f"\n    {role} over HTTP: retention {result['retention']:.2f}, surrogate {result['is_surrogate']}, "
+          f"queries {result['queries']}, p-value {result['p_value']:.3g}")
+    assert result["retention"] == local.retention
+    assert result["is_surrogate"] is (role == "surrogate")
+    assert result["queries"] == N == server.instances_received and server.requests_received == 3
+
+
+def test_remote_budget_smaller_than_fingerprint(files, suspects, start, capsys):
+    server, url = start(suspects["surrogate"])
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--url", url, "--max-queries", N - 1],
+                           capsys)
+    assert_refused(status, out, err, f"{N} inputs requested but only {N - 1} of the {N - 1} queries are left", code=1)
+    assert "nothing was sent" in err
+    assert server.instances_received == 0 and server.requests_received == 0
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"garbage": "not_json"}, "something that is not JSON"),
+    ({"garbage": "wrong_length"}, "predictions for"),
+    ({"model": "five"}, "scores for 5 classes (the fingerprint has 10)"),
+])
+def test_remote_bad_answers(files, suspects, start, capsys, options, fragment):
+    model = tiny_model(num_classes=5) if options.pop("model", None) else suspects["surrogate"]
+    server, url = start(model, **options)
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--url", url], capsys)
+    assert_refused(status, out, err, fragment, code=1)
+    assert server.requests_received == 1  # malformed answers are not retried
+
+
+# --------------------------------------------------------------------------- hostile fingerprints
+def _flip(data, offset):
+    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1:]
+
+
+def _document(folder):
+    return json.loads((folder / "fp.json").read_text())
+
+
+def _forge(folder, arrays=None, edit=None):
+    """Rewrite the fingerprint in ``folder`` with new arrays and/or manifest, recomputing
+    every checksum: a liar who knows the format."""
+    document = _document(folder)
+    if arrays is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        payload = buffer.getvalue()
+        (folder / "fp.npz").write_bytes(payload)
+        document["arrays"] = {name: {"dtype": a.dtype.str, "shape": list(a.shape)} for name, a in arrays.items()}
+        document["sha256"] = F.content_hash(arrays)
+        document["npz_sha256"] = hashlib.sha256(payload).hexdigest()
+    if edit is not None:
+        edit(document)
+    document["manifest_sha256"] = F._manifest_digest(document)
+    (folder / "fp.json").write_text(json.dumps(document))
+
+
+def _arrays(folder):
+    with np.load(folder / "fp.npz") as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(document):
+        target = document
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return edit
+
+
+def _with_x(transform):
+    def arrays(folder):
+        out = _arrays(folder)
+        out["x"] = transform(out["x"])
+        return out
+    return arrays
+
+
+def _tamper(case, folder, fp):
+    npz, js = folder / "fp.npz", folder / "fp.json"
+    if case == "npz: one byte flipped":
+        npz.write_bytes(_flip(npz.read_bytes(), npz.stat().st_size // 2))
+    elif case == "json: one byte flipped (a digit)":
+        text = js.read_text()
+        js.write_text(text.replace('"epsilon": 0.1', '"epsilon": 0.3'))
+    elif case == "json: one byte flipped (syntax)":
+        js.write_bytes(_flip(js.read_bytes(), 0))
+    elif case == "npz: truncated":
+        npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    elif case == "json: truncated":
+        js.write_bytes(js.read_bytes()[: js.stat().st_size // 2])
+    elif case == "npz: empty":
+        npz.write_bytes(b"")
+    elif case == "npz: missing":
+        npz.unlink()
+    elif case == "json: missing":
+        js.unlink()
+    elif case == "npz: another fingerprint's":
+        other = F.Fingerprint(x=fp.x[:5], keys=fp.keys[:5], manifest=fp.manifest)
+        F.save(other, folder / "other")
+        shutil.copy(folder / "other.npz", npz)
+    elif case == "lie: fewer classes than the keys use":
+        _forge(folder, edit=_set("manifest", "num_classes", int(fp.keys.max())))
+    elif case == "lie: more classes than the suspect has":
+        _forge(folder, edit=_set("manifest", "num_classes", K + 2))
+    elif case == "lie: wrong shape of x":
+        _forge(folder, edit=_set("arrays", "x", "shape", [N, 28, 28, 3]))
+    elif case == "lie: wrong n":
+        _forge(folder, edit=_set("n", N + 1))
+    elif case == "lie: format version 2":
+        _forge(folder, edit=_set("format_version", 2))
+    elif case == "lie: x stored as float64":
+        _forge(folder, arrays=_with_x(lambda x: x.astype(np.float64))(folder))
+    elif case == "lie: x holds NaN":
+        _forge(folder, arrays=_with_x(lambda x: np.where(x > 0.99, np.nan, x).astype(np.float32))(folder))
+    elif case == "lie: x in 0..255":
+        _forge(folder, arrays=_with_x(lambda x: (x * 255).astype(np.float32))(folder))
+    elif case == "lie: keys as floats":
+        arrays = _arrays(folder)
+        arrays["keys"] = arrays["keys"].astype(np.float64)
+        _forge(folder, arrays=arrays)
+    elif case == "lie: calibration not an object":
+        _forge(folder, edit=_set("manifest", "created_with", "trust me"))
+    elif case == "lie: reference retentions not numbers":
+        _forge(folder, edit=_set("manifest", "created_with", "reference_retentions", {"a": 1}))
+    elif case == "lie: reference retentions above 1":
+        _forge(folder, edit=_set("manifest", "created_with", "reference_retentions", [0.1, 2.0]))
+    elif case == "lie: threshold not a number":
+        _forge(folder, edit=_set("manifest", "created_with", "threshold", "high"))
+    elif case == "lie: threshold above 1":
+        _forge(folder, edit=_set("manifest", "created_with", "threshold", 1.5))
+    else:
+        raise ValueError(case)
+
+
+HOSTILE_FINGERPRINTS = {
+    "npz: one byte flipped": "fp.npz does not match its manifest",
+    "json: one byte flipped (a digit)": "fp.json was modified after it was written",
+    "json: one byte flipped (syntax)": "fp.json is not valid JSON",
+    "npz: truncated": "fp.npz does not match its manifest",
+    "json: truncated": "fp.json is not valid JSON",
+    "npz: empty": "fp.npz does not match its manifest",
+    "npz: missing": "fp.npz is missing",
+    "json: missing": "fp.json is missing",
+    "npz: another fingerprint's": "fp.npz does not match its manifest",
+    "lie: fewer classes than the keys use": "but the manifest says num_classes=",
+    "lie: more classes than the suspect has": "source.keras predicts 10 classes but the fingerprint has 12",
+    "lie: wrong shape of x": "describes x as",
+    "lie: wrong n": f"says n={N + 1} but",
+    "lie: format version 2": "format_version 2",
+    "lie: x stored as float64": "array x has dtype float64",
+    "lie: x holds NaN": "x contains NaN",
+    "lie: x in 0..255": "images must lie in [0, 1]",
+    "lie: keys as floats": "array keys has dtype float64",
+    "lie: calibration not an object": "created_with is str, expected a JSON object",
+    "lie: reference retentions not numbers": "reference_retentions is {'a': 1}",
+    "lie: reference retentions above 1": "reference_retentions is [0.1, 2.0], expected a list of numbers in [0, 1]",
+    "lie: threshold not a number": "created_with.threshold is 'high'",
+    "lie: threshold above 1": "created_with.threshold is 1.5, expected a number in [0, 1]",
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_FINGERPRINTS))
+def test_hostile_fingerprint(case, files, fp, tmp_path, capsys):
+    for name in ("fp.npz", "fp.json"):
+        shutil.copy(files / name, tmp_path / name)
+    _tamper(case, tmp_path, fp)
+    status, out, err = run(["verify", "--fingerprint", tmp_path / "fp", "--model", files / "source.keras",
+                            "--json"], capsys)
+    assert_refused(status, out, err, HOSTILE_FINGERPRINTS[case])
+
+
+# --------------------------------------------------------------------------- hostile suspects
+def _corrupt_suspect(case, source, folder):
+    raw = source.read_bytes()
+    path = folder / "suspect.keras"
+    if case == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "not a model":
+        path.write_bytes(b"certainly not a zip archive\n" * 10)
+    elif case == "one byte flipped":
+        path.write_bytes(_flip(raw, raw.index(b"config.json") + 200))
+    elif case in ("config.json missing", "unknown layer class", "weights missing"):
+        with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w") as out:
+            for name in original.namelist():
+                content = original.read(name)
+                if case == "config.json missing" and name == "config.json":
+                    continue
+                if case == "weights missing" and name.endswith(".weights.h5"):
+                    continue
+                if case == "unknown layer class" and name == "config.json":
+                    content = json.dumps({"class_name": "Backdoor", "config": {}, "module": "evil"}).encode()
+                out.writestr(name, content)
+    elif case == "an h5 file that is not":
+        path = folder / "suspect.h5"
+        path.write_bytes(raw)
+    elif case == "a folder":
+        path = folder / "saved_model"
+        path.mkdir()
+    elif case == "missing":
+        path = folder / "nothing.keras"
+    else:
+        raise ValueError(case)
+    return path
+
+
+HOSTILE_SUSPECTS = {
+    "truncated": "is not a .keras archive",
+    "empty": "is not a .keras archive",
+    "not a model": "is not a .keras archive",
+    "one byte flipped": "cannot load suspect model",
+    "config.json missing": "cannot load suspect model",
+    "unknown layer class": "cannot load suspect model",
+    "weights missing": "cannot load suspect model",
+    "an h5 file that is not": "cannot load suspect model",
+    "a folder": "does not exist or is not a file",
+    "missing": "does not exist or is not a file",
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_SUSPECTS))
+def test_corrupt_suspect_file(case, files, tmp_path, capsys):
+    path = _corrupt_suspect(case, files / "source.keras", tmp_path)
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", path], capsys)
+    assert_refused(status, out, err, HOSTILE_SUSPECTS[case])
+    assert str(path) in err and ".keras file" in err  # the file, and what to pass instead
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("gray28.keras", "takes inputs of shape (None, 28, 28, 1)"),
+    ("five_classes.keras", "five_classes.keras predicts 5 classes but the fingerprint has 10"),
+    ("lambda.keras", "Lambda"),  # safe_mode refuses to deserialise Python code
+])
+def test_mismatched_suspect_model(name, fragment, files, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / name], capsys)
+    assert_refused(status, out, err, fragment)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--threshold", "1.5"], "threshold must be a number in [0, 1], got 1.5"),
+    (["--threshold", "nan"], "threshold must be a number in [0, 1], got nan"),
+    (["--batch-size", "0"], "batch_size must be a positive integer"),
+])
+def test_bad_local_options(argv, fragment, files, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "source.keras", *argv],
+                           capsys)
+    assert_refused(status, out, err, fragment)
+
+
+@pytest.mark.parametrize("url, argv, fragment", [
+    ("ftp://127.0.0.1/v1/models/m:predict", [], "url must be an http(s) URL"),
+    ("http://127.0.0.1:9/v1/models/m:predict", ["--max-queries", "-1"], "max_queries must be None or an integer >= 0"),
+    ("http://127.0.0.1:9/v1/models/m:predict", ["--timeout", "0"], "timeout must be a positive float"),
+])
+def test_bad_remote_options(url, argv, fragment, files, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--url", url, *argv], capsys)
+    assert_refused(status, out, err, fragment)
+
+
+def test_exit_status_of_the_command(files, tmp_path):
+    """The real entry point: status 2 and one line on stderr, no traceback."""
+    for name in ("fp.npz", "fp.json"):
+        shutil.copy(files / name, tmp_path / name)
+    npz = tmp_path / "fp.npz"
+    npz.write_bytes(_flip(npz.read_bytes(), 100))
+    completed = subprocess.run(
+        [sys.executable, "-m", "cae.cli", "verify", "--fingerprint", str(tmp_path / "fp"),
+         "--model", str(files / "source.keras")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stdout == ""
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cae: error: ") and "does not match its manifest" in lines[0]
