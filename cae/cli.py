@@ -101,9 +101,21 @@ def _add_extract(subparsers):
 
 
 def _extract(args):
-    from cae import experiments, fingerprint, presets
+    from cae import attacks, experiments, fingerprint, presets
 
     preset = presets.get(args.preset)
+    # Checked before the zoo is trained, which can take hours.
+    eps = preset.epsilon if args.eps is None else args.eps
+    tau = preset.tau if args.tau is None else args.tau
+    if not 0 < eps <= 1:
+        raise ValueError(f"--eps {eps!r} is not allowed; expected an L-inf bound in (0, 1] "
+                         f"(pixels lie in [0, 1]; the preset's is {preset.epsilon}).")
+    if not 0 <= tau <= 1:
+        raise ValueError(f"--tau {tau!r} is not allowed; expected a conferrability threshold in [0, 1] "
+                         f"(the preset's is {preset.tau}).")
+    if args.target not in attacks.CIGM.TARGETS:
+        raise ValueError(f"--target {args.target!r} is not allowed; choose one of "
+                         f"{', '.join(attacks.CIGM.TARGETS)}.")
     context = experiments.prepare(preset, verbose=args.verbose)
     fp = experiments.extract(context, eps=args.eps, tau=args.tau, target=args.target)
     npz, manifest = fingerprint.save(fp, args.out)

@@ -8,9 +8,10 @@ Its folder ``$CAE_CACHE_DIR/zoo/<hash>/`` holds::
     spec.json       the spec it was trained from
     metrics.json    test accuracy, fidelity to the parent, training time (written last:
                     its presence marks the model complete)
-    checkpoint.keras, progress.json
+    checkpoint-<epoch>.keras, progress.json
                     while training: the model and optimiser after the last finished
-                    epoch, so that a killed run resumes from there
+                    epoch (progress.json names the file), so that a killed run resumes
+                    from there
 
 Every file is written atomically (temporary file + rename), so an interrupted run never
 leaves a partial file that a later run would take as complete. Each epoch draws its
@@ -280,16 +281,24 @@ class Zoo:
             xe = augment_batch(x[order], rng, crop=spec.augment == "crop+flip") if spec.augment != "none" else x[order]
             history = model.fit(xe, y[order], batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0)
             progress.set_postfix(loss=f"{history.history['loss'][-1]:.3f}")
-            paths.atomic_save(folder / "checkpoint.keras", model.save, suffix=".keras")
-            paths.atomic_write_json(folder / "progress.json", {"epoch": epoch + 1,
+            # One checkpoint file per epoch; progress.json names the one to resume from and
+            # is renamed into place after it, so a kill between the two writes resumes from
+            # the previous, still present, checkpoint.
+            checkpoint = f"checkpoint-{epoch + 1}.keras"
+            paths.atomic_save(folder / checkpoint, model.save, suffix=".keras")
+            paths.atomic_write_json(folder / "progress.json", {"epoch": epoch + 1, "checkpoint": checkpoint,
                                     "seconds": spent_before + time.time() - started})
+            for old in folder.glob("checkpoint-*.keras"):
+                if old.name != checkpoint:
+                    old.unlink(missing_ok=True)
         paths.atomic_save(folder / "model.keras", model.save, suffix=".keras")
         metrics = self._evaluate(spec, model, dataset, parent)
         metrics["train_seconds"] = round(spent_before + time.time() - started, 1)
         metrics["resumed_from_epoch"] = start_epoch
         paths.atomic_write_json(folder / "metrics.json", metrics)
-        for leftover in ("checkpoint.keras", "progress.json"):
-            (folder / leftover).unlink(missing_ok=True)
+        (folder / "progress.json").unlink(missing_ok=True)
+        for leftover in folder.glob("checkpoint-*.keras"):
+            leftover.unlink(missing_ok=True)
         return model
 
     @staticmethod
@@ -300,11 +309,12 @@ class Zoo:
     def _resume(self, spec, folder):
         from cae import models
 
-        progress, checkpoint = folder / "progress.json", folder / "checkpoint.keras"
-        if not (progress.exists() and checkpoint.exists()):
+        progress = folder / "progress.json"
+        if not progress.exists():
             return 0, None
         try:
-            epoch = int(json.loads(progress.read_text())["epoch"])
+            state = json.loads(progress.read_text())
+            epoch, checkpoint = int(state["epoch"]), folder / state["checkpoint"]
             import keras
 
             model = keras.saving.load_model(checkpoint, compile=True, safe_mode=True)

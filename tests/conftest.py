@@ -1,5 +1,10 @@
 """Shared pytest configuration for cae's tests."""
 
+# cae sets TensorFlow's environment defaults (oneDNN kernels) when imported; importing it
+# before any test module imports TensorFlow keeps this process and the subprocesses the
+# tests start on the same kernels, whose results differ in the last bits.
+import cae  # noqa: F401
+
 
 def pytest_configure(config):
     config.addinivalue_line(

@@ -1,4 +1,4 @@
-"""`cae verify` against hostile inputs: tampered, truncated and lying fingerprints, broken
+"""`cae verify` (and `cae extract`'s settings) against hostile inputs: tampered, truncated and
 or mismatched suspect models, remote suspects on loopback and query budgets.
 
 Every refusal must be one line on stderr (``cae: error: ...``) that names the file or
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+import cae
 from cae import cli, remote
 from cae import fingerprint as F
 
@@ -402,6 +403,19 @@ def test_bad_remote_options(url, argv, fragment, files, capsys):
     assert_refused(status, out, err, fragment)
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (["--eps", "2"], "--eps 2.0 is not allowed; expected an L-inf bound in (0, 1]"),
+    (["--eps", "nan"], "--eps nan is not allowed"),
+    (["--tau", "1.5"], "--tau 1.5 is not allowed; expected a conferrability threshold in [0, 1]"),
+    (["--target", "everything"], "--target 'everything' is not allowed; choose one of most_conferrable"),
+])
+def test_extract_refuses_bad_settings_before_training(argv, fragment, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CAE_CACHE_DIR", str(tmp_path / "cache"))
+    status, out, err = run(["extract", "--out", tmp_path / "fp", *argv], capsys)
+    assert_refused(status, out, err, fragment)
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.glob("fp*"))  # nothing trained
+
+
 def test_exit_status_of_the_command(files, tmp_path):
     """The real entry point: status 2 and one line on stderr, no traceback."""
     for name in ("fp.npz", "fp.json"):
@@ -411,7 +425,9 @@ def test_exit_status_of_the_command(files, tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "cae.cli", "verify", "--fingerprint", str(tmp_path / "fp"),
          "--model", str(files / "source.keras")],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True, text=True, timeout=120,
+        # The cae under test, whatever copy is installed.
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(cae.__file__))},
     )
     assert completed.returncode == 2, completed.stderr
     assert completed.stdout == ""
