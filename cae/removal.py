@@ -79,7 +79,6 @@ model averaging their softmax outputs (average voting), built from built-in laye
 It is composed from the cached members, not trained, and not cached itself.
 """
 
-import contextlib
 import dataclasses
 import logging
 
@@ -427,17 +426,6 @@ def _papernot(store, spec, dataset, indices, parent):
 
 
 # --------------------------------------------------------------------------- adversarial
-@contextlib.contextmanager
-def _numpy_seed(seed):
-    """Seed NumPy's global generator (ART's random starts draw from it), then restore it."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
 def adversarial_examples(model, x, labels, method="fgm", eps=ADVERSARIAL_EPS, eps_step=ADVERSARIAL_EPS_STEP,
                          max_iter=ADVERSARIAL_MAX_ITER, seed=0, batch_size=128):
     """Untargeted L-inf adversarial examples against ``model`` with ART (FGM, PGD with
@@ -475,6 +463,8 @@ def adversarial_examples(model, x, labels, method="fgm", eps=ADVERSARIAL_EPS, ep
                                       **common)
     if len(x) == 0:
         return x.copy()
+    from cae.attacks import _numpy_seed  # ART draws random starts from NumPy's global RNG
+
     with _numpy_seed(seed):
         x_adv = attack.generate(x, y=_onehot(labels, num_classes))
     # Guard against float rounding just outside the ε-ball or [0, 1].
