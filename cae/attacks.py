@@ -126,7 +126,7 @@ def _check_positive_number(name, value, upper=None):
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     ok = ok and np.isfinite(value) and value > 0 and (upper is None or value <= upper)
     if not ok:
-        bound = f" and at most {upper}" if upper is not None else ""
+        bound = f" and at most {upper:.4g}" if upper is not None else ""
         raise ValueError(f"{name}={value!r} is not allowed; expected a number greater than 0{bound}.")
 
 
@@ -497,11 +497,12 @@ def baseline(name, model, x, eps, y=None, *, batch_size=32, constraint=None, see
     """
     _check_choice("name", name, tuple(ATTACKS))
     params = ATTACKS[name]
-    _check_positive_number("eps", eps)
     _check_positive_int("batch_size", batch_size)
     _check_seed(seed)
     constraint = params.constraint if constraint is None else constraint
     _check_choice("constraint", constraint, CONSTRAINTS)
+    # The largest distance between two images in [0, 1]: 1 in L-inf, sqrt(32*32*3) in L2.
+    _check_positive_number("eps", eps, upper=1.0 if params.norm == "inf" else float(np.sqrt(32 * 32 * 3)))
     kwargs = params.art_kwargs()
     unknown = sorted(set(overrides) - set(kwargs))
     if unknown:

@@ -138,7 +138,7 @@ def _add_verify(subparsers):
     suspect.add_argument("--url", help="suspect's predict URL, e.g. http://host:8501/v1/models/m:predict")
     parser.add_argument("--threshold", type=float, default=None,
                         help="retention threshold theta (default: the fingerprint's calibrated one, else 0.75)")
-    parser.add_argument("--max-queries", type=int, default=None, help="query budget for --url (never exceeded)")
+    parser.add_argument("--max-queries", type=int, default=None, help="query budget (never exceeded; nothing is sent if the fingerprint needs more)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (--url)")
     parser.add_argument("--batch-size", type=int, default=64, help="inputs per request")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -198,7 +198,14 @@ def _verify(args):
 
     fp = fingerprint.load(args.fingerprint)
     calibrated_threshold, null = _calibration(fp, args.fingerprint)
+    if args.max_queries is not None and args.max_queries < 0:
+        raise ValueError(f"--max-queries is {args.max_queries}; give a number of queries >= 0.")
     if args.model:
+        if args.max_queries is not None and fp.n > args.max_queries:
+            # A local model gets the same budget rule as a remote one: all or nothing.
+            raise ValueError(f"verifying needs {fp.n} queries (one per fingerprint) but "
+                             f"--max-queries is {args.max_queries}; nothing was sent. Raise "
+                             "--max-queries or use a smaller fingerprint.")
         suspect = _load_suspect(args.model, fp.num_classes)
     else:
         from cae import remote

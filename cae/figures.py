@@ -104,7 +104,7 @@ def decision_grid(models, x, delta, direction, extent=EXTENT, resolution=RESOLUT
         rows = b_values[start:start + rows_per_batch]
         points = plane_points(x, delta, direction, a_values, rows, clip=clip)
         flat = points.reshape(-1, *x.shape)
-        predicted = scores.predict_labels(models, flat, batch_size=batch_size)
+        predicted = scores.predict_labels(models, flat, batch_size=batch_size, check_range=clip)
         labels[:, start:start + len(rows)] = predicted.reshape(len(models), len(rows), len(a_values))
     return a_values, b_values, labels
 

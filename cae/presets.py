@@ -2,6 +2,9 @@
 
 * ``quick``: real CIFAR-10, a small CNN zoo, sized so the Table II pipeline runs from an
   empty cache in minutes on a 2-core CPU.
+* ``smoke``: the same pipeline on real CIFAR-10 at toy size (2,000 images per side, one
+  model per group, 20 attack iterations): runs in about a minute, so CI can execute the
+  notebooks and scripts end to end. Its numbers say nothing about the method.
 * ``cifar10``: ResNet20-class models on the full CIFAR-10 split (long CPU run or GPU).
 * ``paper`` (CINIC-10) and ``paper-imagenet32``: the paper's datasets, architectures and
   model counts (CINIC 44 surrogates + 28 references; ImageNet32 14 + 15; two testing
@@ -87,6 +90,32 @@ PRESETS = {
         finetune_examples=5_000,
         finetune_epochs=2,
         adversarial_examples=500,
+    ),
+    "smoke": Preset(
+        name="smoke",
+        dataset="cifar10",
+        defender_size=2_000,
+        adversary_size=2_000,
+        split_seed=0,
+        source_architecture="cnn",
+        source_epochs=3,
+        train_surrogates=("cnn",),
+        train_references=("cnn",),
+        test_surrogates=("cnn",),
+        test_references=("cnn",),
+        surrogate_epochs=2,
+        reference_epochs=2,
+        augment="flip",
+        attack_inputs=16,
+        attack_iterations=20,
+        epsilons=(0.08, 0.25),
+        baseline_overrides=(("cw", (("binary_search_steps", 1), ("initial_const", 1.0),
+                                    ("max_halving", 2), ("max_doubling", 2))),),
+        baseline_inputs=(("cw", 4), ("deepfool", 8)),
+        evaluate_on=1_000,
+        finetune_examples=1_000,
+        finetune_epochs=1,
+        adversarial_examples=100,
     ),
     "cifar10": Preset(
         name="cifar10",

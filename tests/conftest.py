@@ -13,6 +13,6 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
-        "notebooks: executes the notebooks with nbclient (needs the trained zoo; runs only with "
-        "CAE_RUN_NOTEBOOKS=1)",
+        "notebooks: executes the notebooks with nbclient on real data ($CAE_NOTEBOOK_PRESET, "
+        "default smoke; trains its zoo first)",
     )

@@ -393,9 +393,23 @@ def test_bad_local_options(argv, fragment, files, capsys):
     assert_refused(status, out, err, fragment)
 
 
+def test_local_budget_smaller_than_fingerprint(files, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "source.keras",
+                            "--max-queries", N - 1], capsys)
+    assert_refused(status, out, err, f"verifying needs {N} queries (one per fingerprint) but --max-queries is {N - 1}")
+    assert "nothing was sent" in err
+
+
+def test_local_budget_equal_to_fingerprint_is_enough(files, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "source.keras",
+                            "--max-queries", N, "--json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["queries"] == N
+
+
 @pytest.mark.parametrize("url, argv, fragment", [
     ("ftp://127.0.0.1/v1/models/m:predict", [], "url must be an http(s) URL"),
-    ("http://127.0.0.1:9/v1/models/m:predict", ["--max-queries", "-1"], "max_queries must be None or an integer >= 0"),
+    ("http://127.0.0.1:9/v1/models/m:predict", ["--max-queries", "-1"], "--max-queries is -1; give a number"),
     ("http://127.0.0.1:9/v1/models/m:predict", ["--timeout", "0"], "timeout must be a positive float"),
 ])
 def test_bad_remote_options(url, argv, fragment, files, capsys):

@@ -573,19 +573,10 @@ def test_hostile_images_raise_value_error(small, target, kind):
         _call(target, small, _bad_images(kind, small["x"]))
 
 
-class KnownBug(AssertionError):
-    """A known gap; the strict xfail below fails once it is fixed, so the marker goes too."""
-
-
-@pytest.mark.xfail(raises=KnownBug, strict=True, reason=(
-    "cae.scores.predict_labels does not check x: NaN, inf, uint8 and 0-255 inputs give labels"))
 @pytest.mark.parametrize("kind", ["nan", "0-255 floats"])
 def test_predict_labels_checks_images(small, kind):
-    try:
+    with pytest.raises(ValueError, match="NaN or inf|expected \\[0, 1\\]"):
         _call("scores.predict_labels", small, _bad_images(kind, small["x"]))
-    except ValueError:
-        return
-    raise KnownBug(f"scores.predict_labels accepted {kind} images")
 
 
 @pytest.mark.parametrize("output, match", [
@@ -625,8 +616,22 @@ def test_attacks_refuse_bad_eps(small, eps):
 
 
 def test_cigm_refuses_eps_above_one(small):
-    with pytest.raises(ValueError, match="at most 1.0"):
+    with pytest.raises(ValueError, match="at most 1"):
         attacks.CIGM(small["ensemble"], 1.5)
+
+
+@pytest.mark.parametrize("method, eps, bound", [("igm", 1.5, "at most 1"), ("deepfool", 2.0, "at most 1"),
+                                                ("pgd", 60.0, "at most 55.43"), ("cw", 56.0, "at most 55.43")])
+def test_baselines_refuse_eps_beyond_the_image_cube(small, method, eps, bound):
+    """ε beyond the largest distance between two images in [0, 1] (1 in L-inf, sqrt(3072)
+    in L2) is a unit mistake (0-255 pixels), not a bound."""
+    with pytest.raises(ValueError, match=bound):
+        attacks.baseline(method, small["model"], small["x"], eps, max_iter=1)
+
+
+def test_baseline_accepts_l2_eps_above_one(small):
+    x_adv, success = attacks.baseline("pgd", small["model"], small["x"], 2.0, max_iter=1)
+    assert x_adv.shape == small["x"].shape and success.dtype == bool
 
 
 @pytest.mark.parametrize("y", [np.array([0, 1, 2, 3]), np.array([0, 1, -1, 0]), np.array([0.0, 1.0, 2.0, 0.5]),
@@ -645,6 +650,8 @@ def test_attacks_refuse_bad_labels(small, y):
     (np.array([[0, 1]]), np.array([0, 1, 2])),
     (np.array([0, 1]), np.array([0, 1])),
     (np.zeros((0, 2), np.int64), np.array([0, 1])),
+    (np.array([[0, -1]]), np.array([0, 1])),
+    (np.array([[0, 1]]), np.array([-3, 1])),
 ])
 def test_scores_refuse_bad_labels(preds, t):
     for function in (scores.adv, scores.transfer):
