@@ -208,8 +208,12 @@ def verification_stats(context, fp, derived_models, reference_models, alpha=0.01
 
 
 # --------------------------------------------------------------------------- non-evasiveness
-def detector_game(context, eps_values=(0.05, 0.15, 0.25), epochs=5, train_fraction=0.7, seed=0):
+def detector_game(context, eps_values=(0.05, 0.15, 0.25), steps=400, train_fraction=0.7, seed=0):
     """Section V-A: train a small CNN to tell C-IGM fingerprints from benign D1 inputs.
+
+    The detector trains for about ``steps`` batches of 32, however few the images:
+    BatchNorm's moving statistics need a few hundred steps, and 25 steps left it at
+    chance on its own training set.
 
     For each ε: the successful C-IGM examples (``experiments.run_attack``) and as many
     benign D1 images that were not attack inputs, split ``train_fraction`` / rest
@@ -250,6 +254,7 @@ def detector_game(context, eps_values=(0.05, 0.15, 0.25), epochs=5, train_fracti
         (x_tr, y_tr), (x_te, y_te) = stack(train), stack(test)
         detector = models.build("cnn", 2, seed=seed)
         detector.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        epochs = max(1, int(np.ceil(int(steps) / np.ceil(len(x_tr) / 32))))
         detector.fit(x_tr, y_tr, epochs=epochs, batch_size=32, shuffle=True, verbose=0)
         acc = lambda x, y: float(np.mean(_labels(detector, x) == y.argmax(axis=1)))  # noqa: E731
         rows.append({"eps": eps, "fingerprints": k, "train": len(x_tr), "held out": len(x_te),

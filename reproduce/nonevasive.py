@@ -10,13 +10,13 @@ from cae import evaluation, experiments, tables
 
 def add_options(parser):
     parser.add_argument("--eps", nargs="+", type=float, default=[0.05, 0.15, 0.25], help="C-IGM ε values")
-    parser.add_argument("--epochs", type=int, default=5, help="detector training epochs")
+    parser.add_argument("--steps", type=int, default=400, help="detector training steps (batches of 32)")
 
 
 if __name__ == "__main__":
     args, preset = experiments.script_args("Non-evasiveness: a detector game", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
-    rows = evaluation.detector_game(context, tuple(args.eps), epochs=args.epochs)
+    rows = evaluation.detector_game(context, tuple(args.eps), steps=args.steps)
     tables.write("nonevasive", preset.name, rows, f"Non-evasiveness: detector of C-IGM fingerprints "
                  f"(preset {preset.name}, {preset.dataset})",
                  notes=("Detector: cae.models.build('cnn', 2), trained on 70 % of fingerprints + equally many benign "

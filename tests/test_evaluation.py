@@ -142,7 +142,7 @@ def test_detector_game_accuracies_are_rates(context, monkeypatch):
         return {"x_adv": np.clip(ctx.x + noise, 0, 1), "success": np.arange(len(ctx.x)) % 4 != 0}
 
     monkeypatch.setattr(evaluation.experiments, "run_attack", fake_attack)
-    rows = evaluation.detector_game(context, eps_values=(0.25,), epochs=1)
+    rows = evaluation.detector_game(context, eps_values=(0.25,), steps=1)
     assert len(rows) == 1 and rows[0]["eps"] == 0.25
     row = rows[0]
     assert row["fingerprints"] == 30
@@ -150,3 +150,16 @@ def test_detector_game_accuracies_are_rates(context, monkeypatch):
     assert row["train"] + row["held out"] == 2 * row["fingerprints"]
     with pytest.raises(ValueError, match="train_fraction"):
         evaluation.detector_game(context, eps_values=(0.25,), train_fraction=1.5)
+
+
+def test_detector_learns_an_obvious_perturbation(context, monkeypatch):
+    """Fingerprints that are the inputs plus +-0.3 noise are easy to spot: a detector that
+    stays at chance here is undertrained, and its 0.5 would be read as 'undetectable'."""
+    def fake_attack(ctx, method, eps):
+        noise = np.random.default_rng(2).choice([-eps, eps], size=ctx.x.shape).astype(np.float32)
+        return {"x_adv": np.clip(ctx.x + noise, 0, 1), "success": np.ones(len(ctx.x), bool)}
+
+    monkeypatch.setattr(evaluation.experiments, "run_attack", fake_attack)
+    row = evaluation.detector_game(context, eps_values=(0.3,))[0]
+    assert row["train accuracy"] >= 0.9, row
+    assert row["held-out accuracy"] >= 0.8, row
