@@ -3,8 +3,8 @@
 * ``quick``: real CIFAR-10, a small CNN zoo, sized so the Table II pipeline runs from an
   empty cache in minutes on a 2-core CPU.
 * ``smoke``: the same pipeline on real CIFAR-10 at toy size (2,000 images per side, one
-  model per group, 20 attack iterations): runs in about a minute, so CI can execute the
-  notebooks and scripts end to end. Its numbers say nothing about the method.
+  model per group, 20 attack iterations): its zoo trains in under a minute, so CI can
+  execute the notebooks and scripts end to end. Its numbers say nothing about the method.
 * ``cifar10``: ResNet20-class models on the full CIFAR-10 split (long CPU run or GPU).
 * ``paper`` (CINIC-10) and ``paper-imagenet32``: the paper's datasets, architectures and
   model counts (CINIC 44 surrogates + 28 references; ImageNet32 14 + 15; two testing
@@ -70,9 +70,9 @@ PRESETS = {
         defender_size=20_000,
         adversary_size=20_000,
         split_seed=0,
-        # Sized to the 15-minute budget for Table II from an empty cache on 2 CPU cores: one
-        # epoch over 20,000 images takes 14-21 s there, so 8 + 8 x 3 = 32 epochs (about 11
-        # minutes) plus the attacks (2.5 minutes). 10 + 8 x 4 epochs took 20 minutes in all.
+        # Sized to the 15-minute budget for Table II from an empty cache on 2 CPU cores (one
+        # epoch over 20,000 images takes 14-21 s there): 8 + 8 x 3 epochs measured 15 min 21 s
+        # in all (zoo 13 min, attacks 2.3 min); 10 + 8 x 4 epochs took 20 min.
         source_architecture="cnn",
         source_epochs=8,
         train_surrogates=("cnn",) * 2,
