@@ -124,10 +124,14 @@ def to_float(images):
     return check_images(images)
 
 
-def check_images(x, name="x"):
-    """Validate a float batch for a model: shape (N, 32, 32, 3), finite, in [0, 1]."""
+def check_images(x, name="x", shape=IMAGE_SHAPE, in_range=True):
+    """Validate a float batch for a model: shape (N, 32, 32, 3), finite, in [0, 1].
+
+    ``shape=None`` accepts any per-example shape; ``in_range=False`` accepts finite
+    values outside [0, 1] (points off the image cube, as in a decision-space plot).
+    """
     x = np.asarray(x)
-    if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
+    if shape is not None and (x.ndim != 4 or x.shape[1:] != shape):
         raise ValueError(
             f"{name} has shape {x.shape}; expected (N, 32, 32, 3) images "
             "(channels last). Reshape or resize the inputs."
@@ -139,7 +143,7 @@ def check_images(x, name="x"):
         )
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or inf values; inputs must be finite in [0, 1].")
-    if x.size and (x.min() < 0.0 or x.max() > 1.0):
+    if in_range and x.size and (x.min() < 0.0 or x.max() > 1.0):
         raise ValueError(
             f"{name} has values in [{x.min():.3g}, {x.max():.3g}]; expected [0, 1]. "
             "Divide 0-255 images by 255; do not normalise them (models normalise inside)."

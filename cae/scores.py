@@ -14,6 +14,8 @@ conferrability over the surrogates S and the references R.
 
 import numpy as np
 
+from cae import data
+
 
 def _labels(array, name, ndim):
     array = np.asarray(array)
@@ -66,17 +68,6 @@ def confer(surrogate_preds, reference_preds, t):
     return transfer(surrogate_preds, t) * (1.0 - transfer(reference_preds, t))
 
 
-def _check_inputs(x, check_range):
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"x has dtype {x.dtype}; expected float images in [0, 1] "
-                         "(convert uint8 images with cae.data.to_float).")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x contains NaN or inf values; inputs must be finite.")
-    if check_range and (x.min() < 0.0 or x.max() > 1.0):
-        raise ValueError(f"x has values in [{x.min():.3g}, {x.max():.3g}]; expected [0, 1]. "
-                         "Divide 0-255 images by 255; do not normalise them (models normalise inside).")
-
-
 def predict_labels(models, x, batch_size=256, check_range=True):
     """Predicted classes of each model on ``x``: int64 array (n_models, n_examples).
 
@@ -93,7 +84,7 @@ def predict_labels(models, x, batch_size=256, check_range=True):
         raise ValueError(f"x has shape {x.shape}; expected a batch (n_examples, ...).")
     if len(x) == 0:
         return np.zeros((len(models), 0), dtype=np.int64)
-    _check_inputs(x, check_range)
+    x = data.check_images(x, shape=None, in_range=check_range)
     labels = np.empty((len(models), len(x)), dtype=np.int64)
     for i, model in enumerate(models):
         labels[i] = np.argmax(model.predict(x, batch_size=int(batch_size), verbose=0), axis=-1)
