@@ -45,21 +45,27 @@ def model_specs(preset):
     Training models (used to build the ensemble) learn from the defender's D1; testing
     models (used only to score) from the adversary's D2. Surrogates are distilled from
     the source at T = 1 (Retraining); references learn the ground truth. Seeds differ
-    per group and per model, so no two models share a spec.
+    per group and per model, so no two models share a spec. With
+    ``preset.training_subset`` the training models each learn from a different random
+    sample of D1 of that size (cheaper models, so more of them fit a CPU budget).
     """
     source = source_spec(preset)
     specs = {"source": source}
+    subset = preset.training_subset
     layout = {
-        "train_surrogates": ("D1", "distill", "surrogate", preset.surrogate_epochs, 1000),
-        "train_references": ("D1", "ground_truth", "reference", preset.reference_epochs, 2000),
-        "test_surrogates": ("D2", "distill", "surrogate", preset.surrogate_epochs, 3000),
-        "test_references": ("D2", "ground_truth", "reference", preset.reference_epochs, 4000),
+        "train_surrogates": ("D1", "distill", "surrogate", preset.surrogate_epochs, 1000, subset),
+        "train_references": ("D1", "ground_truth", "reference", preset.reference_epochs, 2000, subset),
+        "test_surrogates": ("D2", "distill", "surrogate", preset.surrogate_epochs, 3000, 0),
+        "test_references": ("D2", "ground_truth", "reference", preset.reference_epochs, 4000, 0),
     }
-    for group, (split, labels, role, epochs, seed0) in layout.items():
+    for group, (split, labels, role, epochs, seed0, size) in layout.items():
         specs[group] = [
             source.replace(
                 architecture=arch, data=split, labels=labels, role=role, epochs=epochs, seed=seed0 + i,
-                parent=source.key if labels == "distill" else "",
+                parent=source.key if labels == "distill" else "", subset=size,
+                # Each training model learns from its own random sample of D1, so that
+                # together they cover it (when the preset trains them on subsets).
+                options=(("subset_seed", seed0 + i),) if size else (),
             )
             for i, arch in enumerate(getattr(preset, group))
         ]

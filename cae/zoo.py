@@ -59,7 +59,8 @@ class TrainSpec:
 
     ``split`` is ``(defender_size, adversary_size, split_seed)`` over the dataset's
     training pool; ``data`` picks ``"D1"`` (defender) or ``"D2"`` (adversary);
-    ``subset`` keeps the first ``subset`` examples of that split (0 keeps all).
+    ``subset`` keeps a random sample of ``subset`` examples of that split (0 keeps all;
+    see :func:`split_of`).
     ``labels="distill"`` trains on the parent's softmax at temperature
     ``temperature`` (the Retraining attack, T = 1); ``"ground_truth"`` on the labels.
     ``init="parent"`` starts from the parent's weights (fine-tuning). ``options`` holds
@@ -120,7 +121,7 @@ class TrainSpec:
         return dataclasses.replace(self, **changes)
 
 
-TRAIN_OPTIONS = ("reinit_last", "train_last_only", "jagielski_temperature", "papernot_rounds",
+TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "jagielski_temperature", "papernot_rounds",
                  "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
                  "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts")
 
@@ -156,8 +157,10 @@ def split_of(dataset, spec):
     ``spec.subset`` keeps a random sample of that many examples of the split: the first
     ones of a fixed shuffle of the split (seeded by the split seed), so smaller subsets
     lie inside larger ones. (Not the lowest indices: a pool decoded from image folders
-    is sorted by class.) Options ``("parts", n)`` and ``("part", i)`` then keep the
-    i-th of n disjoint, equally sized random parts (the ensemble attack).
+    is sorted by class.) Option ``("subset_seed", s)`` shuffles with ``s`` as well, so
+    models with different ``s`` see different samples of the split. Options
+    ``("parts", n)`` and ``("part", i)`` then keep the i-th of n disjoint, equally sized
+    random parts (the ensemble attack).
     """
     defender, adversary, seed = spec.split
     d1, d2 = data.split_indices(len(dataset.y_train), (defender, adversary), seed)
@@ -165,7 +168,13 @@ def split_of(dataset, spec):
     parts = spec.option("parts")
     if not spec.subset and not parts:
         return indices
-    order = np.random.default_rng([seed, 0 if spec.data == "D1" else 1]).permutation(indices)
+    if spec.subset > len(indices):
+        raise ValueError(f"TrainSpec.subset is {spec.subset}, but {spec.data} has only {len(indices)} examples; "
+                         f"use a subset of at most {len(indices)} (0 keeps all of {spec.data}).")
+    shuffle = [seed, 0 if spec.data == "D1" else 1]
+    if spec.option("subset_seed") is not None:
+        shuffle.append(int(spec.option("subset_seed")))
+    order = np.random.default_rng(shuffle).permutation(indices)
     if spec.subset:
         order = order[: spec.subset]
     if parts:

@@ -19,7 +19,7 @@ def context(tmp_path_factory):
         presets.get("quick"), name="toy", dataset="synthetic", defender_size=192, adversary_size=192,
         source_epochs=3, surrogate_epochs=2, reference_epochs=2, train_surrogates=("cnn",),
         train_references=("cnn",), test_surrogates=("cnn",), test_references=("cnn",), attack_inputs=12,
-        attack_iterations=30, batch_size=32, learning_rate=0.01, evaluate_on=0,
+        attack_iterations=30, batch_size=32, learning_rate=0.01, evaluate_on=0, training_subset=0,
     )
     store = zoo.Zoo(root / "zoo", datasets={"synthetic": synthetic(n_train=400, n_test=64, colour=True)})
     yield experiments.prepare(preset, verbose=False, store=store)

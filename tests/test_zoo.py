@@ -68,6 +68,37 @@ def test_splits_are_disjoint_and_deterministic():
     assert len(zoo.split_of(dataset, tiny_spec(subset=10))) == 10
 
 
+def test_subset_seed_draws_a_different_sample_of_the_same_split():
+    dataset = synthetic()
+    d1 = set(zoo.split_of(dataset, tiny_spec(data="D1")))
+    first = zoo.split_of(dataset, tiny_spec(subset=40, options=(("subset_seed", 1),)))
+    second = zoo.split_of(dataset, tiny_spec(subset=40, options=(("subset_seed", 2),)))
+    assert len(first) == len(second) == 40 and set(first) <= d1 and set(second) <= d1
+    assert not np.array_equal(first, second)
+    assert np.array_equal(first, zoo.split_of(dataset, tiny_spec(subset=40, options=(("subset_seed", 1),))))
+    with pytest.raises(ValueError, match="only 128 examples"):
+        zoo.split_of(dataset, tiny_spec(subset=500))
+    # Without the option, the sample is the one every model of the split shares.
+    assert np.array_equal(zoo.split_of(dataset, tiny_spec(subset=40)), zoo.split_of(dataset, tiny_spec(subset=40)))
+
+
+def test_training_subset_applies_to_training_models_only():
+    import dataclasses
+
+    from cae import experiments, presets
+
+    preset = dataclasses.replace(presets.get("smoke"), train_surrogates=("cnn",) * 2, training_subset=500)
+    specs = experiments.model_specs(preset)
+    training = specs["train_surrogates"] + specs["train_references"]
+    assert all(s.subset == 500 and s.data == "D1" for s in training)
+    assert len({s.option("subset_seed") for s in training}) == len(training)  # each its own sample
+    assert all(s.subset == 0 and not s.options for s in specs["test_surrogates"] + specs["test_references"])
+    assert specs["source"].subset == 0
+    # A preset without the field keeps every model on its whole split (keys unchanged).
+    plain = experiments.model_specs(dataclasses.replace(preset, training_subset=0))
+    assert all(s.subset == 0 and not s.options for g in experiments.GROUPS for s in plain[g])
+
+
 def test_augmentation_keeps_shape_and_moves_pixels():
     rng = np.random.default_rng(0)
     x = rng.random((16, 32, 32, 3), dtype=np.float32)
