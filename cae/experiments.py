@@ -247,7 +247,7 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None):
 def summarise(result, prefix="test"):
     """Mean transferability (over the group's references) and conferrability of the
     successful examples of one attack run (Section IV-C, Table II)."""
-    from cae import scores
+    from cae import scores, stats
 
     ok = result["success"]
     t = result["t"][ok]
@@ -255,11 +255,15 @@ def summarise(result, prefix="test"):
     if ok.any():
         surrogates = result[f"{prefix}_surrogates"][:, ok]
         references = result[f"{prefix}_references"][:, ok]
+        confer = scores.confer(surrogates, references, t)
         row["transferable"] = float(scores.transfer(references, t).mean())
-        row["conferrable"] = float(scores.confer(surrogates, references, t).mean())
+        row["conferrable"] = float(confer.mean())
+        # How far the mean over these few examples could move (bootstrap over examples).
+        row["conferrable_ci"] = stats.bootstrap_mean_ci(confer)
         row["surrogate_transfer"] = float(scores.transfer(surrogates, t).mean())
     else:
-        row.update(transferable=float("nan"), conferrable=float("nan"), surrogate_transfer=float("nan"))
+        row.update(transferable=float("nan"), conferrable=float("nan"), surrogate_transfer=float("nan"),
+                   conferrable_ci=(float("nan"), float("nan")))
     return row
 
 
@@ -340,6 +344,7 @@ def table2_rows(context, eps=None, targets=("most_conferrable",)):
         rows.append({
             "method": name, "successful": f"{test['successful']}/{test['examples']}",
             "transferable": test["transferable"], "conferrable": test["conferrable"],
+            "conferrable 95% low": test["conferrable_ci"][0], "conferrable 95% high": test["conferrable_ci"][1],
             "paper transferable": paper_transfer, "paper conferrable": paper_confer,
             "confer (training models)": train["conferrable"],
         })
@@ -352,6 +357,11 @@ def table2_notes(context, rows):
     beaten = [m for m, c in others.items() if not (cigm > c)]
     verdict = ("C-IGM's conferrability is above every baseline's, as in the paper." if not beaten
                else f"C-IGM's conferrability is NOT above: {', '.join(beaten)}.")
+    within = [r["method"] for r in rows if r["method"] in others
+              and r["method"] not in beaten and r["conferrable 95% high"] >= rows[0]["conferrable 95% low"]]
+    if within:
+        verdict += (f" Not clearly, though, against {', '.join(within)}: the 95% bootstrap intervals "
+                    "(over examples; columns 'conferrable 95% low/high') overlap.")
     p = context.preset
     return (f"Ours: {len(context.inputs)} inputs from D1 classified correctly by the source; scores over "
             f"the successful examples on {len(p.test_surrogates)} testing surrogates and "

@@ -38,6 +38,7 @@ __all__ = [
     "Null",
     "Threshold",
     "binomial_p_value",
+    "bootstrap_mean_ci",
     "choose_threshold",
     "clopper_pearson_upper",
     "empirical_p_value",
@@ -174,6 +175,26 @@ def empirical_p_value(retention, null_retentions):
     if not math.isfinite(retention):
         raise ValueError(f"retention must be a finite number, got {retention!r}.")
     return (1 + int(np.sum(null >= retention))) / (1 + null.size)
+
+
+def bootstrap_mean_ci(values, confidence=0.95, resamples=2000, seed=0):
+    """Percentile-bootstrap confidence interval ``(low, high)`` of the mean of ``values``.
+
+    Resamples the values (e.g. per-example conferrability scores) with replacement,
+    ``resamples`` times with a fixed ``seed``, so a table built from it is reproducible.
+    It says how much a mean over few examples can move, not how much it would move with
+    other models: the models are fixed.
+    """
+    values = _scores(values, "values")
+    confidence = _probability(confidence, "confidence")
+    resamples = _count(resamples, "resamples")
+    if resamples < 1:
+        raise ValueError("resamples must be at least 1.")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def clopper_pearson_upper(successes, trials, confidence=0.95):

@@ -67,3 +67,28 @@ def test_extract_then_verify(context, tmp_path):
     loaded = fingerprint.load(tmp_path / "fp")
     result = fingerprint.verify(context.models["source"], loaded)
     assert result.retention == 1.0 and result.is_surrogate and result.queries == fp.n
+
+
+def test_table2_notes_say_when_the_ordering_is_within_noise():
+    import types
+
+    preset = presets.get("quick")
+    context = types.SimpleNamespace(preset=preset, inputs=np.arange(100))
+
+    def row(method, mean, low, high):
+        return {"method": method, "conferrable": mean, "conferrable 95% low": low, "conferrable 95% high": high}
+
+    clear = experiments.table2_notes(context, [row("C-IGM", 0.5, 0.45, 0.55), row("IGM", 0.1, 0.05, 0.15)])
+    assert "above every baseline" in clear and "Not clearly" not in clear
+    noisy = experiments.table2_notes(context, [row("C-IGM", 0.18, 0.14, 0.22), row("IGM", 0.1, 0.07, 0.13),
+                                               row("CW-L2", 0.15, 0.05, 0.3)])
+    assert "above every baseline" in noisy and "Not clearly, though, against CW-L2:" in noisy
+    below = experiments.table2_notes(context, [row("C-IGM", 0.1, 0.05, 0.15), row("CW-L2", 0.15, 0.05, 0.3)])
+    assert "NOT above: CW-L2" in below and "Not clearly" not in below
+
+
+def test_summarise_reports_a_bootstrap_interval_around_the_mean(context):
+    result = experiments.run_attack(context, "igm", context.preset.epsilon)
+    row = experiments.summarise(result)
+    low, high = row["conferrable_ci"]
+    assert low <= row["conferrable"] <= high

@@ -208,3 +208,21 @@ def test_choose_threshold_refuses_impossible():
         stats.choose_threshold([1.0, 0.2, 1.0], alpha=0.01, n=10)
     with pytest.raises(ValueError, match="alpha"):
         stats.choose_threshold([0.2, 0.3], alpha=1.0, n=10)
+
+
+def test_bootstrap_mean_ci():
+    rng = np.random.default_rng(1)
+    few, many = rng.random(10), rng.random(1000)
+    low, high = stats.bootstrap_mean_ci(few)
+    assert low < few.mean() < high
+    low_many, high_many = stats.bootstrap_mean_ci(many)
+    assert low_many < many.mean() < high_many and high_many - low_many < (high - low) / 3
+    assert stats.bootstrap_mean_ci([0.25] * 7) == (0.25, 0.25)
+    assert stats.bootstrap_mean_ci(few, seed=3) == stats.bootstrap_mean_ci(few, seed=3)
+    # About 95 % of intervals cover the true mean 0.5 of uniform samples.
+    covered = [lo <= 0.5 <= hi for lo, hi in (stats.bootstrap_mean_ci(rng.random(50), seed=i) for i in range(200))]
+    assert 0.88 <= np.mean(covered) <= 0.99
+    with pytest.raises(ValueError, match="non-empty"):
+        stats.bootstrap_mean_ci([])
+    with pytest.raises(ValueError, match="NaN"):
+        stats.bootstrap_mean_ci([0.1, float("nan")])
