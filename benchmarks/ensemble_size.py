@@ -20,8 +20,6 @@ import dataclasses
 import logging
 import time
 
-import numpy as np
-
 
 def _parse(argv=None):
     from cae import presets
@@ -37,7 +35,7 @@ def _parse(argv=None):
 def main(argv=None):
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING)
-    from cae import experiments, presets, scores
+    from cae import experiments, presets
 
     base = presets.get(args.preset)
     subset = base.training_subset if args.subset is None else args.subset
@@ -56,14 +54,12 @@ def main(argv=None):
         for eps in epsilons:
             started = time.time()
             result = experiments.run_attack(context, "cigm", eps)
-            t = result["t"]
-            confer = scores.confer(result["train_surrogates"], result["train_references"], t)
-            keep = result["success"] & (confer >= preset.tau - 1e-9)
+            keep = experiments.fingerprint_mask(result, preset.tau)
 
             def retention(group):
                 if not keep.any():
                     return "-"
-                return ", ".join(f"{np.mean(labels[keep] == t[keep]):.2f}" for labels in result[group])
+                return ", ".join(f"{r:.2f}" for r in experiments.retentions(result, keep, group))
 
             summary = experiments.summarise(result)
             print(f"| {size} | {eps} | {zoo_seconds:.0f} | {time.time() - started:.0f} | {int(keep.sum())} | "

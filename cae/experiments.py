@@ -268,18 +268,32 @@ def summarise(result, prefix="test"):
 
 
 # --------------------------------------------------------------------------- extract
+def fingerprint_mask(result, tau):
+    """Alg. 2's filter on a C-IGM run: successful examples with Confer(training
+    surrogates, training references) >= τ."""
+    from cae import scores
+
+    confer = scores.confer(result["train_surrogates"], result["train_references"], result["t"])
+    return result["success"] & (confer >= tau - 1e-9)
+
+
+def retentions(result, keep, group):
+    """Each model of ``group``'s retention of the examples ``keep``: the fraction it
+    labels like the source."""
+    t = result["t"][keep]
+    return [float(np.mean(labels[keep] == t)) for labels in result[group]]
+
+
 def extract(context, eps=None, tau=None, target="most_conferrable"):
     """Alg. 2: C-IGM on the training models' ensemble, keep examples with
     Confer(training surrogates, training references) >= τ. Returns a Fingerprint."""
-    from cae import fingerprint, scores
+    from cae import fingerprint
 
     preset = context.preset
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
     result = run_attack(context, "cigm", eps, target=target)
-    t = result["t"]
-    confer = scores.confer(result["train_surrogates"], result["train_references"], t)
-    keep = result["success"] & (confer >= tau - 1e-9)
+    keep = fingerprint_mask(result, tau)
     log.info("extract: %d of %d adversarial examples have conferrability >= %.2f on the training models",
              int(keep.sum()), int(result["success"].sum()), tau)
     if not keep.any():
@@ -287,9 +301,6 @@ def extract(context, eps=None, tau=None, target="most_conferrable"):
             f"no C-IGM example reached conferrability {tau} on the training models at eps={eps}; "
             "lower tau or raise eps."
         )
-    def retentions(group):
-        return [float(np.mean(labels[keep] == t[keep])) for labels in result[group]]
-
     return fingerprint.create(
         context.models["source"], result["x_adv"][keep], attack="C-IGM", epsilon=float(eps), tau=float(tau),
         dataset=preset.dataset, source_model_hash=context.specs["source"].key,
@@ -299,8 +310,8 @@ def extract(context, eps=None, tau=None, target="most_conferrable"):
                       "train_surrogates": len(context.specs["train_surrogates"]),
                       "train_references": len(context.specs["train_references"]),
                       # The testing models' retention: the null for p-values in `cae verify`.
-                      "reference_retentions": retentions("test_references"),
-                      "surrogate_retentions": retentions("test_surrogates")},
+                      "reference_retentions": retentions(result, keep, "test_references"),
+                      "surrogate_retentions": retentions(result, keep, "test_surrogates")},
     )
 
 
