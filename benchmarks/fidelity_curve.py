@@ -25,7 +25,7 @@ def _parse(argv=None):
     parser.add_argument("--size", type=int, default=20_000, help="images in D1 and in D2")
     parser.add_argument("--source-epochs", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=8, help="surrogate and reference epochs")
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: the quick preset's")
     parser.add_argument("--augment", default="flip", choices=("flip", "crop+flip", "none"))
     parser.add_argument("--test", type=int, default=5_000, help="test images for the curves")
     return parser.parse_args(argv)
@@ -35,8 +35,10 @@ def main(argv=None):
     args = _parse(argv)
     import keras
 
-    from cae import data, models, zoo
+    from cae import data, models, presets, zoo
 
+    if args.learning_rate is None:
+        args.learning_rate = presets.get("quick").learning_rate
     dataset = data.load(args.dataset)
     d1, d2 = data.split_indices(len(dataset.x_train), (args.size, args.size), 0)[:2]
     x_test = data.to_float(dataset.x_test[: args.test])

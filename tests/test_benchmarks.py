@@ -1,0 +1,86 @@
+"""The scripts in benchmarks/ run and print well-formed measurements.
+
+They measure, they do not assert: these tests run each one at toy size (untrained
+models, or the ``smoke`` preset's zoo on real CIFAR-10) and check the numbers they print
+are numbers of the right kind, so that a script cannot rot unnoticed. The sizes are far
+too small for the numbers to mean anything.
+"""
+
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _needs_real_data(preset="smoke"):
+    from cae import data, presets
+
+    try:
+        data.locate(presets.get(preset).dataset)
+    except data.DataError as err:
+        pytest.skip(f"needs real data: {err}")
+
+
+def _table_rows(text):
+    """Rows of the Markdown table in ``text`` as lists of cells (header and rule dropped)."""
+    rows = [line.strip().strip("|").split("|") for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row] for row in rows[2:]]
+
+
+def _fractions(cell):
+    return [float(value) for value in re.findall(r"\d+\.\d+", cell)]
+
+
+def test_cigm_speed_paths_agree_without_dropout(capsys):
+    results = _load("cigm_speed").main(["--members", "3", "--inputs", "4", "--iterations", "2",
+                                        "--batch-size", "4", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert set(results) == {(0.5, "compiled"), (0.5, "art"), (0.0, "compiled"), (0.0, "art")}
+    assert all(seconds > 0 for seconds in results.values())
+    # Without dropout the two execution paths must return the same examples.
+    line = next(line for line in out.splitlines() if line.startswith("dropout 0.00  speed-up"))
+    assert float(line.rsplit("=", 1)[1]) < 1e-4, line
+
+
+def test_cigm_speed_refuses_a_one_model_ensemble():
+    with pytest.raises(SystemExit, match="at least 2"):
+        _load("cigm_speed").main(["--members", "1"])
+
+
+@pytest.mark.realdata
+def test_ensemble_size_on_smoke(capsys):
+    _needs_real_data()
+    _load("ensemble_size").main(["--preset", "smoke", "--sizes", "1", "--eps", "0.25"])
+    rows = _table_rows(capsys.readouterr().out)
+    assert len(rows) == 1
+    size, eps, _, _, kept, confer, surrogates, references = rows[0]
+    assert (size, eps) == ("1", "0.25") and 0 <= int(kept) <= 16
+    assert 0.0 <= float(confer) <= 1.0
+    for cell in (surrogates, references):
+        assert cell == "-" or all(0.0 <= r <= 1.0 for r in _fractions(cell))
+
+
+@pytest.mark.realdata
+def test_suspect_epochs_on_smoke(capsys):
+    _needs_real_data()
+    from cae import presets
+
+    epochs = presets.get("smoke").surrogate_epochs  # the smoke zoo's own testing models
+    _load("suspect_epochs").main(["--preset", "smoke", "--epochs", str(epochs)])
+    rows = _table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["surrogate 0", "reference 0"]
+    surrogate, reference = rows
+    assert surrogate[3] != "-" and reference[3] == "-"  # fidelity only for the distilled model
+    for row in rows:
+        assert row[1] == str(epochs)
+        assert 0.0 <= float(row[2]) <= 1.0 and 0.0 <= float(row[4]) <= 1.0
