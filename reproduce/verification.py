@@ -3,6 +3,11 @@
 references), TPR at 1 % FPR, the threshold θ with its false-positive bounds, and each
 suspect's p-value (empirical over the references, and binomial with p0 estimated from
 them). Figures: the ROC curve and the retention of every model per group.
+
+``--extra-references N`` adds N more independent references to the negatives: trained
+like the testing references (D2, ground truth, the same architectures in turn) with
+seeds of their own, cached in the zoo. The paper has two per architecture; with so few
+negatives the AUC and the FPR bound move a lot with a single model.
 """
 
 import matplotlib
@@ -17,6 +22,18 @@ from cae import evaluation, experiments, fingerprint, paths, removal, tables  # 
 def add_options(parser):
     parser.add_argument("--attacks", nargs="+", default=list(removal.REMOVAL_ATTACKS),
                         choices=list(removal.REMOVAL_ATTACKS), help="removal-attack models among the positives")
+    parser.add_argument("--extra-references", type=int, default=0, metavar="N",
+                        help="train N more independent references (D2, ground truth) as negatives")
+
+
+def extra_reference_specs(specs, n):
+    """``n`` more references like the testing ones, with seeds no other model of the preset uses."""
+    if n < 0:
+        raise SystemExit(f"--extra-references={n}; give a number of models, 0 or more.")
+    base, used = specs["test_references"], {s.seed for s in experiments.all_specs(specs)}
+    seeds = [seed for seed in range(base[0].seed + len(base), base[0].seed + len(base) + n + len(used))
+             if seed not in used][:n]
+    return [base[i % len(base)].replace(seed=seed) for i, seed in enumerate(seeds)]
 
 
 if __name__ == "__main__":
@@ -29,6 +46,8 @@ if __name__ == "__main__":
     derived.update({removal.REMOVAL_ATTACKS[a].name: m for a, m in attacked.items()})
     references = {f"testing reference {i} ({s.architecture})": m
                   for i, (s, m) in enumerate(zip(context.specs["test_references"], context.models["test_references"]))}
+    for i, spec in enumerate(extra_reference_specs(context.specs, args.extra_references)):
+        references[f"extra reference {i} ({spec.architecture})"] = context.store.get(spec, verbose=not args.quiet)
     result = evaluation.verification_stats(context, fp, derived, references)
     theta = result["threshold"]
     summary = [{"positives": result["positives"], "negatives": result["negatives"], "fingerprints": fp.n,
@@ -51,7 +70,7 @@ if __name__ == "__main__":
     figure, axis = plt.subplots(figsize=(4.5, 4.2))
     axis.step(result["fpr"], result["tpr"], where="post", marker="o")
     axis.plot([0, 1], [0, 1], ls=":", color="grey")
-    axis.set(xlabel="false-positive rate (testing references)", ylabel="true-positive rate (derived models)",
+    axis.set(xlabel="false-positive rate (independent references)", ylabel="true-positive rate (derived models)",
              title=f"ROC of retention, AUC = {result['auc']:.3f}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
     figure.tight_layout()
     figure.savefig(folder / "verification_roc.png", dpi=120)
@@ -59,6 +78,9 @@ if __name__ == "__main__":
     groups = {g: [fingerprint.verify(m, fp).retention for m in context.models[g]] for g in experiments.GROUPS}
     groups["removal attacks"] = [r["retention"] for r in result["suspects"]
                                  if r["kind"] == "derived" and not r["model"].startswith("testing surrogate")]
+    if args.extra_references:
+        groups["extra references"] = [r["retention"] for r in result["suspects"]
+                                      if r["model"].startswith("extra reference")]
     figure, axis = plt.subplots(figsize=(7, 4))
     for i, (name, values) in enumerate(groups.items()):
         jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(values))

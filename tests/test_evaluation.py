@@ -163,3 +163,34 @@ def test_detector_learns_an_obvious_perturbation(context, monkeypatch):
     row = evaluation.detector_game(context, eps_values=(0.3,))[0]
     assert row["train accuracy"] >= 0.9, row
     assert row["held-out accuracy"] >= 0.8, row
+
+
+# --------------------------------------------------------------------------- reproduce/verification.py
+def _verification_script():
+    import pathlib
+    import runpy
+
+    return runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "reproduce" / "verification.py"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_extra_references_are_new_independent_models(n):
+    from cae import experiments, presets
+
+    specs = experiments.model_specs(presets.get("quick"))
+    extra = _verification_script()["extra_reference_specs"](specs, n)
+    assert len(extra) == n
+    existing = {s.key for s in experiments.all_specs(specs)}
+    assert not existing & {s.key for s in extra} and len({s.key for s in extra}) == n
+    base = specs["test_references"]
+    for i, spec in enumerate(extra):  # like the testing references: D2, ground truth, their architectures
+        assert (spec.data, spec.labels, spec.role, spec.parent) == ("D2", "ground_truth", "reference", "")
+        assert spec.architecture == base[i % len(base)].architecture and spec.epochs == base[0].epochs
+        assert spec.seed not in {s.seed for s in experiments.all_specs(specs)}
+
+
+def test_extra_references_refuses_a_negative_count():
+    from cae import experiments, presets
+
+    with pytest.raises(SystemExit, match="extra-references=-1"):
+        _verification_script()["extra_reference_specs"](experiments.model_specs(presets.get("quick")), -1)
