@@ -88,7 +88,7 @@ if __name__ == "__main__":
     if theta:
         axis.axhline(theta.theta, ls="--", color="red", label=f"θ = {theta.theta:.3f}")
         axis.legend()
-    axis.set_xticks(range(len(groups)), [g.replace("_", "\n") for g in groups])
+    axis.set_xticks(range(len(groups)), [g.replace("_", "\n").replace(" ", "\n") for g in groups])
     axis.set(ylabel="fingerprint retention", ylim=(-0.03, 1.03), title=f"Retention per group (preset {preset.name})")
     figure.tight_layout()
     figure.savefig(folder / "verification_retention.png", dpi=120)
