@@ -16,7 +16,6 @@ not change across rows, so what moves is the suspects alone. Needs the dataset
 """
 
 import argparse
-import json
 import logging
 import time
 
@@ -48,7 +47,7 @@ def main(argv=None):
                 spec = spec.replace(epochs=epochs)
                 started = time.time()
                 model = store.get(spec, verbose=False)
-                metrics = json.loads((store.folder(spec) / "metrics.json").read_text())
+                metrics = store.metrics(spec)
                 result = fingerprint.verify(model, fp)
                 fidelity = metrics.get("fidelity_test")
                 print(f"| {group[5:-1]} {i} | {epochs} | {metrics['test_accuracy']:.3f} | "

@@ -10,6 +10,8 @@ seeds of their own, cached in the zoo. The paper has two per architecture; with 
 negatives the AUC and the FPR bound move a lot with a single model.
 """
 
+import itertools
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,8 +33,7 @@ def extra_reference_specs(specs, n):
     if n < 0:
         raise SystemExit(f"--extra-references={n}; give a number of models, 0 or more.")
     base, used = specs["test_references"], {s.seed for s in experiments.all_specs(specs)}
-    seeds = [seed for seed in range(base[0].seed + len(base), base[0].seed + len(base) + n + len(used))
-             if seed not in used][:n]
+    seeds = itertools.islice((seed for seed in itertools.count(base[0].seed) if seed not in used), n)
     return [base[i % len(base)].replace(seed=seed) for i, seed in enumerate(seeds)]
 
 
@@ -46,8 +47,9 @@ if __name__ == "__main__":
     derived.update({removal.REMOVAL_ATTACKS[a].name: m for a, m in attacked.items()})
     references = {f"testing reference {i} ({s.architecture})": m
                   for i, (s, m) in enumerate(zip(context.specs["test_references"], context.models["test_references"]))}
-    for i, spec in enumerate(extra_reference_specs(context.specs, args.extra_references)):
-        references[f"extra reference {i} ({spec.architecture})"] = context.store.get(spec, verbose=not args.quiet)
+    extra = {f"extra reference {i} ({spec.architecture})": context.store.get(spec, verbose=not args.quiet)
+             for i, spec in enumerate(extra_reference_specs(context.specs, args.extra_references))}
+    references.update(extra)
     result = evaluation.verification_stats(context, fp, derived, references)
     theta = result["threshold"]
     summary = [{"positives": result["positives"], "negatives": result["negatives"], "fingerprints": fp.n,
@@ -78,9 +80,8 @@ if __name__ == "__main__":
     groups = {g: [fingerprint.verify(m, fp).retention for m in context.models[g]] for g in experiments.GROUPS}
     groups["removal attacks"] = [r["retention"] for r in result["suspects"]
                                  if r["kind"] == "derived" and not r["model"].startswith("testing surrogate")]
-    if args.extra_references:
-        groups["extra references"] = [r["retention"] for r in result["suspects"]
-                                      if r["model"].startswith("extra reference")]
+    if extra:
+        groups["extra references"] = [r["retention"] for r in result["suspects"] if r["model"] in extra]
     figure, axis = plt.subplots(figsize=(7, 4))
     for i, (name, values) in enumerate(groups.items()):
         jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(values))
