@@ -175,7 +175,19 @@ def _numpy_seed(seed):
         np.random.set_state(state)
 
 
+def require_tensorflow(what):
+    """Refuse ``what`` (an ART-based step) unless Keras runs on TensorFlow, with the fix."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"{what} runs through ART's TensorFlowV2Classifier, which needs the TensorFlow Keras "
+            f"backend (this process runs {keras.backend.backend()!r}); set KERAS_BACKEND=tensorflow "
+            "before importing keras. Under JAX, training the zoo, C-IGM (backend='compiled'), "
+            "extracting and verifying work."
+        )
+
+
 def _tensorflow_classifier(model, loss_object, compiled_gradient=False):
+    require_tensorflow("this attack")
     from art.estimators.classification import TensorFlowV2Classifier
 
     cls = _compiled_gradient_classifier_class() if compiled_gradient else TensorFlowV2Classifier
@@ -291,27 +303,76 @@ def _ensemble_parts(ensemble):
 
 
 def _compiled_igm(model_ref, loss):
-    """The targeted IGM loop on ``model_ref()`` as one tf.function (the math in keras.ops)."""
+    """The targeted IGM loop on ``model_ref()``, compiled by the Keras backend in use.
+
+    Returns ``run(x, onehot, eps, eps_step, max_iter) -> x_adv`` on NumPy arrays. Under
+    TensorFlow the loop is one tf.function; under JAX one ``jax.jit`` (a GPU machine
+    may have JAX but not TensorFlow). The step's math is in keras.ops and is the same,
+    in the same order, as ART's BIM step; only taking the gradient is backend code.
+    """
+    if keras.backend.backend() == "jax":
+        return _compiled_igm_jax(model_ref, loss)
+    return _compiled_igm_tensorflow(model_ref, loss)
+
+
+def _igm_step(x_adv, x_init, grad, eps, eps_step):
+    """One targeted BIM step from the loss gradient ``grad``: descend, clip, project."""
+    grad = ops.where(ops.isnan(grad), ops.zeros_like(grad), -grad)
+    x_next = ops.clip(x_adv + eps_step * ops.sign(grad), 0.0, 1.0)
+    delta = x_next - x_init
+    delta = ops.sign(delta) * ops.minimum(ops.abs(delta), eps)
+    return x_init + delta
+
+
+def _compiled_igm_tensorflow(model_ref, loss):
     import tensorflow as tf
 
-    def step(x_adv, x_init, onehot, eps, eps_step):
-        # The same operations, in the same order, as ART's BIM step (TF backend).
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            value = loss(onehot, model_ref()(x_adv, training=False))
-        grad = -tape.gradient(value, x_adv)  # targeted: descend the loss
-        grad = ops.where(ops.isnan(grad), ops.zeros_like(grad), grad)
-        x_next = ops.clip(x_adv + eps_step * ops.sign(grad), 0.0, 1.0)
-        delta = x_next - x_init
-        delta = ops.sign(delta) * ops.minimum(ops.abs(delta), eps)
-        return x_init + delta
-
     @tf.function(reduce_retracing=True)
-    def run(x_init, onehot, eps, eps_step, max_iter):
+    def loop(x_init, onehot, eps, eps_step, max_iter):
         x_adv = tf.identity(x_init)
         for _ in tf.range(max_iter):
-            x_adv = step(x_adv, x_init, onehot, eps, eps_step)
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                value = loss(onehot, model_ref()(x_adv, training=False))
+            x_adv = _igm_step(x_adv, x_init, tape.gradient(value, x_adv), eps, eps_step)
         return x_adv
+
+    def run(x, onehot, eps, eps_step, max_iter):
+        return loop(tf.constant(x), tf.constant(onehot), tf.constant(eps, tf.float32),
+                    tf.constant(eps_step, tf.float32), tf.constant(int(max_iter), tf.int32)).numpy()
+
+    return run
+
+
+def _compiled_igm_jax(model_ref, loss):
+    import jax
+
+    def value(x_adv, trainable, non_trainable, onehot):
+        # The ensemble's dropout draws its masks from seed-generator state, which is
+        # among the non-trainable variables: it is threaded through the loop and
+        # written back afterwards, so the next batch continues the mask sequence.
+        outputs, non_trainable = model_ref().stateless_call(trainable, non_trainable, x_adv, training=False)
+        return loss(onehot, outputs), non_trainable
+
+    gradient = jax.grad(value, has_aux=True)
+
+    @jax.jit
+    def loop(trainable, non_trainable, x_init, onehot, eps, eps_step, max_iter):
+        def body(_, carry):
+            x_adv, state = carry
+            grad, state = gradient(x_adv, trainable, state, onehot)
+            return _igm_step(x_adv, x_init, grad, eps, eps_step), state
+
+        return jax.lax.fori_loop(0, max_iter, body, (x_init, non_trainable))
+
+    def run(x, onehot, eps, eps_step, max_iter):
+        model = model_ref()
+        x_adv, state = loop([v.value for v in model.trainable_variables],
+                            [v.value for v in model.non_trainable_variables],
+                            x, onehot, np.float32(eps), np.float32(eps_step), np.int32(max_iter))
+        for variable, new in zip(model.non_trainable_variables, state):
+            variable.assign(new)
+        return np.asarray(x_adv)
 
     return run
 
@@ -395,6 +456,8 @@ class CIGM:
         _check_positive_int("max_iter", self.max_iter)
         _check_choice("target", self.target, self.TARGETS)
         _check_choice("backend", self.backend, self.BACKENDS)
+        if self.backend == "art":
+            require_tensorflow("C-IGM with backend='art'")
         _check_positive_int("batch_size", self.batch_size)
         _check_seed(self.seed)
         if not isinstance(self.verbose, bool):
@@ -449,11 +512,6 @@ class CIGM:
         return attack.generate(x, y=onehot).astype(np.float32)
 
     def _generate_compiled(self, x, onehot):
-        import tensorflow as tf
-
-        eps = tf.constant(self.eps, tf.float32)
-        eps_step = tf.constant(self.eps_step, tf.float32)
-        max_iter = tf.constant(int(self.max_iter), tf.int32)
         out = np.empty_like(x)
         starts = range(0, len(x), self.batch_size)
         if self.verbose:
@@ -462,9 +520,8 @@ class CIGM:
             starts = tqdm(starts, desc="C-IGM", leave=False)
         for start in starts:
             stop = start + self.batch_size
-            out[start:stop] = self._parts.run(
-                tf.constant(x[start:stop]), tf.constant(onehot[start:stop]), eps, eps_step, max_iter
-            ).numpy()
+            out[start:stop] = self._parts.run(x[start:stop], onehot[start:stop], self.eps, self.eps_step,
+                                              self.max_iter)
         return out
 
 

@@ -166,7 +166,7 @@ def _named(models, prefix):
     return [(f"{prefix} {i}", m) for i, m in enumerate(models)]
 
 
-def verification_stats(context, fp, derived_models, reference_models, alpha=0.01):
+def verification_stats(context, fp, derived_models, reference_models, alpha=stats.DEFAULT_ALPHA):
     """ROC / AUC of retention, derived models (positives) vs independent references
     (negatives), TPR at 1 % FPR, θ from :func:`cae.stats.choose_threshold` on the
     references with its false-positive bounds, and every suspect's p-values.
@@ -215,7 +215,8 @@ def detector_game(context, eps_values=(0.05, 0.15, 0.25), steps=400, train_fract
     BatchNorm's moving statistics need a few hundred steps, and 25 steps left it at
     chance on its own training set.
 
-    For each ε: the successful C-IGM examples (``experiments.run_attack``) and as many
+    For each ε: the fingerprints (the C-IGM examples that Extract keeps, conferrability
+    on the training models >= the preset's τ) and as many
     benign D1 images that were not attack inputs, split ``train_fraction`` / rest
     (stratified); returns one row per ε with the detector's held-out accuracy
     (0.5 = cannot tell them apart; 1.0 = the adversary can detect and evade queries).
@@ -230,7 +231,7 @@ def detector_game(context, eps_values=(0.05, 0.15, 0.25), steps=400, train_fract
     rows = []
     for eps in eps_values:
         result = experiments.run_attack(context, "cigm", eps)
-        x_fp = result["x_adv"][result["success"]]
+        x_fp = result["x_adv"][experiments.fingerprint_mask(result, context.preset.tau)]  # Alg. 2's output
         k = len(x_fp)
         if k < 4:
             log.warning("detector game at eps=%s: only %d fingerprints; skipped", eps, k)

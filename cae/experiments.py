@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from cae import data, paths, presets, zoo
+from cae import data, paths, presets, stats, zoo
 
 log = logging.getLogger(__name__)
 
@@ -309,10 +309,29 @@ def extract(context, eps=None, tau=None, target="most_conferrable"):
                       "iterations": preset.attack_iterations, "inputs": int(len(context.inputs)),
                       "train_surrogates": len(context.specs["train_surrogates"]),
                       "train_references": len(context.specs["train_references"]),
-                      # The testing models' retention: the null for p-values in `cae verify`.
-                      "reference_retentions": retentions(result, keep, "test_references"),
-                      "surrogate_retentions": retentions(result, keep, "test_surrogates")},
+                      "surrogate_retentions": retentions(result, keep, "test_surrogates"),
+                      **calibration(context, retentions(result, keep, "test_references"), int(keep.sum()))},
     )
+
+
+def calibration(context, reference_retentions, n, alpha=stats.DEFAULT_ALPHA):
+    """What ``cae verify`` needs to judge a suspect, from the testing references:
+    their retentions (the null of the p-values), the SHA-256 of each one's weights
+    (a reference verified against the fingerprint is left out of its own null) and θ
+    from :func:`cae.stats.choose_threshold` at ``alpha`` with its false-positive bounds.
+    With few references θ is only as good as they are: it sits just above the highest."""
+    from cae import models
+
+    out = {"reference_retentions": [float(r) for r in reference_retentions],
+           "reference_weights_sha256": [models.weights_sha256(m) for m in context.models["test_references"]]}
+    try:
+        chosen = stats.choose_threshold(stats.Null(tuple(out["reference_retentions"]), n), alpha=alpha)
+    except ValueError as err:
+        log.warning("no calibrated threshold (%s); cae verify will use its default", err)
+        return out
+    return {**out, "threshold": chosen.theta, "threshold_alpha": chosen.alpha,
+            "threshold_references": chosen.n_references,
+            "threshold_fpr_upper": chosen.empirical_fpr_upper, "threshold_binomial_fpr": chosen.binomial_fpr}
 
 
 # --------------------------------------------------------------------------- scripts

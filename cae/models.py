@@ -24,7 +24,10 @@ cnn          0.10 M    --     small fast network for the ``quick`` preset
 (``tests/test_models.py`` measures these counts.)
 """
 
+import hashlib
+
 import keras
+import numpy as np
 from keras import layers
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -181,6 +184,17 @@ def logits_model(model):
 def last_layer(model):
     """The classification layer that FTLL / RTLL retrain."""
     return model.get_layer("logits")
+
+
+def weights_sha256(model):
+    """SHA-256 of a model's weights (every array's dtype, shape and bytes, in order):
+    the same for the same model however often it is saved, unlike the file's bytes."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        weight = np.ascontiguousarray(weight)
+        digest.update(f"{weight.dtype.str}{weight.shape}".encode())
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
 
 
 def load(path, compile=False):

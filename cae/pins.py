@@ -26,6 +26,10 @@ TEST = {
     "nbclient": "0.11.0",
     "nbformat": "5.11.1",
     "ipykernel": "7.4.0",
+    # The zoo, C-IGM, Extract and Verify also run on Keras' JAX backend (GPU machines
+    # may have JAX but not TensorFlow); tests/test_backends.py proves it on the CPU.
+    "jax": "0.10.2",
+    "jaxlib": "0.10.2",
 }
 
 

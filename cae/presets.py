@@ -62,6 +62,9 @@ class Preset:
     finetune_examples: int = 10_000
     finetune_epochs: int = 5
     adversarial_examples: int = 1_000
+    # Knockoff's transfer set: "" = D2; else a dataset whose training pool has more classes
+    # than the source's task (the paper: "nine times more classes").
+    knockoff_transfer: str = ""
 
     def summary(self):
         return dataclasses.asdict(self)
@@ -163,6 +166,8 @@ PRESETS = {
         test_references=_cycle(PAPER_ARCHITECTURES, 12),
         surrogate_epochs=40,
         reference_epochs=40,
+        # The paper's 100 ImageNet32 classes, ten times CINIC-10's ten.
+        knockoff_transfer="imagenet32",
     ),
     "paper-imagenet32": Preset(
         name="paper-imagenet32",
@@ -178,6 +183,8 @@ PRESETS = {
         test_references=_cycle(PAPER_ARCHITECTURES, 12),
         surrogate_epochs=40,
         reference_epochs=40,
+        # The paper's transfer set would be the other 900 ImageNet classes (1.2 M images);
+        # cae reads only the 100, so Knockoff draws from D2 here.
     ),
 }
 

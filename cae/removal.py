@@ -47,8 +47,10 @@ source's optimiser and learning rate):
     the source's probabilities. The paper's transfer set has nine times as many classes
     as the source's task; with the offline CIFAR-10 setup there is no such image pool,
     so the default transfer set is D2 itself, and Knockoff then is Retraining on D2 with
-    its own seed. Option ``knockoff_transfer`` names another dataset whose whole
-    training pool is the transfer set (e.g. ``"imagenet32"`` for a CINIC-10 source).
+    its own seed. Option ``knockoff_transfer`` (default: the preset's) names another
+    dataset whose whole training pool is the transfer set: the ``paper`` preset uses
+    ``"imagenet32"`` (100 classes) for its CINIC-10 source. For the ImageNet32 source
+    the paper's pool, the other 900 ImageNet classes, is not read by cae: D2 is used.
     Test images are never used, and CIFAR-10 and CINIC-10 cannot serve as each other's
     transfer set: CINIC-10 contains all 60,000 CIFAR-10 images, the test ones included.
 
@@ -211,6 +213,8 @@ def removal_spec(name, source_spec, preset, **settings):
     if unknown:
         raise ValueError(f"removal attack {name!r} has no setting {', '.join(map(repr, unknown))}; "
                          f"it takes {', '.join(allowed)}.")
+    if name == "knockoff" and preset.knockoff_transfer:
+        settings.setdefault("knockoff_transfer", preset.knockoff_transfer)
     learning_rate = settings.pop("learning_rate", None)
     epochs = settings.pop("epochs", None)
     options = _with_options(attack.options, **settings)
@@ -370,7 +374,7 @@ def _knockoff(store, spec, dataset, indices, parent):
 def jacobian_sign(model, x, labels, batch_size=256):
     """sign(∂ log F_y(x) / ∂x) for each image x and its label y (F = ``model``'s
     softmax, computed from its logits); same sign as Papernot's Jacobian row ∂F_y/∂x."""
-    import tensorflow as tf
+    import keras
     from keras import ops
 
     from cae import models
@@ -380,19 +384,34 @@ def jacobian_sign(model, x, labels, batch_size=256):
     num_classes = int(logits.output_shape[-1])
     labels = _check_labels(labels, len(x), num_classes)
 
-    @tf.function(reduce_retracing=True, autograph=False)  # straight-line code: nothing to convert
-    def gradient(batch, onehot):
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            log_probabilities = ops.log_softmax(logits(batch, training=False), axis=-1)
-            picked = ops.sum(log_probabilities * onehot)
-        return tape.gradient(picked, batch)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def picked(batch, onehot, trainable, non_trainable):
+            outputs, _ = logits.stateless_call(trainable, non_trainable, batch, training=False)
+            return ops.sum(ops.log_softmax(outputs, axis=-1) * onehot)
+
+        compiled = jax.jit(jax.grad(picked))
+
+        def gradient(batch, onehot):
+            return compiled(batch, onehot, [v.value for v in logits.trainable_variables],
+                            [v.value for v in logits.non_trainable_variables])
+    else:
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True, autograph=False)  # straight-line code: nothing to convert
+        def gradient(batch, onehot):
+            with tf.GradientTape() as tape:
+                tape.watch(batch)
+                log_probabilities = ops.log_softmax(logits(batch, training=False), axis=-1)
+                picked = ops.sum(log_probabilities * onehot)
+            return tape.gradient(picked, batch)
 
     out = np.empty_like(x)
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
-        g = gradient(tf.constant(x[start:stop]), tf.constant(_onehot(labels[start:stop], num_classes)))
-        out[start:stop] = np.sign(g.numpy())
+        g = gradient(x[start:stop], _onehot(labels[start:stop], num_classes))
+        out[start:stop] = np.sign(ops.convert_to_numpy(g))
     return out
 
 
@@ -431,6 +450,10 @@ def adversarial_examples(model, x, labels, method="fgm", eps=ADVERSARIAL_EPS, ep
     """Untargeted L-inf adversarial examples against ``model`` with ART (FGM, PGD with
     one random start, or IGM = ART's BasicIterativeMethod), moving away from ``labels``."""
     import keras
+
+    from cae.attacks import require_tensorflow
+
+    require_tensorflow("adversarial training")
     from art.attacks.evasion import BasicIterativeMethod, FastGradientMethod, ProjectedGradientDescent
     from art.estimators.classification import TensorFlowV2Classifier
 

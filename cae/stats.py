@@ -34,6 +34,9 @@ import math
 
 import numpy as np
 
+# The false-positive rate θ is chosen for: at most this fraction of references at or above it.
+DEFAULT_ALPHA = 0.01
+
 __all__ = [
     "Null",
     "Threshold",
@@ -306,7 +309,7 @@ class Threshold:
         return dataclasses.asdict(self)
 
 
-def choose_threshold(null_retentions, alpha=0.01, n=None):
+def choose_threshold(null_retentions, alpha=DEFAULT_ALPHA, n=None):
     """The smallest threshold θ above all but a fraction ``alpha`` of the references.
 
     ``null_retentions``: retentions of reference models on the fingerprint, or a

@@ -360,12 +360,14 @@ class Zoo:
         return model
 
     def _evaluate(self, spec, model, dataset, parent):
+        import keras
+
         pick = test_subset(dataset, self.evaluate_on)
         x_test = data.to_float(dataset.x_test[pick])
         pred = predict(model, x_test).argmax(axis=1)
         metrics = {"test_accuracy": float(np.mean(pred == dataset.y_test[pick])), "test_examples": int(len(pick)),
                    "architecture": spec.architecture, "role": spec.role,
-                   "parameters": int(model.count_params())}
+                   "parameters": int(model.count_params()), "backend": keras.backend.backend()}
         if parent is not None:
             metrics["fidelity_test"] = float(np.mean(pred == predict(parent, x_test).argmax(axis=1)))
         return metrics
@@ -376,9 +378,14 @@ class Zoo:
 
 
 def set_threads_from_env():
-    """Honour ``CAE_THREADS`` for TensorFlow's thread pools (before any op runs)."""
+    """Honour ``CAE_THREADS`` for TensorFlow's thread pools (before any op runs).
+
+    Other Keras backends are left alone (JAX sizes its CPU pool from XLA_FLAGS).
+    """
+    import keras
+
     threads = os.environ.get("CAE_THREADS")
-    if threads:
+    if threads and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(int(threads))

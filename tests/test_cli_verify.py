@@ -21,7 +21,7 @@ import pytest
 from keras import layers
 
 import cae
-from cae import cli, remote
+from cae import cli, models, remote
 from cae import fingerprint as F
 
 K = 10
@@ -112,10 +112,47 @@ def test_local_json_output(files, fp, suspects, capsys):
 def test_local_text_output_and_threshold_override(files, capsys):
     status, out, _ = run(["verify", "--fingerprint", files / "fp.json", "--model", files / "source.keras"],
                          capsys)
-    assert status == 0 and out.startswith("retention 1.000 (20/20), threshold 0.750: SURROGATE")
+    assert status == 0 and out.startswith("retention 1.000 (20/20), threshold 0.750 (fingerprint): SURROGATE")
     status, out, _ = run(["verify", "--fingerprint", files / "fp.npz", "--model", files / "reference.keras",
                           "--threshold", "0", "--json"], capsys)
     assert status == 0 and json.loads(out)["is_surrogate"] is True
+    assert json.loads(out)["threshold_source"] == "--threshold"
+
+
+def test_without_a_calibrated_threshold_the_default_is_used_and_said(fp, suspects, tmp_path, capsys):
+    F.save(F.create(suspects["source"], fp.x, attack="test", epsilon=0.1, tau=1.0, dataset="none",
+                    created_with={}), tmp_path / "fp")
+    suspects["surrogate"].save(tmp_path / "surrogate.keras")
+    status, out, err = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "surrogate.keras",
+                            "--json"], capsys)
+    result = json.loads(out)
+    assert status == 0, err
+    assert result["threshold"] == cli.DEFAULT_THRESHOLD and result["threshold_source"] == "default"
+    assert result["p_value"] is None  # no references, no null
+
+
+def test_a_reference_is_left_out_of_its_own_null(fp, suspects, tmp_path, capsys):
+    for name in ("reference", "surrogate"):
+        suspects[name].save(tmp_path / f"{name}.keras")
+    retention = F.verify(suspects["reference"], fp).retention
+    null = [0.0, retention]  # the second reference of the null is the suspect itself
+    F.save(F.create(suspects["source"], fp.x, attack="test", epsilon=0.1, tau=1.0, dataset="none",
+                    created_with={"threshold": THRESHOLD, "reference_retentions": null,
+                                  "reference_weights_sha256": ["0" * 64, models.weights_sha256(suspects["reference"])]}),
+           tmp_path / "fp")
+    status, out, err = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "reference.keras",
+                            "--json"], capsys)
+    result = json.loads(out)
+    assert status == 0, err
+    assert result["null_left_out"] == 1
+    assert result["p_value"] == F.verify(suspects["reference"], fp, threshold=THRESHOLD, null=[0.0]).p_value
+    assert result["p_value"] != F.verify(suspects["reference"], fp, threshold=THRESHOLD, null=null).p_value
+    status, out, _ = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "surrogate.keras",
+                          "--json"], capsys)
+    assert status == 0 and json.loads(out)["null_left_out"] is None
+    status, out, _ = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "reference.keras"],
+                         capsys)
+    assert "the suspect is reference 1 of the null; left out" in out
 
 
 @pytest.fixture
@@ -273,6 +310,8 @@ def _tamper(case, folder, fp):
         _forge(folder, edit=_set("manifest", "created_with", "threshold", "high"))
     elif case == "lie: threshold above 1":
         _forge(folder, edit=_set("manifest", "created_with", "threshold", 1.5))
+    elif case == "lie: one reference hash for two references":
+        _forge(folder, edit=_set("manifest", "created_with", "reference_weights_sha256", ["0" * 64]))
     else:
         raise ValueError(case)
 
@@ -301,6 +340,7 @@ HOSTILE_FINGERPRINTS = {
     "lie: reference retentions above 1": "reference_retentions is [0.1, 2.0], expected a list of numbers in [0, 1]",
     "lie: threshold not a number": "created_with.threshold is 'high'",
     "lie: threshold above 1": "created_with.threshold is 1.5, expected a number in [0, 1]",
+    "lie: one reference hash for two references": "expected one SHA-256 string per entry of reference_retentions",
 }
 
 

@@ -135,17 +135,30 @@ def test_removal_rows_put_paper_numbers_beside_ours(context, fp):
     assert ftll["Δ accuracy"] == pytest.approx(ftll["test_accuracy"] - rows[0]["test_accuracy"])
 
 
+def _fake_cigm(x, eps, seed, success, conferrable):
+    """A stand-in for the cached C-IGM run: +-eps noise; the training surrogates take
+    the target label t = 0 everywhere, the training references only where the example
+    is not ``conferrable`` (so Alg. 2 with τ = 1 keeps exactly ``success & conferrable``)."""
+    noise = np.random.default_rng(seed).choice([-eps, eps], size=x.shape).astype(np.float32)
+    n = len(x)
+    return {"x_adv": np.clip(x + noise, 0, 1), "success": success, "t": np.zeros(n, np.int64),
+            "train_surrogates": np.zeros((2, n), np.int64),
+            "train_references": np.where(conferrable, 1, 0)[None, :].repeat(2, axis=0)}
+
+
 def test_detector_game_accuracies_are_rates(context, monkeypatch):
-    def fake_attack(ctx, method, eps):  # stands in for the cached C-IGM run
+    def fake_attack(ctx, method, eps):
         assert method == "cigm"
-        noise = np.random.default_rng(1).choice([-eps, eps], size=ctx.x.shape).astype(np.float32)
-        return {"x_adv": np.clip(ctx.x + noise, 0, 1), "success": np.arange(len(ctx.x)) % 4 != 0}
+        i = np.arange(len(ctx.x))
+        return _fake_cigm(ctx.x, eps, 1, success=i % 4 != 0, conferrable=i % 5 != 0)
 
     monkeypatch.setattr(evaluation.experiments, "run_attack", fake_attack)
     rows = evaluation.detector_game(context, eps_values=(0.25,), steps=1)
     assert len(rows) == 1 and rows[0]["eps"] == 0.25
     row = rows[0]
-    assert row["fingerprints"] == 30
+    # Fingerprints are what Extract keeps (successful and conferrable), not every success.
+    i = np.arange(len(context.x))
+    assert row["fingerprints"] == int(np.sum((i % 4 != 0) & (i % 5 != 0))) < int(np.sum(i % 4 != 0))
     assert 0 <= row["held-out accuracy"] <= 1 and 0 <= row["train accuracy"] <= 1
     assert row["train"] + row["held out"] == 2 * row["fingerprints"]
     with pytest.raises(ValueError, match="train_fraction"):
@@ -156,8 +169,8 @@ def test_detector_learns_an_obvious_perturbation(context, monkeypatch):
     """Fingerprints that are the inputs plus +-0.3 noise are easy to spot: a detector that
     stays at chance here is undertrained, and its 0.5 would be read as 'undetectable'."""
     def fake_attack(ctx, method, eps):
-        noise = np.random.default_rng(2).choice([-eps, eps], size=ctx.x.shape).astype(np.float32)
-        return {"x_adv": np.clip(ctx.x + noise, 0, 1), "success": np.ones(len(ctx.x), bool)}
+        everything = np.ones(len(ctx.x), bool)
+        return _fake_cigm(ctx.x, eps, 2, success=everything, conferrable=everything)
 
     monkeypatch.setattr(evaluation.experiments, "run_attack", fake_attack)
     row = evaluation.detector_game(context, eps_values=(0.3,))[0]

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cae import experiments, fingerprint, presets, zoo
+from cae import experiments, fingerprint, models, presets, zoo
 from test_zoo import synthetic
 
 
@@ -67,6 +67,19 @@ def test_extract_then_verify(context, tmp_path):
     loaded = fingerprint.load(tmp_path / "fp")
     result = fingerprint.verify(context.models["source"], loaded)
     assert result.retention == 1.0 and result.is_surrogate and result.queries == fp.n
+
+    # The manifest carries what `cae verify` judges with: θ chosen on the testing
+    # references (just above the highest of them: alpha 0.01 allows none above it), their
+    # retentions as the null, and their weights' hashes (to leave a reference out).
+    calibration = loaded.manifest["created_with"]
+    refs = calibration["reference_retentions"]
+    assert refs == [fingerprint.verify(m, fp).retention for m in context.models["test_references"]]
+    if max(refs) < 1:
+        assert calibration["threshold"] == (np.floor(max(refs) * fp.n + 1e-9) + 1) / fp.n
+        assert calibration["threshold_references"] == len(refs) and calibration["threshold_alpha"] == 0.01
+    else:  # no θ keeps a reference that retains everything out: `cae verify` falls back
+        assert "threshold" not in calibration
+    assert calibration["reference_weights_sha256"] == [models.weights_sha256(m) for m in context.models["test_references"]]
 
 
 def test_table2_notes_say_when_the_ordering_is_within_noise():

@@ -88,6 +88,17 @@ def test_specs_of_attacks_and_rounds_are_distinct_and_name_their_parent():
     assert [specs[("ensemble", i)].option("part") for i in range(3)] == [0, 1, 2]
 
 
+def test_knockoff_transfer_set_comes_from_the_preset_unless_given():
+    assert removal.removal_spec("knockoff", SOURCE, PRESET).option("knockoff_transfer") is None  # D2
+    paper = presets.get("paper")
+    assert paper.knockoff_transfer == "imagenet32"
+    source = experiments.source_spec(paper)
+    assert removal.removal_spec("knockoff", source, paper).option("knockoff_transfer") == "imagenet32"
+    assert removal.removal_spec("knockoff", source, paper, knockoff_transfer="cinic10").option(
+        "knockoff_transfer") == "cinic10"
+    assert removal.removal_spec("retraining", source, paper).option("knockoff_transfer") is None
+
+
 def test_spec_settings_are_checked():
     with pytest.raises(ValueError, match="'ftlll'"):
         removal.removal_spec("ftlll", SOURCE, PRESET)
