@@ -171,8 +171,10 @@ def verification_stats(context, fp, derived_models, reference_models, alpha=stat
     (negatives), TPR at 1 % FPR, θ from :func:`cae.stats.choose_threshold` on the
     references with its false-positive bounds, and every suspect's p-values.
 
-    ``derived_models`` / ``reference_models``: dicts ``{name: model}`` or lists. The
-    references' p-values are leave-one-out (each against the other references).
+    ``derived_models`` / ``reference_models``: dicts ``{name: model}`` or lists. Each
+    reference is judged out of sample: its p-values against the other references, and
+    "verified" with the θ chosen on the other references; ``fpr_leave_one_out`` is the
+    fraction of references so verified (the in-sample θ puts none above it by design).
     """
     derived = [(n, fingerprint.verify(m, fp)) for n, m in _named(derived_models, "derived")]
     refs = [(n, fingerprint.verify(m, fp)) for n, m in _named(reference_models, "reference")]
@@ -183,28 +185,35 @@ def verification_stats(context, fp, derived_models, reference_models, alpha=stat
     neg = np.array([r.retention for _, r in refs])
     null = stats.Null(tuple(neg), fp.n)
     fpr, tpr, thresholds = stats.roc_curve(pos, neg)
-    try:
-        threshold = stats.choose_threshold(null, alpha=alpha)
-    except ValueError as err:  # every reference retains everything: no θ can keep alpha
-        log.warning("no threshold: %s", err)
-        threshold = None
+    threshold = _threshold(null, alpha)
     theta = threshold.theta if threshold else None
     suspects = []
     for kind, items in (("derived", derived), ("reference", refs)):
         for i, (name, result) in enumerate(items):
-            if kind == "reference" and len(refs) > 1:
+            own, own_theta = null, theta
+            if kind == "reference" and len(refs) > 1:  # out of sample: θ and null from the others
                 own = stats.Null(tuple(np.delete(neg, i)), fp.n)
-            else:
-                own = null
+                chosen = _threshold(own, alpha)
+                own_theta = chosen.theta if chosen else None
             binomial, empirical = own.p_values(result.matches)
             suspects.append({"model": name, "kind": kind, "retention": result.retention,
                              "matches": f"{result.matches}/{fp.n}", "p (binomial)": binomial,
-                             "p (empirical)": empirical,
-                             "verified": None if theta is None else bool(result.retention >= theta)})
+                             "p (empirical)": empirical, "θ": own_theta,
+                             "verified": None if own_theta is None else bool(result.retention >= own_theta)})
+    judged = [s["verified"] for s in suspects if s["kind"] == "reference" and s["verified"] is not None]
     return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": stats.roc_auc(pos, neg),
             "tpr_at_1_fpr": stats.tpr_at_fpr(pos, neg, 0.01), "threshold": threshold, "p0": null.p0,
+            "fpr_leave_one_out": float(np.mean(judged)) if judged else None,
             "positives": len(pos), "negatives": len(neg), "suspects": suspects,
             "note": TRAINING_REFERENCES_NOTE}
+
+
+def _threshold(null, alpha):
+    try:
+        return stats.choose_threshold(null, alpha=alpha)
+    except ValueError as err:  # every reference retains everything: no θ can keep alpha
+        log.warning("no threshold: %s", err)
+        return None
 
 
 # --------------------------------------------------------------------------- non-evasiveness

@@ -57,6 +57,7 @@ if __name__ == "__main__":
                 "θ": theta.theta if theta else None,
                 "empirical FPR": theta.empirical_fpr if theta else None,
                 "FPR 95% upper": theta.empirical_fpr_upper if theta else None,
+                "FPR (leave-one-out)": result["fpr_leave_one_out"],
                 "binomial FPR": theta.binomial_fpr if theta else None, "p0": result["p0"]}]
     tables.write("verification_summary", preset.name, summary,
                  f"Verification summary (preset {preset.name}, {preset.dataset})",
@@ -66,7 +67,8 @@ if __name__ == "__main__":
     tables.write("verification", preset.name, result["suspects"],
                  f"Verification per suspect (preset {preset.name}, θ = {theta.theta:.3f})" if theta else
                  f"Verification per suspect (preset {preset.name}, no θ)",
-                 notes="References' p-values are leave-one-out (against the other references).\n")
+                 notes="References are judged out of sample: p-values against, and θ chosen on, the other "
+                       "references (column θ).\n")
 
     folder = paths.results_dir(preset.name)
     figure, axis = plt.subplots(figsize=(4.5, 4.2))

@@ -70,7 +70,12 @@ def test_verification_stats_on_a_handmade_case():
     assert result["tpr_at_1_fpr"] == pytest.approx(2 / 3)
     assert result["threshold"].theta == pytest.approx(0.7)  # smallest multiple of 1/10 above 0.6
     verified = {r["retention"]: r["verified"] for r in result["suspects"]}
-    assert verified == {0.9: True, 0.8: True, 0.5: False, 0.1: False, 0.3: False, 0.6: False}
+    # Each reference meets the θ chosen on the others: the one at 0.6 is above 0.4 (just
+    # above 0.3), a false positive that the in-sample θ of 0.7 hides.
+    assert verified == {0.9: True, 0.8: True, 0.5: False, 0.1: False, 0.3: False, 0.6: True}
+    assert {r["retention"]: r["θ"] for r in result["suspects"] if r["kind"] == "reference"} == pytest.approx(
+        {0.1: 0.7, 0.3: 0.7, 0.6: 0.4})
+    assert result["fpr_leave_one_out"] == pytest.approx(1 / 3)
     assert result["fpr"][0] == 0 and result["tpr"][-1] == 1 and result["fpr"][-1] == 1
 
 
