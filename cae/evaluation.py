@@ -191,9 +191,11 @@ def verification_stats(context, fp, derived_models, reference_models, alpha=stat
     for kind, items in (("derived", derived), ("reference", refs)):
         for i, (name, result) in enumerate(items):
             own, own_theta = null, theta
-            if kind == "reference" and len(refs) > 1:  # out of sample: θ and null from the others
-                own = stats.Null(tuple(np.delete(neg, i)), fp.n)
-                chosen = _threshold(own, alpha)
+            if kind == "reference":  # out of sample: θ and null from the other references
+                chosen = None
+                if len(refs) > 1:
+                    own = stats.Null(tuple(np.delete(neg, i)), fp.n)
+                    chosen = _threshold(own, alpha)
                 own_theta = chosen.theta if chosen else None
             binomial, empirical = own.p_values(result.matches)
             suspects.append({"model": name, "kind": kind, "retention": result.retention,
