@@ -98,6 +98,8 @@ def test_table2_notes_say_when_the_ordering_is_within_noise():
     assert "above every baseline" in noisy and "Not clearly, though, against CW-L2:" in noisy
     below = experiments.table2_notes(context, [row("C-IGM", 0.1, 0.05, 0.15), row("CW-L2", 0.15, 0.05, 0.3)])
     assert "NOT above: CW-L2" in below and "Not clearly" not in below
+    alone = experiments.table2_notes(context, [row("C-IGM", 0.5, 0.45, 0.55)])  # under JAX: no ART baselines
+    assert "baselines were not run" in alone and "above every baseline" not in alone
 
 
 def test_summarise_reports_a_bootstrap_interval_around_the_mean(context):
