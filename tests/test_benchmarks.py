@@ -10,6 +10,7 @@ import importlib.util
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -84,3 +85,20 @@ def test_suspect_epochs_on_smoke(capsys):
     for row in rows:
         assert row[1] == str(epochs)
         assert 0.0 <= float(row[2]) <= 1.0 and 0.0 <= float(row[4]) <= 1.0
+
+
+def test_target_rule_folds_hold_out_one_training_pair():
+    from cae import experiments, presets
+
+    script = _load("target_rule")
+    names = {"train_surrogates": ["s0", "s1", "s2"], "train_references": ["r0", "r1", "r2"],
+             "test_surrogates": ["ts"], "test_references": ["tr"]}
+    context = experiments.Context(presets.get("quick"), None, {"source": "m", **names},
+                                  {"source": "m", **names}, None, np.arange(3))
+    fold = script.fold_context(context, 1)
+    for table in (fold.models, fold.specs):
+        assert table["train_surrogates"] == ["s0", "s2"] and table["train_references"] == ["r0", "r2"]
+        assert table["test_surrogates"] == ["s1"] and table["test_references"] == ["r1"]
+    assert context.models["train_surrogates"] == ["s0", "s1", "s2"]  # the original is left alone
+    with pytest.raises(SystemExit, match="at least 2 training"):
+        script.main(["--preset", "smoke"])  # one pair: nothing to hold out
