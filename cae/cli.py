@@ -21,6 +21,7 @@ import logging
 import sys
 
 from cae import __version__
+from cae.fingerprint import DEFAULT_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,6 @@ def _load_suspect(path, num_classes):
         raise ValueError(f"cannot load suspect model {path} ({type(err).__name__}: {detail}); "
                          f"{fix}.") from None
     return models.check_interface(model, where=f"suspect model {path}", num_classes=num_classes)
-
-
-DEFAULT_THRESHOLD = 0.75
 
 
 def _calibration(fp, path):

@@ -185,7 +185,7 @@ def verification_stats(context, fp, derived_models, reference_models, alpha=stat
     neg = np.array([r.retention for _, r in refs])
     null = stats.Null(tuple(neg), fp.n)
     fpr, tpr, thresholds = stats.roc_curve(pos, neg)
-    threshold = _threshold(null, alpha)
+    threshold = stats.threshold_or_none(null, alpha)
     theta = threshold.theta if threshold else None
     suspects = []
     for kind, items in (("derived", derived), ("reference", refs)):
@@ -195,7 +195,7 @@ def verification_stats(context, fp, derived_models, reference_models, alpha=stat
                 chosen = None
                 if len(refs) > 1:
                     own = stats.Null(tuple(np.delete(neg, i)), fp.n)
-                    chosen = _threshold(own, alpha)
+                    chosen = stats.threshold_or_none(own, alpha)
                 own_theta = chosen.theta if chosen else None
             binomial, empirical = own.p_values(result.matches)
             suspects.append({"model": name, "kind": kind, "retention": result.retention,
@@ -208,14 +208,6 @@ def verification_stats(context, fp, derived_models, reference_models, alpha=stat
             "fpr_leave_one_out": float(np.mean(judged)) if judged else None,
             "positives": len(pos), "negatives": len(neg), "suspects": suspects,
             "note": TRAINING_REFERENCES_NOTE}
-
-
-def _threshold(null, alpha):
-    try:
-        return stats.choose_threshold(null, alpha=alpha)
-    except ValueError as err:  # every reference retains everything: no θ can keep alpha
-        log.warning("no threshold: %s", err)
-        return None
 
 
 # --------------------------------------------------------------------------- non-evasiveness

@@ -324,10 +324,8 @@ def calibration(context, reference_retentions, n, alpha=stats.DEFAULT_ALPHA):
 
     out = {"reference_retentions": [float(r) for r in reference_retentions],
            "reference_weights_sha256": [models.weights_sha256(m) for m in context.models["test_references"]]}
-    try:
-        chosen = stats.choose_threshold(stats.Null(tuple(out["reference_retentions"]), n), alpha=alpha)
-    except ValueError as err:
-        log.warning("no calibrated threshold (%s); cae verify will use its default", err)
+    chosen = stats.threshold_or_none(stats.Null(tuple(out["reference_retentions"]), n), alpha)
+    if chosen is None:  # `cae verify` then falls back to its default
         return out
     return {**out, "threshold": chosen.theta, "threshold_alpha": chosen.alpha,
             "threshold_references": chosen.n_references,

@@ -573,7 +573,11 @@ def _p_values(null, matches, n):
     return _p_values(stats.Null(tuple(np.asarray(null, dtype=float).ravel()), n), matches, n)
 
 
-def verify(suspect, fp, threshold=0.75, batch_size=256, null=None):
+# θ when nothing better is known (no references were stored with the fingerprint).
+DEFAULT_THRESHOLD = 0.75
+
+
+def verify(suspect, fp, threshold=DEFAULT_THRESHOLD, batch_size=256, null=None):
     """Algorithm 1: is ``suspect`` a surrogate of the model that made ``fp``?
 
     Sends the fingerprint inputs to ``suspect`` (label-only access suffices; any kind

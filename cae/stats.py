@@ -30,9 +30,12 @@ model (a *reference* model). Two nulls are offered, and :class:`Null` carries bo
 """
 
 import dataclasses
+import logging
 import math
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # The false-positive rate θ is chosen for: at most this fraction of references at or above it.
 DEFAULT_ALPHA = 0.01
@@ -47,6 +50,7 @@ __all__ = [
     "empirical_p_value",
     "roc_auc",
     "roc_curve",
+    "threshold_or_none",
     "tpr_at_fpr",
 ]
 
@@ -307,6 +311,16 @@ class Threshold:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def threshold_or_none(null, alpha=DEFAULT_ALPHA):
+    """:func:`choose_threshold`, or None (with a logged reason) when no θ <= 1 keeps
+    ``alpha``, e.g. when every reference retains the whole fingerprint."""
+    try:
+        return choose_threshold(null, alpha=alpha)
+    except ValueError as err:
+        log.warning("no threshold: %s", err)
+        return None
 
 
 def choose_threshold(null_retentions, alpha=DEFAULT_ALPHA, n=None):

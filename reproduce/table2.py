@@ -4,6 +4,8 @@ Trains (or reuses) the preset's models, runs each attack once (cached per exampl
 and scores the successful adversarial examples on the testing models.
 """
 
+import keras
+
 from cae import experiments, tables
 
 
@@ -15,8 +17,6 @@ def add_options(parser):
 if __name__ == "__main__":
     args, preset = experiments.script_args("Table II: success rates of adversarial attacks", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
-    import keras
-
     baselines = keras.backend.backend() == "tensorflow"
     if not baselines:
         print(f"Keras runs on {keras.backend.backend()}: scoring C-IGM only. The ART baselines need "
