@@ -342,13 +342,13 @@ def _check_labels(labels, n, num_classes):
 def _source_labels(store, spec, dataset, indices, parent):
     """Fine-tuning: D2 images with the source's hard labels (argmax, one-hot)."""
     x = data.to_float(dataset.x_train[indices])
-    return x, _onehot(zoo.predict(parent, x).argmax(axis=1), dataset.num_classes)
+    return x, _onehot(store.parent_predictions(spec, dataset, indices, parent).argmax(axis=1), dataset.num_classes)
 
 
 @zoo.training_set("jagielski")
 def _jagielski(store, spec, dataset, indices, parent):
     x = data.to_float(dataset.x_train[indices])
-    return x, jagielski_labels(zoo.predict(parent, x), spec.option("jagielski_temperature", JAGIELSKI_TEMPERATURE))
+    return x, jagielski_labels(store.parent_predictions(spec, dataset, indices, parent), spec.option("jagielski_temperature", JAGIELSKI_TEMPERATURE))
 
 
 @zoo.training_set("knockoff")

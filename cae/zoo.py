@@ -145,7 +145,7 @@ def _distill(store, spec, dataset, indices, parent):
     """Retraining: the parent's softmax (temperature ``spec.temperature``, T = 1 in the
     paper, since an adversary cannot change the temperature of a deployed model)."""
     x = data.to_float(dataset.x_train[indices])
-    probs = predict(parent, x)
+    probs = store.parent_predictions(spec, dataset, indices, parent)
     if spec.temperature != 1.0:
         probs = softmax_with_temperature(probs, spec.temperature)
     return x, probs.astype(np.float32)
@@ -218,6 +218,15 @@ def predict(model, x, batch_size=512):
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
+def channel_stats(x):
+    """Per-channel mean and standard deviation of float images, accumulated in float64
+    (a float32 running sum over millions of pixels drifts by about 1 % in the std)."""
+    pixels = x.reshape(-1, x.shape[-1])
+    mean = np.einsum("ij->j", pixels, dtype=np.float64) / len(pixels)
+    square = np.einsum("ij,ij->j", pixels, pixels, dtype=np.float64) / len(pixels)
+    return mean, np.sqrt(np.maximum(square - mean**2, 0.0))
+
+
 class Zoo:
     """Trains, caches and loads models by spec.
 
@@ -230,6 +239,10 @@ class Zoo:
         self.evaluate_on = evaluate_on  # number of test images for metrics (None = all)
         # Datasets already in memory, by name (tests and notebooks pass small ones).
         self._datasets = dict(datasets or {})
+        # A parent's softmax on its dataset's images, filled in as children ask for them:
+        # (parent key, dataset name, "train" | "test") -> (probabilities, known mask).
+        self._parent_outputs = {}
+        self._parents = {}  # parent key -> loaded model (children only predict with it)
 
     # ------------------------------------------------------------------ paths
     def folder(self, spec):
@@ -245,6 +258,30 @@ class Zoo:
         if name not in self._datasets:
             self._datasets[name] = data.load(name)
         return self._datasets[name]
+
+    def parent_predictions(self, spec, dataset, indices, parent, pool="train"):
+        """``parent``'s softmax on ``dataset``'s ``pool`` images at ``indices``.
+
+        The parent (``spec.parent``) is a fixed model of the zoo, so each image is
+        predicted once per zoo: the distilled surrogates of one source share its
+        outputs, and so do their fidelity checks."""
+        images = dataset.x_train if pool == "train" else dataset.x_test
+        memo_key = (spec.parent, spec.dataset, pool)
+        if memo_key not in self._parent_outputs:
+            self._parent_outputs[memo_key] = (np.zeros((len(images), dataset.num_classes), np.float32),
+                                              np.zeros(len(images), bool))
+        probs, known = self._parent_outputs[memo_key]
+        indices = np.asarray(indices)
+        missing = np.unique(indices[~known[indices]])
+        if len(missing):
+            probs[missing] = predict(parent, data.to_float(images[missing]))
+            known[missing] = True
+        return probs[indices]
+
+    def _parent(self, key):
+        if key not in self._parents:
+            self._parents[key] = self.load(key)
+        return self._parents[key]
 
     def load(self, spec_or_key):
         import keras  # noqa: F401  (registers layers)
@@ -272,7 +309,7 @@ class Zoo:
         paths.atomic_write_bytes(folder / "spec.json", (json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True) + "\n").encode())
         dataset = self.dataset(spec.dataset)
         indices = split_of(dataset, spec)
-        parent = self.load(spec.parent) if spec.parent else None
+        parent = self._parent(spec.parent) if spec.parent else None
         x, y = TRAINING_SETS[spec.labels](self, spec, dataset, indices, parent)
 
         start_epoch, model = self._resume(spec, folder)
@@ -345,8 +382,7 @@ class Zoo:
                 fresh.build((None, last.kernel.shape[0]))
                 last.set_weights(fresh.get_weights())
         else:
-            mean = x.reshape(-1, 3).mean(axis=0)
-            std = x.reshape(-1, 3).std(axis=0)
+            mean, std = channel_stats(x)
             model = models.build(spec.architecture, dataset.num_classes, mean=mean.tolist(),
                                  std=std.tolist(), seed=spec.seed)
         if spec.option("train_last_only"):
@@ -369,7 +405,8 @@ class Zoo:
                    "architecture": spec.architecture, "role": spec.role,
                    "parameters": int(model.count_params()), "backend": keras.backend.backend()}
         if parent is not None:
-            metrics["fidelity_test"] = float(np.mean(pred == predict(parent, x_test).argmax(axis=1)))
+            parent_pred = self.parent_predictions(spec, dataset, pick, parent, pool="test").argmax(axis=1)
+            metrics["fidelity_test"] = float(np.mean(pred == parent_pred))
         return metrics
 
     # ------------------------------------------------------------------ housekeeping

@@ -128,6 +128,33 @@ def test_train_cache_and_distill(tmp_path):
     assert store.metrics(surrogate)["fidelity_test"] > 0.6
 
 
+def test_parent_predictions_are_the_parents_and_each_image_is_predicted_once(tmp_path, monkeypatch):
+    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic(colour=True)})
+    source = tiny_spec()
+    parent = store.get(source, verbose=False)
+    dataset = store.dataset("synthetic")
+    child = tiny_spec(labels="distill", parent=source.key, role="surrogate", data="D2", seed=7)
+    calls = []
+    real_predict = zoo.predict
+    monkeypatch.setattr(zoo, "predict", lambda model, x, **kw: calls.append(len(x)) or real_predict(model, x, **kw))
+    first = store.parent_predictions(child, dataset, np.array([5, 3, 9, 3]), parent)
+    again = store.parent_predictions(child, dataset, np.array([9, 5, 11]), parent)
+    assert calls == [3, 1]  # 3, 5, 9 once (3 asked twice); then only 11 is new
+    expected = real_predict(parent, data.to_float(dataset.x_train[[5, 3, 9, 3, 11]]))
+    np.testing.assert_allclose(np.concatenate([first, again[2:]]), expected, atol=1e-6)
+    np.testing.assert_array_equal(again[:2], first[[2, 0]])
+    test = store.parent_predictions(child, dataset, np.array([0, 1]), parent, pool="test")
+    np.testing.assert_allclose(test, real_predict(parent, data.to_float(dataset.x_test[:2])), atol=1e-6)
+
+
+def test_channel_stats_are_accurate_on_many_pixels():
+    x = np.random.default_rng(0).random((3000, 32, 32, 3), dtype=np.float32) * np.float32([1.0, 0.5, 0.25])
+    mean, std = zoo.channel_stats(x)
+    exact = x.astype(np.float64).reshape(-1, 3)
+    np.testing.assert_allclose(mean, exact.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(std, exact.std(axis=0), rtol=1e-6)
+
+
 def test_fine_tuning_starts_from_parent_and_leaves_it_unchanged(tmp_path):
     store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic(colour=True)})
     source = tiny_spec()
