@@ -348,7 +348,8 @@ def _source_labels(store, spec, dataset, indices, parent):
 @zoo.training_set("jagielski")
 def _jagielski(store, spec, dataset, indices, parent):
     x = data.to_float(dataset.x_train[indices])
-    return x, jagielski_labels(store.parent_predictions(spec, dataset, indices, parent), spec.option("jagielski_temperature", JAGIELSKI_TEMPERATURE))
+    probs = store.parent_predictions(spec, dataset, indices, parent)
+    return x, jagielski_labels(probs, spec.option("jagielski_temperature", JAGIELSKI_TEMPERATURE))
 
 
 @zoo.training_set("knockoff")

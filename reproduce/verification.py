@@ -2,7 +2,9 @@
 (testing surrogates and every removal-attack model) vs independent models (testing
 references), TPR at 1 % FPR, the threshold θ with its false-positive bounds, and each
 suspect's p-value (empirical over the references, and binomial with p0 estimated from
-them). Figures: the ROC curve and the retention of every model per group.
+them). The AUC is also given over the "usable" derived models alone, those within 10
+points of the source's test accuracy. Figures: the ROC curve and the retention of every
+model per group.
 
 ``--extra-references N`` adds N more independent references to the negatives: trained
 like the testing references (D2, ground truth, the same architectures in turn) with
@@ -50,10 +52,15 @@ if __name__ == "__main__":
     extra = {f"extra reference {i} ({spec.architecture})": context.store.get(spec, verbose=not args.quiet)
              for i, spec in enumerate(extra_reference_specs(context.specs, args.extra_references))}
     references.update(extra)
-    result = evaluation.verification_stats(context, fp, derived, references)
+    accuracy = {name: evaluation.test_accuracy(model, context.dataset, preset.evaluate_on)
+                for name, model in [("source", context.models["source"]), *derived.items()]}
+    drop = {name: accuracy["source"] - accuracy[name] for name in derived}
+    result = evaluation.verification_stats(context, fp, derived, references, accuracy_drop=drop)
     theta = result["threshold"]
     summary = [{"positives": result["positives"], "negatives": result["negatives"], "fingerprints": fp.n,
                 "AUC": result["auc"], "TPR at 1% FPR": result["tpr_at_1_fpr"],
+                "usable positives": result["positives_usable"], "AUC (usable)": result["auc_usable"],
+                "TPR at 1% FPR (usable)": result["tpr_at_1_fpr_usable"],
                 "θ": theta.theta if theta else None,
                 "empirical FPR": theta.empirical_fpr if theta else None,
                 "FPR 95% upper": theta.empirical_fpr_upper if theta else None,
@@ -61,7 +68,12 @@ if __name__ == "__main__":
                 "binomial FPR": theta.binomial_fpr if theta else None, "p0": result["p0"]}]
     tables.write("verification_summary", preset.name, summary,
                  f"Verification summary (preset {preset.name}, {preset.dataset})",
-                 notes=(f"{result['note']}\n\nWith {result['negatives']} references an FPR of 1 % means no reference "
+                 notes=(f"{result['note']}\n\n'Usable' positives are the derived models whose test accuracy is "
+                        f"within {result['max_accuracy_drop'] * 100:.0f} points of the source's "
+                        f"({accuracy['source']:.3f}): "
+                        "the stolen models worth deploying. A removal attack that costs more has failed on its "
+                        "own terms; the AUC over all derived models stands beside it.\n\n"
+                        f"With {result['negatives']} references an FPR of 1 % means no reference "
                         "at or above θ, and the empirical p-value cannot go below 1/(references + 1). The binomial "
                         "p-value assumes independent keys and is optimistic (cae.stats).\n"))
     tables.write("verification", preset.name, result["suspects"],

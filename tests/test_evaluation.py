@@ -91,6 +91,20 @@ def test_p_values_fall_as_retention_rises():
     assert derived[-1]["p (empirical)"] == pytest.approx(1 / 5)  # floor 1/(R + 1) with R = 4 references
 
 
+def test_usable_auc_counts_only_derived_models_that_kept_their_accuracy():
+    fp, pos, neg = _handmade([0.9, 0.8, 0.2], [0.1, 0.3, 0.6])
+    names = {"ftll": pos[0], "retraining": pos[1], "rtal": pos[2]}
+    drop = {"ftll": 0.0, "retraining": 0.10, "rtal": 0.28}
+    result = evaluation.verification_stats(None, fp, names, neg, accuracy_drop=drop)
+    assert result["auc"] == pytest.approx(7 / 9)  # rtal's 0.2 beats only the reference at 0.1
+    assert result["auc_usable"] == 1.0 and result["positives_usable"] == 2  # 0.10 is within 10 points
+    assert result["tpr_at_1_fpr_usable"] == 1.0 and result["tpr_at_1_fpr"] == pytest.approx(2 / 3)
+    assert {r["model"]: r["accuracy drop"] for r in result["suspects"] if r["kind"] == "derived"} == drop
+    assert "auc_usable" not in evaluation.verification_stats(None, fp, names, neg)
+    with pytest.raises(ValueError, match="lacks derived models.*rtal"):
+        evaluation.verification_stats(None, fp, names, neg, accuracy_drop={"ftll": 0.0, "retraining": 0.0})
+
+
 def test_verification_stats_needs_both_kinds():
     fp, pos, _ = _handmade([0.9], [0.1])
     with pytest.raises(ValueError, match="derived and reference"):
