@@ -71,4 +71,7 @@ def test_verification_script(results):
     suspects = _rows(folder / "verification.csv")
     assert {row["kind"] for row in suspects} == {"derived", "reference"}
     assert any(row["model"] == "FTLL" for row in suspects)
+    # The usable AUC counts the derived models that lost at most 10 points of accuracy.
+    usable = [row for row in suspects if row["kind"] == "derived" and float(row["accuracy drop"]) <= 0.10 + 1e-12]
+    assert int(summary["usable positives"]) == len(usable)
     assert (folder / "verification_retention.png").stat().st_size > 0
