@@ -1,7 +1,7 @@
 """The ``cae`` command line.
 
-One sub-command group per noun (``cae data ...``; later ``cae extract``, ``cae verify``,
-``cae zoo``). To add a group:
+One sub-command group per noun or verb (``cae data``, ``cae zoo``, ``cae extract``,
+``cae verify``, ``cae remove``). To add a group:
 
 1. write ``_add_<group>(subparsers)`` that calls ``subparsers.add_parser("<group>")``,
    adds its sub-commands, and gives each one ``set_defaults(handler=_<group>_<verb>)``;
@@ -18,7 +18,11 @@ a traceback.
 import argparse
 import json
 import logging
+import pathlib
 import sys
+import zipfile
+
+import numpy as np
 
 from cae import __version__
 from cae.fingerprint import DEFAULT_THRESHOLD
@@ -256,6 +260,63 @@ def _verify(args):
     return 0
 
 
+# --------------------------------------------------------------------------- remove
+def _add_remove(subparsers):
+    from cae import presets, removal, zoo
+
+    parser = subparsers.add_parser(
+        "remove", help="run a removal attack on a model of your own (.keras) with the adversary's images",
+        description="Derive a model from SOURCE the way an adversary would (model extraction, fine-tuning, "
+                    "adversarial training, ensemble), to check that a fingerprint survives it. The derived "
+                    "model is cached in the zoo ($CAE_CACHE_DIR) and written to --out.",
+    )
+    parser.add_argument("attack", choices=list(removal.REMOVAL_ATTACKS))
+    parser.add_argument("--model", required=True, help="the source model (.keras, loaded with safe_mode=True)")
+    parser.add_argument("--data", required=True,
+                        help="the adversary's images: .npz with array 'x', (N, 32, 32, 3) uint8 or float in [0, 1]")
+    parser.add_argument("--test", help="optional .npz with 'x' and 'y' (integer labels) for the test accuracy")
+    parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS),
+                        help="sizes and schedules of the attack (epochs, fine-tuning examples, ...)")
+    parser.add_argument("--architecture", default=zoo.CLONE,
+                        help="architecture of the models trained from scratch: 'clone' (the source's) or a cae one")
+    parser.add_argument("--out", required=True, help="where to write the derived model (.keras)")
+    parser.set_defaults(handler=_remove)
+
+
+def _npz_arrays(path, names, what):
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot read {path} as an .npz file ({err}); save the arrays with numpy.savez.") from err
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds one array, not an .npz archive; save it with numpy.savez({names[0]}=...).")
+    with arrays:
+        missing = [n for n in names if n not in arrays.files]
+        if missing:
+            raise ValueError(f"{path} has arrays {arrays.files}; {what} needs {', '.join(map(repr, names))}.")
+        return [arrays[n] for n in names]
+
+
+def _remove(args):
+    from cae import data, models, paths, removal, zoo
+
+    if not str(args.out).endswith(".keras"):
+        raise ValueError(f"--out {args.out!r} must end in .keras.")
+    source = models.load(args.model)
+    (x,) = _npz_arrays(args.data, ["x"], "--data")
+    test = tuple(_npz_arrays(args.test, ["x", "y"], "--test")) if args.test else None
+    derived = removal.remove_model(args.attack, source, x, preset=args.preset, architecture=args.architecture,
+                                   test=test, verbose=args.verbose)
+    paths.atomic_save(pathlib.Path(args.out), derived.save, suffix=".keras")
+    x_eval = data.to_float(test[0] if test else x[:1000])
+    agree = np.mean(zoo.predict(derived, x_eval).argmax(1) == zoo.predict(source, x_eval).argmax(1))
+    accuracy = (f", test accuracy {np.mean(zoo.predict(derived, x_eval).argmax(1) == test[1]):.3f}"
+                if test else "")
+    print(f"{args.attack}: wrote {args.out}; agreement with the source {agree:.3f} on "
+          f"{len(x_eval)} {'test' if test else 'adversary'} images{accuracy}")
+    return 0
+
+
 # --------------------------------------------------------------------------- zoo
 def _add_zoo(subparsers):
     from cae import presets
@@ -302,7 +363,7 @@ def _zoo_list(args):
 
 
 # --------------------------------------------------------------------------- entry point
-_GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify]
+_GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify, _add_remove]
 
 
 def build_parser():

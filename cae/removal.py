@@ -82,11 +82,12 @@ It is composed from the cached members, not trained, and not cached itself.
 """
 
 import dataclasses
+import hashlib
 import logging
 
 import numpy as np
 
-from cae import data, zoo
+from cae import data, paths, zoo
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,102 @@ def remove(name, source_spec, preset, store, verbose=True, **settings):
     store.get(source_spec, verbose=verbose)
     log.info("removal attack %s on %s -> %s", name, source_spec.key, spec.key)
     return store.get(spec, verbose=verbose)
+
+
+def remove_model(name, source, x_adversary, *, preset="quick", architecture=zoo.CLONE, test=None, store=None,
+                 verbose=True, **settings):
+    """Run removal attack ``name`` on any Keras model and return the derived model.
+
+    :func:`remove` attacks a zoo model; this attacks one the zoo did not train (a
+    ``.keras`` file of your own), with the adversary's images:
+
+    ``source``
+        A Keras model mapping (N, 32, 32, 3) images in [0, 1] to K class
+        probabilities; never changed. It must save and load with ``safe_mode=True``.
+    ``x_adversary``
+        The adversary's images (uint8, or float32 in [0, 1]): the attack's D2. Every
+        attack labels them with the source, as in the paper; no ground truth is needed.
+    ``preset``
+        A :class:`cae.presets.Preset` (or its name) for the sizes and schedules:
+        ``surrogate_epochs`` for extraction, ``finetune_examples`` /
+        ``finetune_epochs`` / ``adversarial_examples`` for fine-tuning and adversarial
+        training, the batch size, optimiser and learning rate.
+    ``architecture``
+        For the attacks that train from scratch: ``"clone"`` (the source's own
+        architecture, freshly initialised; the paper's surrogates share the source's
+        architecture) or a name of :mod:`cae.models`.
+    ``test``
+        ``(x_test, y_test)`` for the derived model's test accuracy (``metrics.json``).
+        Without it, the first 1,000 adversary images labelled by the source stand in,
+        so "test accuracy" then means agreement with the source.
+
+    The derived model is cached in ``store`` (default: the zoo in ``$CAE_CACHE_DIR``)
+    under a spec that names the source's weight hash and the data's hash, so a rerun
+    loads it and a killed run resumes. ``settings``: see :func:`removal_spec`.
+    """
+    from cae import presets
+
+    _check_attack(name)
+    preset = presets.get(preset) if isinstance(preset, str) else preset
+    store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
+    source_spec = external_source(source, x_adversary, store, preset=preset, architecture=architecture, test=test)
+    log.info("removal attack %s on external source %s with %d adversary images", name, source_spec.key,
+             source_spec.split[1])
+    return remove(name, source_spec, preset, store, verbose=verbose, **settings)
+
+
+def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLONE, test=None):
+    """Put a model the zoo did not train into ``store`` as a source, with the adversary's
+    images as an in-memory dataset whose D2 is all of them; returns the source's spec
+    (see :func:`remove_model` for the arguments). The spec names the source's weight
+    hash and the dataset names the images' hash, so the same inputs give the same spec."""
+    from cae import models
+
+    if architecture != zoo.CLONE and architecture not in models.ARCHITECTURES:
+        raise ValueError(f"architecture={architecture!r}; expected {zoo.CLONE!r} (the source's) or one of "
+                         f"{', '.join(models.ARCHITECTURES)}.")
+    models.check_interface(source, where="the source model")
+    num_classes = int(source.output_shape[-1])
+    x = _adversary_images(x_adversary, "x_adversary")
+    y = zoo.predict(source, data.to_float(x)).argmax(axis=1)
+    if test is None:
+        x_test, y_test = x[:1000], y[:1000]
+    else:
+        x_test = _adversary_images(test[0], "test images")
+        y_test = _check_labels(np.asarray(test[1]), len(x_test), num_classes)
+    digest = hashlib.sha256()
+    for array in (x, x_test, y_test):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    dataset = data.Dataset(f"adversary-{digest.hexdigest()[:16]}", x, y.astype(np.int64), x_test,
+                           y_test.astype(np.int64), tuple(str(k) for k in range(num_classes)), digest.hexdigest())
+    store.add_dataset(dataset)
+    weights = models.weights_sha256(source)
+    spec = zoo.TrainSpec(
+        architecture=architecture, dataset=dataset.name, split=(0, len(x), 0), data="D2", role="source",
+        epochs=1, batch_size=preset.batch_size, learning_rate=preset.learning_rate, optimizer=preset.optimizer,
+        augment=preset.augment, options=(("external_weights", weights),),
+    )
+    if not store.complete(spec):  # the zoo holds the source like a model it trained
+        folder = store.folder(spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.atomic_save(folder / "model.keras", source.save, suffix=".keras")
+        paths.atomic_write_json(folder / "spec.json", dataclasses.asdict(spec))
+        paths.atomic_write_json(folder / "metrics.json", {"role": "source", "external": True,
+                                                          "weights_sha256": weights})
+    return spec
+
+
+def _adversary_images(x, what):
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        if x.ndim != 4 or x.shape[1:] != data.IMAGE_SHAPE:
+            raise ValueError(f"{what} has shape {x.shape}; expected (N, 32, 32, 3) images (channels last).")
+    else:
+        x = data.check_images(x, name=what)
+    if not len(x):
+        raise ValueError(f"{what} holds no images; the attack needs the adversary's data.")
+    return x
 
 
 def ensemble_attack(source_spec, preset, store, n=3, verbose=True, **settings):

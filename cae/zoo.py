@@ -123,7 +123,11 @@ class TrainSpec:
 
 TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "jagielski_temperature", "papernot_rounds",
                  "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
-                 "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts")
+                 "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts",
+                 "external_weights")
+# TrainSpec.architecture of a model trained from scratch with its parent's architecture
+# (re-initialised), for sources that are not cae architectures (cae.removal.remove_model).
+CLONE = "clone"
 
 
 def softmax_with_temperature(probs, temperature):
@@ -254,6 +258,13 @@ class Zoo:
     def metrics(self, spec):
         return json.loads((self.folder(spec) / "metrics.json").read_text())
 
+    def add_dataset(self, dataset):
+        """Make an in-memory :class:`cae.data.Dataset` available to specs by its name."""
+        known = self._datasets.get(dataset.name)
+        if known is not None and known.sha256 != dataset.sha256:
+            raise ValueError(f"this zoo already holds a different dataset named {dataset.name!r}.")
+        self._datasets[dataset.name] = dataset
+
     def dataset(self, name):
         if name not in self._datasets:
             self._datasets[name] = data.load(name)
@@ -381,6 +392,11 @@ class Zoo:
                 fresh = keras.layers.Dense(last.units, name="fresh")
                 fresh.build((None, last.kernel.shape[0]))
                 last.set_weights(fresh.get_weights())
+        elif spec.architecture == CLONE:
+            if parent is None:
+                raise ValueError(f"TrainSpec.architecture {CLONE!r} copies the parent's architecture; give parent=.")
+            keras.utils.set_random_seed(spec.seed)
+            model = keras.models.clone_model(parent)  # new layers: freshly initialised weights
         else:
             mean, std = channel_stats(x)
             model = models.build(spec.architecture, dataset.num_classes, mean=mean.tolist(),
