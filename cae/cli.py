@@ -266,7 +266,7 @@ def _add_remove(subparsers):
 
     parser = subparsers.add_parser(
         "remove", help="run a removal attack on a model of your own (.keras) with the adversary's images",
-        description="Derive a model from SOURCE the way an adversary would (model extraction, fine-tuning, "
+        description="Derive a model from --model the way an adversary would (model extraction, fine-tuning, "
                     "adversarial training, ensemble), to check that a fingerprint survives it. The derived "
                     "model is cached in the zoo ($CAE_CACHE_DIR) and written to --out.",
     )
@@ -309,9 +309,9 @@ def _remove(args):
                                    test=test, verbose=args.verbose)
     paths.atomic_save(pathlib.Path(args.out), derived.save, suffix=".keras")
     x_eval = data.to_float(test[0] if test else x[:1000])
-    agree = np.mean(zoo.predict(derived, x_eval).argmax(1) == zoo.predict(source, x_eval).argmax(1))
-    accuracy = (f", test accuracy {np.mean(zoo.predict(derived, x_eval).argmax(1) == test[1]):.3f}"
-                if test else "")
+    labels = zoo.predict(derived, x_eval).argmax(1)
+    agree = np.mean(labels == zoo.predict(source, x_eval).argmax(1))
+    accuracy = f", test accuracy {np.mean(labels == test[1]):.3f}" if test else ""
     print(f"{args.attack}: wrote {args.out}; agreement with the source {agree:.3f} on "
           f"{len(x_eval)} {'test' if test else 'adversary'} images{accuracy}")
     return 0

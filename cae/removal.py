@@ -79,6 +79,11 @@ Ensemble attack (``ensemble``): D2 is split into n = 3 disjoint random parts, a
 Retraining surrogate is trained on each, and :func:`ensemble_attack` returns one Keras
 model averaging their softmax outputs (average voting), built from built-in layers only.
 It is composed from the cached members, not trained, and not cached itself.
+
+Attacking a model the zoo did not train: :func:`remove_model` takes any Keras model and
+the adversary's images (the issue's ``remove(source, adversary_data, spec)``); it holds
+the source in the zoo under its weight hash and the images as an in-memory dataset, then
+runs :func:`remove`. ``cae remove`` is its command line.
 """
 
 import dataclasses
@@ -234,7 +239,8 @@ def removal_spec(name, source_spec, preset, **settings):
         adversary = source_spec.split[1]
         if preset.finetune_examples > adversary:
             raise ValueError(f"preset.finetune_examples={preset.finetune_examples} is more than the "
-                             f"adversary's {adversary} D2 images; lower it or enlarge the split.")
+                             f"adversary's {adversary} D2 images; use a preset with fewer (e.g. 'smoke') or "
+                             "give the adversary more images.")
         base = base.replace(subset=int(preset.finetune_examples))
         if attack.labels == "adversarial":
             base = base.replace(options=_with_options(
