@@ -95,10 +95,20 @@ def _add_extract(subparsers):
     parser = subparsers.add_parser(
         "extract", help="extract a fingerprint of a preset's source model (Alg. 2)",
         description="Train (or reuse) the preset's source and training models, run C-IGM on "
-                    "their ensemble and keep the examples with conferrability >= tau.",
+                    "their ensemble and keep the examples with conferrability >= tau. With --model "
+                    "and --data, fingerprint a model of your own: the surrogates and references are "
+                    "trained on your data, with the preset's counts and epochs.",
     )
     parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
     parser.add_argument("--out", required=True, help="fingerprint path (writes OUT.npz and OUT.json)")
+    parser.add_argument("--model", help="fingerprint this .keras model instead of the preset's source "
+                                        "(needs --data)")
+    parser.add_argument("--data", help="with --model: .npz with 'x' (images) and 'y' (labels), ideally the "
+                                       "model's training data; half trains the ensemble, half calibrates θ")
+    parser.add_argument("--test", help="with --model: optional .npz with 'x' and 'y' for the zoo's test accuracy")
+    parser.add_argument("--architecture", default="clone", choices=("clone", "preset"),
+                        help="with --model: surrogates and references copy the model's architecture "
+                             "(clone, default) or use the preset's")
     parser.add_argument("--eps", type=float, help="L-inf bound (default: the preset's, 0.15)")
     parser.add_argument("--tau", type=float, help="conferrability threshold (default: the preset's, 1.0)")
     parser.add_argument("--target", default="most_conferrable", help="C-IGM target-class rule")
@@ -121,7 +131,20 @@ def _extract(args):
     if args.target not in attacks.CIGM.TARGETS:
         raise ValueError(f"--target {args.target!r} is not allowed; choose one of "
                          f"{', '.join(attacks.CIGM.TARGETS)}.")
-    context = experiments.prepare(preset, verbose=args.verbose)
+    if (args.model is None) != (args.data is None) or (args.test and not args.model):
+        raise ValueError("--model and --data go together (and --test needs them): the model to fingerprint "
+                         "and its labelled data; without them cae extract fingerprints the preset's source.")
+    if args.model:
+        from cae import models, zoo
+
+        source = models.load(args.model)
+        x, y = _npz_arrays(args.data, ["x", "y"], "--data")
+        test = tuple(_npz_arrays(args.test, ["x", "y"], "--test")) if args.test else None
+        context = experiments.external_context(
+            source, x, y, preset, test=test, verbose=args.verbose,
+            architecture=zoo.CLONE if args.architecture == "clone" else None)
+    else:
+        context = experiments.prepare(preset, verbose=args.verbose)
     fp = experiments.extract(context, eps=args.eps, tau=args.tau, target=args.target)
     npz, manifest = fingerprint.save(fp, args.out)
     print(f"fingerprint: {fp.n} examples (eps {fp.manifest['epsilon']:g}, tau {fp.manifest['tau']:g}) "

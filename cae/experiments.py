@@ -39,7 +39,7 @@ def source_spec(preset):
     )
 
 
-def model_specs(preset):
+def model_specs(preset, source=None):
     """Specs of every model of the preset: ``{"source": spec, group: [spec, ...]}``.
 
     Training models (used to build the ensemble) learn from the defender's D1; testing
@@ -48,8 +48,12 @@ def model_specs(preset):
     per group and per model, so no two models share a spec. With
     ``preset.training_subset`` the training models each learn from a different random
     sample of D1 of that size (cheaper models, so more of them fit a CPU budget).
+
+    ``source``: the source's spec when it is not the preset's (a model of your own, see
+    :func:`external_context`). Models of architecture ``"clone"`` copy the source's
+    architecture, freshly initialised, so they name it as their parent.
     """
-    source = source_spec(preset)
+    source = source or source_spec(preset)
     specs = {"source": source}
     subset = preset.training_subset
     layout = {
@@ -62,7 +66,7 @@ def model_specs(preset):
         specs[group] = [
             source.replace(
                 architecture=arch, data=split, labels=labels, role=role, epochs=epochs, seed=seed0 + i,
-                parent=source.key if labels == "distill" else "", subset=size,
+                parent=source.key if labels == "distill" or arch == zoo.CLONE else "", subset=size,
                 # Each training model learns from its own random sample of D1, so that
                 # together they cover it (when the preset trains them on subsets).
                 options=(("subset_seed", seed0 + i),) if size else (),
@@ -78,10 +82,11 @@ def all_specs(specs):
         yield from specs[group]
 
 
-def train_zoo(preset, store=None, verbose=True):
-    """Train (or reuse) every model of the preset; returns ``{name: model(s)}``."""
+def train_zoo(preset, store=None, verbose=True, source=None):
+    """Train (or reuse) every model of the preset; returns ``{name: model(s)}``.
+    ``source``: see :func:`model_specs`."""
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
-    specs = model_specs(preset)
+    specs = model_specs(preset, source)
     todo = [s for s in all_specs(specs) if not store.complete(s)]
     log.info("zoo: %d models, %d to train", sum(1 for _ in all_specs(specs)), len(todo))
     models = {"source": store.get(specs["source"], verbose=verbose)}
@@ -90,11 +95,11 @@ def train_zoo(preset, store=None, verbose=True):
     return models, specs, store
 
 
-def attack_inputs(preset, dataset, source):
+def attack_inputs(preset, dataset, source, spec=None):
     """Indices into the training pool of ``preset.attack_inputs`` D1 images that the
-    source classifies correctly, drawn with a fixed seed (Alg. 2, line 5)."""
-    spec = source_spec(preset)
-    d1 = zoo.split_of(dataset, spec)
+    source classifies correctly, drawn with a fixed seed (Alg. 2, line 5). ``spec``:
+    the source's, when it is not the preset's."""
+    d1 = zoo.split_of(dataset, spec or source_spec(preset))
     order = np.random.default_rng(preset.split_seed + 7).permutation(d1)
     chosen = []
     for start in range(0, len(order), 1024):
@@ -145,12 +150,43 @@ class Context:
         return paths.cache_dir() / "runs" / self.preset.name
 
 
-def prepare(preset, verbose=True, store=None):
-    """Train (or load) the preset's zoo and pick the attack inputs."""
-    models, specs, store = train_zoo(preset, store=store, verbose=verbose)
-    dataset = store.dataset(preset.dataset)
-    inputs = attack_inputs(preset, dataset, models["source"])
+def prepare(preset, verbose=True, store=None, source=None):
+    """Train (or load) the preset's zoo and pick the attack inputs. ``source``: see
+    :func:`model_specs`."""
+    models, specs, store = train_zoo(preset, store=store, verbose=verbose, source=source)
+    dataset = store.dataset(specs["source"].dataset)
+    inputs = attack_inputs(preset, dataset, models["source"], specs["source"])
     return Context(preset, dataset, models, specs, store, inputs)
+
+
+def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE, store=None, verbose=True):
+    """The context of :func:`prepare` for a model of your own instead of the preset's source.
+
+    ``x``, ``y``: labelled images (uint8, or float32 in [0, 1]; integer labels), the
+    pool that takes D1's and D2's place: its first half (a seeded random half) trains
+    the training models (surrogates distilled from ``source``, references on ``y``),
+    the other half the testing models that calibrate θ. Ideally the source's own
+    training data, as the paper's D1 is. ``test``: ``(x_test, y_test)`` for the zoo's
+    test accuracies (else the pool's first 1,000 images stand in). ``architecture``:
+    ``"clone"`` trains every surrogate and reference with the source's architecture,
+    freshly initialised; ``None`` keeps the preset's architectures. The preset gives
+    the model counts, epochs and attack settings; its sizes shrink to the pool's.
+    Everything is cached under the source's weight hash and the data's hash.
+    """
+    from cae import removal
+
+    half = len(x) // 2
+    preset = dataclasses.replace(preset, dataset="", defender_size=half, adversary_size=len(x) - half,
+                                 training_subset=min(preset.training_subset, half),
+                                 finetune_examples=min(preset.finetune_examples, len(x) - half))
+    store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
+    spec = removal.external_source(source, x, store, preset=preset, architecture=architecture or zoo.CLONE,
+                                   test=test, labels=y, split=(half, len(x) - half, preset.split_seed))
+    preset = dataclasses.replace(preset, dataset=spec.dataset)
+    if architecture is not None:
+        preset = dataclasses.replace(preset, **{group: (architecture,) * len(getattr(preset, group))
+                                                for group in GROUPS})
+    return prepare(preset, verbose=verbose, store=store, source=spec)
 
 
 def _predictions(context, x_adv):
@@ -303,7 +339,7 @@ def extract(context, eps=None, tau=None, target="most_conferrable"):
         )
     return fingerprint.create(
         context.models["source"], result["x_adv"][keep], attack="C-IGM", epsilon=float(eps), tau=float(tau),
-        dataset=preset.dataset, source_model_hash=context.specs["source"].key,
+        dataset=context.specs["source"].dataset, source_model_hash=context.specs["source"].key,
         targets=result["target"][keep], originals=context.x[keep],
         created_with={"preset": preset.name, "target": target, "dropout": preset.dropout,
                       "iterations": preset.attack_iterations, "inputs": int(len(context.inputs)),

@@ -326,11 +326,16 @@ def remove_model(name, source, x_adversary, *, preset="quick", architecture=zoo.
     return remove(name, source_spec, preset, store, verbose=verbose, **settings)
 
 
-def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLONE, test=None):
-    """Put a model the zoo did not train into ``store`` as a source, with the adversary's
-    images as an in-memory dataset whose D2 is all of them; returns the source's spec
-    (see :func:`remove_model` for the arguments). The spec names the source's weight
-    hash and the dataset names the images' hash, so the same inputs give the same spec."""
+def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLONE, test=None, labels=None,
+                    split=None):
+    """Put a model the zoo did not train into ``store`` as a source, with the images as
+    an in-memory dataset; returns the source's spec (see :func:`remove_model` for the
+    arguments). The spec names the source's weight hash and the dataset names the
+    images' hash, so the same inputs give the same spec.
+
+    By default the images are all D2 and labelled by the source (an adversary's data).
+    ``labels`` gives them ground truth instead, and ``split`` = ``(d1, d2, seed)``
+    divides them (the owner's data, :func:`cae.experiments.external_context`)."""
     from cae import models
 
     if architecture != zoo.CLONE and architecture not in models.ARCHITECTURES:
@@ -338,25 +343,32 @@ def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLON
                          f"{', '.join(models.ARCHITECTURES)}.")
     models.check_interface(source, where="the source model")
     num_classes = int(source.output_shape[-1])
-    x = _adversary_images(x_adversary, "x_adversary")
-    y = zoo.predict(source, data.to_float(x)).argmax(axis=1)
+    x = _adversary_images(x_adversary, "x_adversary" if labels is None else "x")
+    if labels is None:
+        y = zoo.predict(source, data.to_float(x)).argmax(axis=1)
+    else:
+        y = _check_labels(np.asarray(labels), len(x), num_classes)
     if test is None:
         x_test, y_test = x[:1000], y[:1000]
     else:
         x_test = _adversary_images(test[0], "test images")
         y_test = _check_labels(np.asarray(test[1]), len(x_test), num_classes)
     digest = hashlib.sha256()
-    for array in (x, x_test, y_test):
+    for array in (x, y, x_test, y_test):
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
-    dataset = data.Dataset(f"adversary-{digest.hexdigest()[:16]}", x, y.astype(np.int64), x_test,
+    dataset = data.Dataset(f"external-{digest.hexdigest()[:16]}", x, y.astype(np.int64), x_test,
                            y_test.astype(np.int64), tuple(str(k) for k in range(num_classes)), digest.hexdigest())
     store.add_dataset(dataset)
     weights = models.weights_sha256(source)
+    split = (0, len(x), 0) if split is None else tuple(int(v) for v in split)
+    if len(split) != 3 or min(split[:2]) < 0 or split[0] + split[1] > len(x):
+        raise ValueError(f"split={split!r} does not fit {len(x)} images; expected (d1, d2, seed) with "
+                         "d1 + d2 <= the number of images.")
     spec = zoo.TrainSpec(
-        architecture=architecture, dataset=dataset.name, split=(0, len(x), 0), data="D2", role="source",
-        epochs=1, batch_size=preset.batch_size, learning_rate=preset.learning_rate, optimizer=preset.optimizer,
-        augment=preset.augment, options=(("external_weights", weights),),
+        architecture=architecture, dataset=dataset.name, split=split, data="D2" if labels is None else "D1",
+        role="source", epochs=1, batch_size=preset.batch_size, learning_rate=preset.learning_rate,
+        optimizer=preset.optimizer, augment=preset.augment, options=(("external_weights", weights),),
     )
     if not store.complete(spec):  # the zoo holds the source like a model it trained
         folder = store.folder(spec)

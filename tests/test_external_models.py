@@ -1,14 +1,19 @@
-"""Removal attacks on a model the zoo did not train: removal.remove_model and `cae remove`."""
+"""Models the zoo did not train: fingerprinting one (experiments.external_context, `cae extract
+--model`) and attacking one (removal.remove_model, `cae remove`)."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from cae import cli, data, models, presets, removal, zoo
+from cae import cli, data, experiments, fingerprint, models, presets, removal, zoo
 from tests.test_removal import CLASSES, PRESET, SOURCE, synthetic
 
 TINY = dataclasses.replace(PRESET, evaluate_on=32)
+# For extraction: one model per group, a few short attacks.
+OWNER = dataclasses.replace(TINY, name="owner", train_surrogates=("cnn",), train_references=("cnn",),
+                            test_surrogates=("cnn",), test_references=("cnn",), attack_inputs=6,
+                            attack_iterations=5, epsilon=0.25, tau=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +127,52 @@ def test_cli_remove_refuses_bad_files(world, tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
     assert cli.main(base + ["--data", str(world["folder"] / "adversary.npz"), "--out", str(tmp_path / "d.h5")]) == 2
     assert "must end in .keras" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- fingerprint your own model
+def test_extract_fingerprints_an_external_model_with_models_trained_on_its_data(world):
+    dataset = world["dataset"]
+    context = experiments.external_context(world["source"], dataset.x_train, dataset.y_train, OWNER,
+                                           store=world["zoo"], verbose=False)
+    assert _unchanged(world)
+    specs = context.specs
+    half = len(dataset.x_train) // 2
+    assert specs["source"].split[:2] == (half, len(dataset.x_train) - half)
+    assert specs["source"].option("external_weights") == models.weights_sha256(world["source"])
+    for group in experiments.GROUPS:
+        (spec,) = specs[group]
+        assert spec.architecture == zoo.CLONE and spec.parent == specs["source"].key
+        assert spec.data == ("D1" if group.startswith("train") else "D2")
+        assert spec.labels == ("distill" if group.endswith("surrogates") else "ground_truth")
+        assert context.models[group][0].count_params() == world["source"].count_params()
+    # Attack inputs come from D1 and are classified correctly by the source.
+    d1 = zoo.split_of(context.dataset, specs["source"])
+    assert set(context.inputs) <= set(d1.tolist())
+    fp = experiments.extract(context)
+    assert fp.manifest["source_model_hash"] == specs["source"].key
+    assert fp.manifest["dataset"] == specs["source"].dataset and fp.manifest["dataset"].startswith("external-")
+    assert fingerprint.verify(world["source"], fp).retention == 1.0  # the keys are the source's labels
+
+
+def test_external_data_must_be_labelled_images(world):
+    dataset = world["dataset"]
+    with pytest.raises(ValueError, match="labels"):
+        experiments.external_context(world["source"], dataset.x_train, dataset.y_train[:-1], OWNER,
+                                     store=world["zoo"])
+    with pytest.raises(ValueError, match=r"shape .*expected \(N, 32, 32, 3\)"):
+        experiments.external_context(world["source"], dataset.x_train[:, :16], dataset.y_train, OWNER,
+                                     store=world["zoo"])
+
+
+def test_cli_extract_with_a_model_of_your_own(world, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(presets.PRESETS, "owner", OWNER)
+    np.savez(tmp_path / "pool.npz", x=world["dataset"].x_train, y=world["dataset"].y_train)
+    status = cli.main(["extract", "--model", str(world["folder"] / "source.keras"), "--data",
+                       str(tmp_path / "pool.npz"), "--preset", "owner", "--out", str(tmp_path / "fp")])
+    assert status == 0 and "fingerprint:" in capsys.readouterr().out
+    fp = fingerprint.load(tmp_path / "fp")
+    assert fp.manifest["source_model_hash"] and fp.n >= 1
+    # --model without --data, or --data alone, is refused before anything trains.
+    assert cli.main(["extract", "--model", str(world["folder"] / "source.keras"), "--out", str(tmp_path / "f2")]) == 2
+    assert "--model and --data go together" in capsys.readouterr().err
