@@ -176,13 +176,11 @@ def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE,
     from cae import removal
 
     half = len(x) // 2
-    preset = dataclasses.replace(preset, dataset="", defender_size=half, adversary_size=len(x) - half,
-                                 training_subset=min(preset.training_subset, half),
-                                 finetune_examples=min(preset.finetune_examples, len(x) - half))
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
     spec = removal.external_source(source, x, store, preset=preset, architecture=architecture or zoo.CLONE,
                                    test=test, labels=y, split=(half, len(x) - half, preset.split_seed))
-    preset = dataclasses.replace(preset, dataset=spec.dataset)
+    preset = dataclasses.replace(preset, dataset=spec.dataset, defender_size=half, adversary_size=len(x) - half,
+                                 training_subset=min(preset.training_subset, half))
     if architecture is not None:
         preset = dataclasses.replace(preset, **{group: (architecture,) * len(getattr(preset, group))
                                                 for group in GROUPS})
