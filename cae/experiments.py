@@ -163,11 +163,11 @@ def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE,
     """The context of :func:`prepare` for a model of your own instead of the preset's source.
 
     ``x``, ``y``: labelled images (uint8, or float32 in [0, 1]; integer labels), the
-    pool that takes D1's and D2's place: its first half (a seeded random half) trains
-    the training models (surrogates distilled from ``source``, references on ``y``),
-    the other half the testing models that calibrate θ. Ideally the source's own
-    training data, as the paper's D1 is. ``test``: ``(x_test, y_test)`` for the zoo's
-    test accuracies (else the pool's first 1,000 images stand in). ``architecture``:
+    pool that takes D1's and D2's place: a seeded random half trains the training
+    models (surrogates distilled from ``source``, references on ``y``), the other half
+    the testing models that calibrate θ. Ideally the source's own training data, as the
+    paper's D1 is. ``test``: ``(x_test, y_test)`` for the zoo's test accuracies (else the
+    pool's first 1,000 images stand in, training images: an optimistic accuracy). ``architecture``:
     ``"clone"`` trains every surrogate and reference with the source's architecture,
     freshly initialised; ``None`` keeps the preset's architectures. The preset gives
     the model counts, epochs and attack settings; its sizes shrink to the pool's.
