@@ -135,11 +135,9 @@ def _extract(args):
         raise ValueError("--model and --data go together (and --test needs them): the model to fingerprint "
                          "and its labelled data; without them cae extract fingerprints the preset's source.")
     if args.model:
-        from cae import models, zoo
+        from cae import zoo
 
-        source = models.load(args.model)
-        x, y = _npz_arrays(args.data, ["x", "y"], "--data")
-        test = tuple(_npz_arrays(args.test, ["x", "y"], "--test")) if args.test else None
+        source, (x, y), test = _own_model_and_data(args, ["x", "y"])
         context = experiments.external_context(
             source, x, y, preset, test=test, verbose=args.verbose,
             architecture=zoo.CLONE if args.architecture == "clone" else None)
@@ -320,14 +318,23 @@ def _npz_arrays(path, names, what):
         return [arrays[n] for n in names]
 
 
+def _own_model_and_data(args, names):
+    """``--model`` (loaded with safe_mode=True), the ``names`` arrays of ``--data`` and
+    ``--test``'s ``(x, y)`` or None: the inputs of ``cae extract --model`` and ``cae remove``."""
+    from cae import models
+
+    source = models.load(args.model)
+    arrays = _npz_arrays(args.data, names, "--data")
+    test = tuple(_npz_arrays(args.test, ["x", "y"], "--test")) if args.test else None
+    return source, arrays, test
+
+
 def _remove(args):
-    from cae import data, models, paths, removal, zoo
+    from cae import data, paths, removal, zoo
 
     if not str(args.out).endswith(".keras"):
         raise ValueError(f"--out {args.out!r} must end in .keras.")
-    source = models.load(args.model)
-    (x,) = _npz_arrays(args.data, ["x"], "--data")
-    test = tuple(_npz_arrays(args.test, ["x", "y"], "--test")) if args.test else None
+    source, (x,), test = _own_model_and_data(args, ["x"])
     derived = removal.remove_model(args.attack, source, x, preset=args.preset, architecture=args.architecture,
                                    test=test, verbose=args.verbose)
     paths.atomic_save(pathlib.Path(args.out), derived.save, suffix=".keras")

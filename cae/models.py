@@ -186,15 +186,20 @@ def last_layer(model):
     return model.get_layer("logits")
 
 
-def weights_sha256(model):
-    """SHA-256 of a model's weights (every array's dtype, shape and bytes, in order):
-    the same for the same model however often it is saved, unlike the file's bytes."""
+def arrays_sha256(arrays):
+    """SHA-256 of a sequence of arrays: each one's dtype, shape and bytes, in order."""
     digest = hashlib.sha256()
-    for weight in model.get_weights():
-        weight = np.ascontiguousarray(weight)
-        digest.update(f"{weight.dtype.str}{weight.shape}".encode())
-        digest.update(weight.tobytes())
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def weights_sha256(model):
+    """SHA-256 of a model's weights (:func:`arrays_sha256`): the same for the same model
+    however often it is saved, unlike the file's bytes."""
+    return arrays_sha256(model.get_weights())
 
 
 def load(path, compile=False):

@@ -87,7 +87,6 @@ runs :func:`remove`. ``cae remove`` is its command line.
 """
 
 import dataclasses
-import hashlib
 import logging
 
 import numpy as np
@@ -353,12 +352,9 @@ def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLON
     else:
         x_test = _adversary_images(test[0], "test images")
         y_test = _check_labels(np.asarray(test[1]), len(x_test), num_classes)
-    digest = hashlib.sha256()
-    for array in (x, y, x_test, y_test):
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    dataset = data.Dataset(f"external-{digest.hexdigest()[:16]}", x, y.astype(np.int64), x_test,
-                           y_test.astype(np.int64), tuple(str(k) for k in range(num_classes)), digest.hexdigest())
+    digest = models.arrays_sha256((x, y, x_test, y_test))
+    dataset = data.Dataset(f"external-{digest[:16]}", x, y.astype(np.int64), x_test, y_test.astype(np.int64),
+                           tuple(str(k) for k in range(num_classes)), digest)
     store.add_dataset(dataset)
     weights = models.weights_sha256(source)
     split = (0, len(x), 0) if split is None else tuple(int(v) for v in split)
@@ -457,7 +453,8 @@ def _check_labels(labels, n, num_classes):
 def _source_labels(store, spec, dataset, indices, parent):
     """Fine-tuning: D2 images with the source's hard labels (argmax, one-hot)."""
     x = data.to_float(dataset.x_train[indices])
-    return x, _onehot(store.parent_predictions(spec, dataset, indices, parent).argmax(axis=1), dataset.num_classes)
+    labels = store.parent_predictions(spec, dataset, indices, parent).argmax(axis=1)
+    return x, _onehot(labels, dataset.num_classes)
 
 
 @zoo.training_set("jagielski")
