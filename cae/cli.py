@@ -1,7 +1,7 @@
 """The ``cae`` command line.
 
 One sub-command group per noun or verb (``cae data``, ``cae zoo``, ``cae extract``,
-``cae verify``, ``cae remove``). To add a group:
+``cae verify``, ``cae remove``, ``cae preprocess``). To add a group:
 
 1. write ``_add_<group>(subparsers)`` that calls ``subparsers.add_parser("<group>")``,
    adds its sub-commands, and gives each one ``set_defaults(handler=_<group>_<verb>)``;
@@ -188,7 +188,7 @@ def _load_suspect(path, num_classes):
                          f"corrupted or another format); {fix}.")
     import keras
 
-    from cae import models
+    from cae import models, preprocessing  # noqa: F401  (registers cae's layers)
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -347,6 +347,34 @@ def _remove(args):
     return 0
 
 
+# --------------------------------------------------------------------------- preprocess
+def _add_preprocess(subparsers):
+    parser = subparsers.add_parser(
+        "preprocess", help="put a model behind an input transformation (a suspect that preprocesses its queries)",
+        description="Write --model behind an input transformation as a new .keras file (nothing is trained), to "
+                    "check a fingerprint against a suspect that transforms its inputs: 'quantize' (bits per "
+                    "channel), 'blur' (Gaussian, sigma in pixels), 'median' (odd window size) or 'noise' "
+                    "(Gaussian, standard deviation). See cae.preprocessing.",
+    )
+    parser.add_argument("kind", help="quantize, blur, median or noise")
+    parser.add_argument("--strength", required=True, help="bits, sigma, window size or standard deviation")
+    parser.add_argument("--model", required=True, help="the model (.keras, loaded with safe_mode=True)")
+    parser.add_argument("--out", required=True, help="where to write the wrapped model (.keras)")
+    parser.set_defaults(handler=_preprocess)
+
+
+def _preprocess(args):
+    from cae import models, paths, preprocessing
+
+    if not str(args.out).endswith(".keras"):
+        raise ValueError(f"--out {args.out!r} must end in .keras.")
+    preprocessing.transform(args.kind, args.strength)  # a bad kind or strength fails before loading
+    wrapped = preprocessing.wrap(models.load(args.model), args.kind, args.strength)
+    paths.atomic_save(pathlib.Path(args.out), wrapped.save, suffix=".keras")
+    print(f"wrote {args.out}: {args.model} behind {args.kind} at strength {args.strength}")
+    return 0
+
+
 # --------------------------------------------------------------------------- zoo
 def _add_zoo(subparsers):
     from cae import presets
@@ -393,7 +421,7 @@ def _zoo_list(args):
 
 
 # --------------------------------------------------------------------------- entry point
-_GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify, _add_remove]
+_GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify, _add_remove, _add_preprocess]
 
 
 def build_parser():

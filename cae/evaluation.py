@@ -162,6 +162,48 @@ REMOVAL_COLUMNS = ["attack", "family", "test_accuracy", "fidelity", "retention",
                    "paper accuracy", "paper fidelity", "paper retention"]
 
 
+# --------------------------------------------------------------------------- input preprocessing
+def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None):
+    """Beyond the paper: the source behind each input transformation of
+    :mod:`cae.preprocessing` (``sweeps``: ``{kind: strengths}``, default
+    :data:`cae.preprocessing.SWEEPS`), one row per strength: test accuracy, fidelity,
+    retention, the accuracy it costs, and the highest retention of a testing reference
+    behind the same transformation (a transformation that lifts references above θ makes
+    false accusations). ``references``: the independent models (default: the testing
+    references). With ``threshold``: whether verification still flags the transformed
+    source, and how many transformed references it would flag. The first row is the
+    untransformed source."""
+    from cae import preprocessing
+
+    meter = _Meter(context, fp)
+    theta = getattr(threshold, "theta", threshold)
+    references = list(context.models["test_references"] if references is None else references)
+
+    def row(kind, strength):
+        def wrap(model):
+            return model if kind == "none" else preprocessing.wrap(model, kind, strength)
+
+        measured = meter(wrap(context.models["source"]))
+        refs = [fingerprint.verify(wrap(r), fp).retention for r in references]
+        out = {"transformation": kind, "strength": strength, **measured,
+               "Δ accuracy": measured["test_accuracy"] - source["test_accuracy"],
+               "references' retention (max)": max(refs)}
+        if theta is not None:
+            out["verified"] = "yes" if out["retention"] >= theta else "NO (broken)"
+            out["references flagged"] = f"{sum(r >= theta for r in refs)}/{len(refs)}"
+        return out
+
+    source = meter(context.models["source"])
+    rows = [row("none", "–")]
+    for kind, strengths in (sweeps or preprocessing.SWEEPS).items():
+        rows += [row(kind, strength) for strength in strengths]
+    return rows
+
+
+PREPROCESSING_COLUMNS = ["transformation", "strength", "test_accuracy", "fidelity", "retention", "Δ accuracy",
+                         "verified", "references' retention (max)", "references flagged"]
+
+
 # --------------------------------------------------------------------------- verification
 def _named(models, prefix):
     if isinstance(models, dict):

@@ -367,6 +367,32 @@ def calibration(context, reference_retentions, n, alpha=stats.DEFAULT_ALPHA):
 
 
 # --------------------------------------------------------------------------- scripts
+def count(text):
+    """argparse type: a number of things, 0 or more."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number, 0 or more.")
+    return n
+
+
+def extra_reference_specs(specs, n):
+    """``n`` more independent references like the testing ones (D2, ground truth, their
+    architectures in turn), with seeds no other model of ``specs`` uses: more negatives
+    for verification than the preset's few."""
+    import itertools
+
+    if n < 0:
+        raise ValueError(f"extra references: {n}; give a number of models, 0 or more.")
+    base, used = specs["test_references"], {s.seed for s in all_specs(specs)}
+    seeds = itertools.islice((seed for seed in itertools.count(base[0].seed) if seed not in used), n)
+    return [base[i % len(base)].replace(seed=seed) for i, seed in enumerate(seeds)]
+
+
 def script_args(description, argv=None, extra=None):
     """Parse a reproduce script's arguments, set up logging, print the resolved
     settings and the git revision. ``extra(parser)`` adds script-specific options."""

@@ -204,6 +204,8 @@ def weights_sha256(model):
 
 def load(path, compile=False):
     """Load a ``.keras`` model with ``safe_mode=True``, checking the cae interface."""
+    from cae import preprocessing  # noqa: F401  (registers the input-transformation layers)
+
     model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     check_interface(model, where=str(path))
     return model

@@ -26,7 +26,7 @@ from cae import experiments, paths, presets
 
 HERE = pathlib.Path(__file__).resolve().parent
 ORDER = ("table1", "table2", "figure4", "figure5", "figure6", "figure8", "figure9", "figure10",
-         "table3", "table4", "table5", "table6", "verification", "nonevasive")
+         "table3", "table4", "table5", "table6", "verification", "nonevasive", "preprocessing")
 # The same script on another dataset: run only the one that matches the preset's dataset.
 IMAGENET32_ONLY = ("table4", "table6")
 NOT_IMAGENET32 = ("table3", "table5")

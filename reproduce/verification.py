@@ -12,8 +12,6 @@ seeds of their own, cached in the zoo. The paper has two per architecture; with 
 negatives the AUC and the FPR bound move a lot with a single model.
 """
 
-import itertools
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,17 +24,8 @@ from cae import evaluation, experiments, fingerprint, paths, removal, tables  # 
 def add_options(parser):
     parser.add_argument("--attacks", nargs="+", default=list(removal.REMOVAL_ATTACKS),
                         choices=list(removal.REMOVAL_ATTACKS), help="removal-attack models among the positives")
-    parser.add_argument("--extra-references", type=int, default=0, metavar="N",
+    parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N",
                         help="train N more independent references (D2, ground truth) as negatives")
-
-
-def extra_reference_specs(specs, n):
-    """``n`` more references like the testing ones, with seeds no other model of the preset uses."""
-    if n < 0:
-        raise SystemExit(f"--extra-references={n}; give a number of models, 0 or more.")
-    base, used = specs["test_references"], {s.seed for s in experiments.all_specs(specs)}
-    seeds = itertools.islice((seed for seed in itertools.count(base[0].seed) if seed not in used), n)
-    return [base[i % len(base)].replace(seed=seed) for i, seed in enumerate(seeds)]
 
 
 if __name__ == "__main__":
@@ -50,7 +39,7 @@ if __name__ == "__main__":
     references = {f"testing reference {i} ({s.architecture})": m
                   for i, (s, m) in enumerate(zip(context.specs["test_references"], context.models["test_references"]))}
     extra = {f"extra reference {i} ({spec.architecture})": context.store.get(spec, verbose=not args.quiet)
-             for i, spec in enumerate(extra_reference_specs(context.specs, args.extra_references))}
+             for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references))}
     references.update(extra)
     accuracy = {name: evaluation.test_accuracy(model, context.dataset, preset.evaluate_on)
                 for name, model in [("source", context.models["source"]), *derived.items()]}

@@ -197,20 +197,13 @@ def test_detector_learns_an_obvious_perturbation(context, monkeypatch):
     assert row["held-out accuracy"] >= 0.8, row
 
 
-# --------------------------------------------------------------------------- reproduce/verification.py
-def _verification_script():
-    import pathlib
-    import runpy
-
-    return runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "reproduce" / "verification.py"))
-
-
+# --------------------------------------------------------------------------- extra references
 @pytest.mark.parametrize("n", [0, 1, 5])
 def test_extra_references_are_new_independent_models(n):
     from cae import experiments, presets
 
     specs = experiments.model_specs(presets.get("quick"))
-    extra = _verification_script()["extra_reference_specs"](specs, n)
+    extra = experiments.extra_reference_specs(specs, n)
     assert len(extra) == n
     existing = {s.key for s in experiments.all_specs(specs)}
     assert not existing & {s.key for s in extra} and len({s.key for s in extra}) == n
@@ -224,5 +217,5 @@ def test_extra_references_are_new_independent_models(n):
 def test_extra_references_refuses_a_negative_count():
     from cae import experiments, presets
 
-    with pytest.raises(SystemExit, match="extra-references=-1"):
-        _verification_script()["extra_reference_specs"](experiments.model_specs(presets.get("quick")), -1)
+    with pytest.raises(ValueError, match="extra references: -1"):
+        experiments.extra_reference_specs(experiments.model_specs(presets.get("quick")), -1)

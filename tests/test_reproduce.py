@@ -75,3 +75,18 @@ def test_verification_script(results):
     usable = [row for row in suspects if row["kind"] == "derived" and float(row["accuracy drop"]) <= 0.10 + 1e-12]
     assert int(summary["usable positives"]) == len(usable)
     assert (folder / "verification_retention.png").stat().st_size > 0
+
+
+def test_preprocessing_script(results):
+    env, folder = results
+    _run(env, ROOT / "reproduce" / "preprocessing.py", "--preset", "smoke", "-q", "--kinds", "quantize", "noise")
+    rows = _rows(folder / "preprocessing.csv")
+    assert [(r["transformation"], r["strength"]) for r in rows] == [
+        ("none", "–"), *(("quantize", str(b)) for b in (5, 4, 3, 2)), *(("noise", str(s)) for s in (0.02, 0.05, 0.1))]
+    assert float(rows[0]["retention"]) == 1.0 and float(rows[0]["Δ accuracy"]) == 0.0
+    for row in rows:
+        assert 0.0 <= float(row["retention"]) <= 1.0 and 0.0 <= float(row["references' retention (max)"]) <= 1.0
+        if row["references flagged"]:  # empty when the smoke references leave no θ
+            flagged, total = map(int, row["references flagged"].split("/"))
+            assert 0 <= flagged <= total == 1
+    assert "input transformations" in (folder / "preprocessing.md").read_text()

@@ -1,0 +1,133 @@
+"""Input transformations in front of a suspect (cae.preprocessing, `cae preprocess`):
+each layer against an independent NumPy / SciPy computation, the wrapped model's file,
+bad strengths, and the evaluation rows."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from cae import cli, evaluation, models, preprocessing
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+
+
+def _apply(kind, strength, x):
+    return np.asarray(preprocessing.transform(kind, strength)(x))
+
+
+@pytest.mark.parametrize("bits", [1, 3, 5])
+def test_quantize_rounds_to_the_levels(images, bits):
+    out = _apply("quantize", bits, images)
+    levels = 2**bits - 1
+    np.testing.assert_allclose(out, np.round(images * levels) / levels, atol=1e-6)
+    assert len(np.unique(out)) <= levels + 1
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 1.5])
+def test_blur_is_a_gaussian_with_mirrored_borders(images, sigma):
+    taps = preprocessing.gaussian_kernel(sigma)
+    assert np.isclose(taps.sum(), 1.0) and len(taps) == 2 * max(1, int(np.ceil(2 * sigma))) + 1
+    expected = ndimage.correlate(images, np.outer(taps, taps)[None, :, :, None], mode="mirror")
+    np.testing.assert_allclose(_apply("blur", sigma, images), expected, atol=1e-5)
+    flat = np.full_like(images, 0.3)  # a constant image stays constant (no dark border)
+    np.testing.assert_allclose(_apply("blur", sigma, flat), flat, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_median_filter_matches_scipy(images, size):
+    expected = ndimage.median_filter(images, size=(1, size, size, 1), mode="mirror")
+    np.testing.assert_array_equal(_apply("median", size, images), expected)
+
+
+def test_noise_is_fresh_per_query_of_the_given_size_and_stays_in_range(images):
+    layer = preprocessing.transform("noise", 0.05)
+    mid = np.full((8, 32, 32, 3), 0.5, np.float32)  # far from the clipping bounds
+    first, second = np.asarray(layer(mid)), np.asarray(layer(mid))
+    assert not np.allclose(first, second)
+    assert abs(float((first - mid).std()) - 0.05) < 0.005 and abs(float((first - mid).mean())) < 0.005
+    out = np.asarray(layer(images))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("kind, strength, fragment", [
+    ("jpeg", 50, "unknown input transformation 'jpeg'"),
+    ("quantize", 0, "bits must be an integer from 1 to 8"),
+    ("quantize", 2.5, "bits must be an integer from 1 to 8"),
+    ("median", 4, "odd integer from 3 to 9"),
+    ("blur", -1, "sigma must be a number in"),
+    ("noise", 2, "stddev must be a number in"),
+    ("noise", "loud", "strength must be a number"),
+])
+def test_bad_transformations_are_refused(kind, strength, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        preprocessing.transform(kind, strength)
+
+
+@pytest.mark.parametrize("kind, strength", [("quantize", 3), ("blur", 1.0), ("median", 3), ("noise", 0.05)])
+def test_wrapped_model_shares_weights_saves_and_loads_safely(images, tmp_path, kind, strength):
+    model = models.build("cnn", 10, seed=1)
+    before = [w.copy() for w in model.get_weights()]
+    wrapped = preprocessing.wrap(model, kind, strength)
+    assert wrapped.count_params() == model.count_params()
+    squeezed = _apply(kind, strength, images) if kind != "noise" else None
+    if squeezed is not None:  # the model sees the transformed images
+        np.testing.assert_allclose(wrapped.predict(images, verbose=0), model.predict(squeezed, verbose=0),
+                                   atol=1e-5)
+    path = tmp_path / "wrapped.keras"
+    wrapped.save(path)
+    loaded = models.load(path)  # safe_mode=True
+    if squeezed is not None:
+        np.testing.assert_allclose(loaded.predict(images, verbose=0), wrapped.predict(images, verbose=0),
+                                   atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_cli_writes_a_suspect_that_cae_verify_can_load(tmp_path, capsys):
+    model = models.build("cnn", 10, seed=2)
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "m-median.keras"
+    assert cli.main(["preprocess", "median", "--strength", "3", "--model", str(tmp_path / "m.keras"),
+                     "--out", str(out)]) == 0
+    assert "behind median" in capsys.readouterr().out
+    loaded = cli._load_suspect(out, num_classes=10)
+    assert [type(layer).__name__ for layer in loaded.layers][:2] == ["InputLayer", "MedianFilter"]
+    for argv, fragment in ((["median", "--strength", "4"], "odd integer"),
+                           (["gif", "--strength", "4"], "unknown input transformation"),
+                           (["blur", "--strength", "1", "--out", str(tmp_path / "x.h5")], "must end in .keras")):
+        argv = argv + (["--out", str(tmp_path / "x.keras")] if "--out" not in argv else [])
+        assert cli.main(["preprocess", *argv, "--model", str(tmp_path / "m.keras")]) == cli.USAGE_ERROR
+        assert fragment in capsys.readouterr().err
+
+
+class _Context:
+    """What preprocessing_rows reads from an experiment context, built by hand."""
+
+    def __init__(self, source, references, dataset, spec, preset):
+        self.models = {"source": source, "test_references": references}
+        self.dataset, self.specs, self.preset = dataset, {"source": spec}, preset
+
+
+def test_rows_measure_the_transformed_source_and_references(tmp_path):
+    from cae import fingerprint, zoo
+    from tests.test_removal import CLASSES, PRESET, SOURCE, synthetic
+
+    dataset = synthetic()
+    store = zoo.Zoo(tmp_path, evaluate_on=16, datasets={"synthetic": dataset})
+    source = store.get(SOURCE, verbose=False)
+    reference = models.build("cnn", CLASSES, seed=9)
+    x = np.random.default_rng(3).random((20, 32, 32, 3)).astype(np.float32)
+    fp = fingerprint.create(source, x, attack="test", epsilon=0.1, tau=1.0, dataset="synthetic")
+    context = _Context(source, [reference], dataset, SOURCE, PRESET)
+    rows = evaluation.preprocessing_rows(context, fp, {"quantize": (8, 1)}, threshold=0.5)
+    assert [(r["transformation"], r["strength"]) for r in rows] == [("none", "–"), ("quantize", 8), ("quantize", 1)]
+    assert rows[0]["retention"] == 1.0 and rows[0]["Δ accuracy"] == 0.0 and rows[0]["fidelity"] == 1.0
+    ref_plain = fingerprint.verify(reference, fp).retention
+    assert rows[0]["references' retention (max)"] == ref_plain
+    assert rows[0]["references flagged"] == f"{int(ref_plain >= 0.5)}/1"
+    one_bit = fingerprint.verify(preprocessing.wrap(source, "quantize", 1), fp).retention
+    assert rows[2]["retention"] == one_bit and rows[2]["verified"] == ("yes" if one_bit >= 0.5 else "NO (broken)")
+    accuracy = evaluation.test_accuracy(preprocessing.wrap(source, "quantize", 1), dataset, PRESET.evaluate_on)
+    assert np.isclose(rows[2]["Δ accuracy"], accuracy - rows[0]["test_accuracy"])
