@@ -187,7 +187,7 @@ def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None
         refs = [fingerprint.verify(wrap(r), fp).retention for r in references]
         out = {"transformation": kind, "strength": strength, **measured,
                "Δ accuracy": measured["test_accuracy"] - source["test_accuracy"],
-               "references' retention (max)": max(refs)}
+               "references' retention (max)": max(refs), "references' retentions": refs}
         if theta is not None:
             out["verified"] = "yes" if out["retention"] >= theta else "NO (broken)"
             out["references flagged"] = f"{sum(r >= theta for r in refs)}/{len(refs)}"
