@@ -200,6 +200,36 @@ def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None
     return rows
 
 
+def preprocessing_separation(fp, derived, references, sweeps=None, threshold=None):
+    """Beyond the paper: verification when every suspect, derived or independent, sits
+    behind the same input transformation. One row per transformation and strength
+    (the first untransformed): the ROC-AUC of retention, derived models (``derived``,
+    ``{name: model}`` or a list) against ``references``, and how many of each ``threshold``
+    flags."""
+    from cae import preprocessing
+
+    derived, references = [m for _, m in _named(derived, "derived")], list(references)
+    theta = getattr(threshold, "theta", threshold)
+    conditions = [("none", "–")] + [(k, s) for k, strengths in (sweeps or preprocessing.SWEEPS).items()
+                                     for s in strengths]
+    rows = []
+    for kind, strength in conditions:
+        def retention(model):
+            suspect = model if kind == "none" else preprocessing.wrap(model, kind, strength)
+            return fingerprint.verify(suspect, fp).retention
+
+        pos, neg = np.array([retention(m) for m in derived]), np.array([retention(m) for m in references])
+        row = {"transformation": kind, "strength": strength, "AUC": stats.roc_auc(pos, neg),
+               "derived retention (median)": float(np.median(pos)), "references' retention (max)": float(neg.max())}
+        if theta is not None:
+            row["derived flagged"] = f"{int((pos >= theta).sum())}/{len(pos)}"
+            row["references flagged"] = f"{int((neg >= theta).sum())}/{len(neg)}"
+        rows.append(row)
+    return rows
+
+
+SEPARATION_COLUMNS = ["transformation", "strength", "AUC", "derived retention (median)", "derived flagged",
+                      "references' retention (max)", "references flagged"]
 PREPROCESSING_COLUMNS = ["transformation", "strength", "test_accuracy", "fidelity", "retention", "Δ accuracy",
                          "verified", "references' retention (max)", "references flagged"]
 

@@ -10,6 +10,11 @@ many of them θ would flag (false accusations). θ is chosen on the untransforme
 references, as a defender who does not know the suspect's preprocessing would.
 ``--extra-references N`` adds N more independent references (as in verification.py).
 
+``--derived`` adds a second table, ``preprocessing_derived``: every suspect behind the
+same transformation, the derived ones (testing surrogates and every removal attack's
+model, trained or loaded through the zoo) against the references: the ROC-AUC of
+retention and how many of each θ flags.
+
 A defender who expects preprocessing can calibrate for it: the "robust θ" is the
 highest of the thresholds chosen, the same way, on the references behind each
 transformation that costs the source at most 10 points of accuracy (a thief would not
@@ -25,6 +30,9 @@ def add_options(parser):
                         choices=list(preprocessing.TRANSFORMS), help="transformations to sweep (default: all)")
     parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N",
                         help="train N more independent references (D2, ground truth) as negatives")
+    parser.add_argument("--derived", action="store_true",
+                        help="also put every derived model (testing surrogates, removal attacks) behind each "
+                             "transformation and measure the AUC")
 
 
 def main():
@@ -72,6 +80,18 @@ def main():
                  f"Input preprocessing: the source behind input transformations (preset {preset.name}, "
                  f"{preset.dataset})", notes=notes,
                  columns=evaluation.PREPROCESSING_COLUMNS + ["verified (robust θ)", "references flagged (robust θ)"])
+    if args.derived:
+        derived = dict(zip((f"testing surrogate {i}" for i in range(len(context.models["test_surrogates"]))),
+                           context.models["test_surrogates"]))
+        derived.update(evaluation.removal_models(context, verbose=not args.quiet))
+        separation = evaluation.preprocessing_separation(fp, derived, references, sweeps, theta)
+        tables.write("preprocessing_derived", preset.name, separation,
+                     f"Input preprocessing: every suspect behind the same transformation (preset {preset.name}, "
+                     f"{preset.dataset})", columns=evaluation.SEPARATION_COLUMNS,
+                     notes=f"{len(derived)} derived models (testing surrogates and the removal attacks' models) "
+                           f"against {len(references)} independent references, all behind the transformation of "
+                           "the row. Flagged: retention at or above θ"
+                           + (f" = {theta.theta:.3f} (untransformed references).\n" if theta else " (no θ).\n"))
 
 
 def robust_threshold(theta, rows, n, alpha=stats.DEFAULT_ALPHA):

@@ -151,3 +151,23 @@ def test_robust_threshold_is_the_highest_per_transformation_threshold():
     assert robust(plain, [lowered, lifted], 100) == high > 0.8
     assert robust(None, [lifted], 100) is None
     assert robust(plain, [{"references' retentions": [1.0, 0.2]}], 100) is None  # no θ above a full retention
+
+
+def test_separation_rows_put_every_suspect_behind_the_transformation(tmp_path):
+    from cae import fingerprint, stats
+
+    source = models.build("cnn", 3, seed=4)
+    others = [models.build("cnn", 3, seed=s) for s in (5, 6)]
+    x = np.random.default_rng(5).random((30, 32, 32, 3)).astype(np.float32)
+    fp = fingerprint.create(source, x, attack="test", epsilon=0.1, tau=1.0, dataset="synthetic")
+    rows = evaluation.preprocessing_separation(fp, {"itself": source}, others, {"noise": (0.05,), "blur": (1.0,)},
+                                               threshold=0.5)
+    assert [(r["transformation"], r["strength"]) for r in rows] == [("none", "–"), ("noise", 0.05), ("blur", 1.0)]
+    plain = [fingerprint.verify(m, fp).retention for m in others]
+    assert rows[0]["derived retention (median)"] == 1.0 and rows[0]["derived flagged"] == "1/1"
+    assert rows[0]["AUC"] == stats.roc_auc(np.array([1.0]), np.array(plain))
+    assert rows[0]["references flagged"] == f"{sum(r >= 0.5 for r in plain)}/2"
+    blurred = [fingerprint.verify(preprocessing.wrap(m, "blur", 1.0), fp).retention for m in (source, *others)]
+    assert rows[2]["derived retention (median)"] == blurred[0]
+    assert rows[2]["references' retention (max)"] == max(blurred[1:])
+    assert "derived flagged" not in evaluation.preprocessing_separation(fp, [source], others, {"blur": (1.0,)})[1]
