@@ -219,3 +219,16 @@ def test_extra_references_refuses_a_negative_count():
 
     with pytest.raises(ValueError, match="extra references: -1"):
         experiments.extra_reference_specs(experiments.model_specs(presets.get("quick")), -1)
+
+
+@pytest.mark.parametrize("text, expected", [("0", 0), ("4", 4), ("-1", None), ("two", None), ("1.5", None)])
+def test_count_argument(text, expected):
+    import argparse
+
+    from cae import experiments
+
+    if expected is None:
+        with pytest.raises(argparse.ArgumentTypeError, match="not a count"):
+            experiments.count(text)
+    else:
+        assert experiments.count(text) == expected
