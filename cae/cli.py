@@ -353,11 +353,12 @@ def _add_preprocess(subparsers):
         "preprocess", help="put a model behind an input transformation (a suspect that preprocesses its queries)",
         description="Write --model behind an input transformation as a new .keras file (nothing is trained), to "
                     "check a fingerprint against a suspect that transforms its inputs: 'quantize' (bits per "
-                    "channel), 'blur' (Gaussian, sigma in pixels), 'median' (odd window size) or 'noise' "
-                    "(Gaussian, standard deviation). See cae.preprocessing.",
+                    "channel), 'blur' (Gaussian, sigma in pixels), 'median' (odd window size), 'noise' "
+                    "(Gaussian, standard deviation) or 'flip' (probability of mirroring each query). See "
+                    "cae.preprocessing.",
     )
-    parser.add_argument("kind", help="quantize, blur, median or noise")
-    parser.add_argument("--strength", required=True, help="bits, sigma, window size or standard deviation")
+    parser.add_argument("kind", help="quantize, blur, median, noise or flip")
+    parser.add_argument("--strength", required=True, help="bits, sigma, window size, standard deviation or p")
     parser.add_argument("--model", required=True, help="the model (.keras, loaded with safe_mode=True)")
     parser.add_argument("--out", required=True, help="where to write the wrapped model (.keras)")
     parser.set_defaults(handler=_preprocess)

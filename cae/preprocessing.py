@@ -16,6 +16,8 @@ median      k x k median filter, reflect padding (Xu et al.'s other          siz
             squeezer)
 noise       additive Gaussian noise, clipped to [0, 1], fresh on every       σ
             query
+flip        horizontal mirror image of each query with probability p (the    p
+            survey's input flipping; free for models trained with flips)
 ==========  ===============================================================  ==========
 
 Each is a registered Keras layer written with ``keras.ops`` (any backend), so
@@ -37,6 +39,7 @@ SWEEPS = {
     "blur": (0.5, 1.0, 1.5),
     "median": (3, 5),
     "noise": (0.02, 0.05, 0.1),
+    "flip": (0.5, 1.0),
 }
 
 
@@ -130,7 +133,31 @@ class InputNoise(layers.Layer):
         return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
 
 
-TRANSFORMS = {"quantize": Quantize, "blur": GaussianBlur, "median": MedianFilter, "noise": InputNoise}
+@keras.saving.register_keras_serializable(package="cae")
+class RandomMirror(layers.Layer):
+    """Mirrors each image left to right with probability ``p`` (1 = every image), in
+    training and inference alike (unlike ``keras.layers.RandomFlip``)."""
+
+    def __init__(self, p, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise ValueError(f"flip: p must be a probability in (0, 1], got {p!r}.")
+        self.p, self.seed = float(p), int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, x):
+        mirrored = ops.flip(x, axis=2)
+        if self.p >= 1:
+            return mirrored
+        pick = keras.random.uniform(ops.shape(x)[:1], seed=self.seed_generator) < self.p
+        return ops.where(ops.reshape(pick, (-1, 1, 1, 1)), mirrored, x)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p, "seed": self.seed}
+
+
+TRANSFORMS = {"quantize": Quantize, "blur": GaussianBlur, "median": MedianFilter, "noise": InputNoise,
+              "flip": RandomMirror}
 
 
 def transform(kind, strength):

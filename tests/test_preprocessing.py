@@ -52,6 +52,15 @@ def test_noise_is_fresh_per_query_of_the_given_size_and_stays_in_range(images):
     assert out.min() >= 0.0 and out.max() <= 1.0
 
 
+def test_flip_mirrors_every_query_or_a_random_share(images):
+    np.testing.assert_array_equal(_apply("flip", 1, images), images[:, :, ::-1, :])
+    many = np.random.default_rng(1).random((64, 32, 32, 3)).astype(np.float32)
+    out = _apply("flip", 0.5, many)
+    mirrored = np.array([np.array_equal(o, m[:, ::-1]) for o, m in zip(out, many)])
+    kept = np.array([np.array_equal(o, m) for o, m in zip(out, many)])
+    assert np.all(mirrored ^ kept) and 16 <= mirrored.sum() <= 48
+
+
 @pytest.mark.parametrize("kind, strength, fragment", [
     ("jpeg", 50, "unknown input transformation 'jpeg'"),
     ("quantize", 0, "bits must be an integer from 1 to 8"),
@@ -60,19 +69,23 @@ def test_noise_is_fresh_per_query_of_the_given_size_and_stays_in_range(images):
     ("blur", -1, "sigma must be a number in"),
     ("noise", 2, "stddev must be a number in"),
     ("noise", "loud", "strength must be a number"),
+    ("flip", 0, "p must be a probability"),
+    ("flip", 1.5, "p must be a probability"),
 ])
 def test_bad_transformations_are_refused(kind, strength, fragment):
     with pytest.raises(ValueError, match=fragment):
         preprocessing.transform(kind, strength)
 
 
-@pytest.mark.parametrize("kind, strength", [("quantize", 3), ("blur", 1.0), ("median", 3), ("noise", 0.05)])
+@pytest.mark.parametrize("kind, strength", [("quantize", 3), ("blur", 1.0), ("median", 3), ("noise", 0.05),
+                                            ("flip", 1.0), ("flip", 0.5)])
 def test_wrapped_model_shares_weights_saves_and_loads_safely(images, tmp_path, kind, strength):
     model = models.build("cnn", 10, seed=1)
     before = [w.copy() for w in model.get_weights()]
     wrapped = preprocessing.wrap(model, kind, strength)
     assert wrapped.count_params() == model.count_params()
-    squeezed = _apply(kind, strength, images) if kind != "noise" else None
+    deterministic = kind not in ("noise", "flip") or strength == 1.0
+    squeezed = _apply(kind, strength, images) if deterministic else None
     if squeezed is not None:  # the model sees the transformed images
         np.testing.assert_allclose(wrapped.predict(images, verbose=0), model.predict(squeezed, verbose=0),
                                    atol=1e-5)
