@@ -9,6 +9,9 @@
   p-values of every suspect (empirical and binomial, both reported).
 * :func:`detector_game` (Section V-A, non-evasiveness): can a small CNN tell C-IGM
   fingerprints from benign D1 inputs?
+* :func:`preprocessing_rows` and :func:`preprocessing_separation` (beyond the paper):
+  the source, and every suspect, behind the input transformations of
+  :mod:`cae.preprocessing`.
 
 Fidelity follows the paper: the accuracy of a model on D1 inputs labelled by the source
 (a fixed random sample of ``n`` D1 images, the same for every model). Test accuracy is
