@@ -329,11 +329,15 @@ def _own_model_and_data(args, names):
     return source, arrays, test
 
 
+def _check_keras_out(out):
+    if not str(out).endswith(".keras"):
+        raise ValueError(f"--out {out!r} must end in .keras.")
+
+
 def _remove(args):
     from cae import data, paths, removal, zoo
 
-    if not str(args.out).endswith(".keras"):
-        raise ValueError(f"--out {args.out!r} must end in .keras.")
+    _check_keras_out(args.out)
     source, (x,), test = _own_model_and_data(args, ["x"])
     derived = removal.remove_model(args.attack, source, x, preset=args.preset, architecture=args.architecture,
                                    test=test, verbose=args.verbose)
@@ -367,8 +371,7 @@ def _add_preprocess(subparsers):
 def _preprocess(args):
     from cae import models, paths, preprocessing
 
-    if not str(args.out).endswith(".keras"):
-        raise ValueError(f"--out {args.out!r} must end in .keras.")
+    _check_keras_out(args.out)
     preprocessing.transform(args.kind, args.strength)  # a bad kind or strength fails before loading
     wrapped = preprocessing.wrap(models.load(args.model), args.kind, args.strength)
     paths.atomic_save(pathlib.Path(args.out), wrapped.save, suffix=".keras")

@@ -166,40 +166,44 @@ REMOVAL_COLUMNS = ["attack", "family", "test_accuracy", "fidelity", "retention",
 
 
 # --------------------------------------------------------------------------- input preprocessing
+def _preprocessing_conditions(sweeps):
+    """``("none", "–")`` (untransformed) then every (kind, strength) of ``sweeps``
+    (default :data:`cae.preprocessing.SWEEPS`)."""
+    from cae import preprocessing
+
+    return [("none", "–")] + [(k, s) for k, strengths in (sweeps or preprocessing.SWEEPS).items() for s in strengths]
+
+
+def _behind(model, kind, strength):
+    from cae import preprocessing
+
+    return model if kind == "none" else preprocessing.wrap(model, kind, strength)
+
+
 def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None):
     """Beyond the paper: the source behind each input transformation of
     :mod:`cae.preprocessing` (``sweeps``: ``{kind: strengths}``, default
     :data:`cae.preprocessing.SWEEPS`), one row per strength: test accuracy, fidelity,
-    retention, the accuracy it costs, and the highest retention of a testing reference
-    behind the same transformation (a transformation that lifts references above θ makes
+    retention, the accuracy it costs, and the highest retention of a reference behind
+    the same transformation (a transformation that lifts references above θ makes
     false accusations). ``references``: the independent models (default: the testing
     references). With ``threshold``: whether verification still flags the transformed
     source, and how many transformed references it would flag. The first row is the
     untransformed source."""
-    from cae import preprocessing
-
     meter = _Meter(context, fp)
     theta = getattr(threshold, "theta", threshold)
     references = list(context.models["test_references"] if references is None else references)
-
-    def row(kind, strength):
-        def wrap(model):
-            return model if kind == "none" else preprocessing.wrap(model, kind, strength)
-
-        measured = meter(wrap(context.models["source"]))
-        refs = [fingerprint.verify(wrap(r), fp).retention for r in references]
-        out = {"transformation": kind, "strength": strength, **measured,
-               "Δ accuracy": measured["test_accuracy"] - source["test_accuracy"],
+    rows = []
+    for kind, strength in _preprocessing_conditions(sweeps):
+        measured = meter(_behind(context.models["source"], kind, strength))
+        refs = [fingerprint.verify(_behind(r, kind, strength), fp).retention for r in references]
+        row = {"transformation": kind, "strength": strength, **measured,
+               "Δ accuracy": measured["test_accuracy"] - (rows[0] if rows else measured)["test_accuracy"],
                "references' retention (max)": max(refs), "references' retentions": refs}
         if theta is not None:
-            out["verified"] = "yes" if out["retention"] >= theta else "NO (broken)"
-            out["references flagged"] = f"{sum(r >= theta for r in refs)}/{len(refs)}"
-        return out
-
-    source = meter(context.models["source"])
-    rows = [row("none", "–")]
-    for kind, strengths in (sweeps or preprocessing.SWEEPS).items():
-        rows += [row(kind, strength) for strength in strengths]
+            row["verified"] = "yes" if row["retention"] >= theta else "NO (broken)"
+            row["references flagged"] = f"{sum(r >= theta for r in refs)}/{len(refs)}"
+        rows.append(row)
     return rows
 
 
@@ -209,19 +213,12 @@ def preprocessing_separation(fp, derived, references, sweeps=None, threshold=Non
     (the first untransformed): the ROC-AUC of retention, derived models (``derived``,
     ``{name: model}`` or a list) against ``references``, and how many of each ``threshold``
     flags."""
-    from cae import preprocessing
-
     derived, references = [m for _, m in _named(derived, "derived")], list(references)
     theta = getattr(threshold, "theta", threshold)
-    conditions = [("none", "–")] + [(k, s) for k, strengths in (sweeps or preprocessing.SWEEPS).items()
-                                     for s in strengths]
     rows = []
-    for kind, strength in conditions:
-        def retention(model):
-            suspect = model if kind == "none" else preprocessing.wrap(model, kind, strength)
-            return fingerprint.verify(suspect, fp).retention
-
-        pos, neg = np.array([retention(m) for m in derived]), np.array([retention(m) for m in references])
+    for kind, strength in _preprocessing_conditions(sweeps):
+        pos, neg = (np.array([fingerprint.verify(_behind(m, kind, strength), fp).retention for m in group])
+                    for group in (derived, references))
         row = {"transformation": kind, "strength": strength, "AUC": stats.roc_auc(pos, neg),
                "derived retention (median)": float(np.median(pos)), "references' retention (max)": float(neg.max())}
         if theta is not None:

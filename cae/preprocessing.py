@@ -81,12 +81,12 @@ class GaussianBlur(layers.Layer):
         if not isinstance(sigma, (int, float)) or not 0 < sigma <= 4:
             raise ValueError(f"blur: sigma must be a number in (0, 4] pixels, got {sigma!r}.")
         self.sigma = float(sigma)
+        taps = gaussian_kernel(self.sigma)
+        self._radius, self._kernel2d = len(taps) // 2, np.outer(taps, taps)[:, :, None, None]
 
     def call(self, x):
-        taps = gaussian_kernel(self.sigma)
-        radius, channels = len(taps) // 2, x.shape[-1]
-        kernel = np.tile(np.outer(taps, taps)[:, :, None, None], (1, 1, channels, 1))
-        return ops.depthwise_conv(_reflect_pad(x, radius), ops.convert_to_tensor(kernel), padding="valid")
+        kernel = np.tile(self._kernel2d, (1, 1, x.shape[-1], 1))  # one copy per channel (depthwise)
+        return ops.depthwise_conv(_reflect_pad(x, self._radius), ops.convert_to_tensor(kernel), padding="valid")
 
     def get_config(self):
         return {**super().get_config(), "sigma": self.sigma}
