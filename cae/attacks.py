@@ -415,9 +415,17 @@ class CIGM:
 
     ``seed`` restarts the ensemble's dropout masks (``cae.ensemble.reseed``) at each
     :meth:`generate`, so equal inputs give equal outputs.
+
+    ``transform`` (beyond the paper; the default ``"none"`` is the paper's C-IGM):
+    ``"shift+flip"`` takes every step's gradient through a random translation by up to
+    2 pixels and a random mirror of each image (:class:`cae.ensemble.RandomShiftFlip`;
+    ``"shift+flip:4x2"``: 4 pixels, the mean over 2 draws per step). The examples then
+    fit the ensemble at every nearby position rather than at one, which is what models
+    trained with the same augmentation, but never seen by the attack, have in common.
     """
 
-    attack_params = ("eps", "eps_step", "max_iter", "target", "backend", "batch_size", "seed", "verbose")
+    attack_params = ("eps", "eps_step", "max_iter", "target", "transform", "backend", "batch_size", "seed",
+                     "verbose")
     TARGETS = ("most_conferrable", "second_source", "random")
     BACKENDS = ("compiled", "art")
 
@@ -429,6 +437,7 @@ class CIGM:
         eps_step=ATTACKS["igm"].eps_step,
         max_iter=ATTACKS["igm"].max_iter,
         target="most_conferrable",
+        transform="none",
         backend="compiled",
         batch_size=32,
         seed=0,
@@ -439,12 +448,14 @@ class CIGM:
         self.eps_step = eps_step
         self.max_iter = max_iter
         self.target = target
+        self.transform = transform
         self.backend = backend
         self.batch_size = batch_size
         self.seed = seed
         self.verbose = verbose
         self._check_params()
         self._parts = _ensemble_parts(ensemble)
+        self._transformed = None  # (transform, model, compiled loop), built on first use
         self.targets_ = None
         self.labels_ = None
 
@@ -466,6 +477,7 @@ class CIGM:
         _check_positive_number("eps_step", self.eps_step, upper=1.0)
         _check_positive_int("max_iter", self.max_iter)
         _check_choice("target", self.target, self.TARGETS)
+        ensemble_lib.parse_transform(self.transform)
         _check_choice("backend", self.backend, self.BACKENDS)
         if self.backend == "art":
             require_tensorflow("C-IGM with backend='art'")
@@ -506,8 +518,8 @@ class CIGM:
             return x.copy()
         ensemble_lib.reseed(self.ensemble, self.seed)
         onehot = _onehot(targets, self.num_classes)
-        log.info("C-IGM (%s): %d inputs, eps %.3g, %d steps of %.3g",
-                 self.backend, len(x), self.eps, self.max_iter, self.eps_step)
+        log.info("C-IGM (%s, transform %s): %d inputs, eps %.3g, %d steps of %.3g",
+                 self.backend, self.transform, len(x), self.eps, self.max_iter, self.eps_step)
         if self.backend == "art":
             return self._generate_art(x, onehot)
         return self._generate_compiled(x, onehot)
@@ -515,7 +527,7 @@ class CIGM:
     def _generate_art(self, x, onehot):
         from art.attacks.evasion import BasicIterativeMethod
 
-        classifier = _tensorflow_classifier(self.ensemble, ensemble_lib.LinearLoss())
+        classifier = _tensorflow_classifier(self._attacked()[0], ensemble_lib.LinearLoss())
         attack = BasicIterativeMethod(
             classifier, eps=float(self.eps), eps_step=float(self.eps_step), max_iter=int(self.max_iter),
             targeted=True, batch_size=int(self.batch_size), verbose=self.verbose,
@@ -523,6 +535,7 @@ class CIGM:
         return attack.generate(x, y=onehot).astype(np.float32)
 
     def _generate_compiled(self, x, onehot):
+        run = self._attacked()[1]
         out = np.empty_like(x)
         starts = range(0, len(x), self.batch_size)
         if self.verbose:
@@ -531,9 +544,20 @@ class CIGM:
             starts = tqdm(starts, desc="C-IGM", leave=False)
         for start in starts:
             stop = start + self.batch_size
-            out[start:stop] = self._parts.run(x[start:stop], onehot[start:stop], self.eps, self.eps_step,
-                                              self.max_iter)
+            out[start:stop] = run(x[start:stop], onehot[start:stop], self.eps, self.eps_step, self.max_iter)
         return out
+
+    def _attacked(self):
+        """The model the steps follow and its compiled loop: the ensemble itself, or the
+        ensemble behind the random transformation (restarted from ``seed``)."""
+        if ensemble_lib.parse_transform(self.transform)[0] == "none":
+            return self.ensemble, self._parts.run
+        if self._transformed is None or self._transformed[0] != self.transform:
+            model = ensemble_lib.with_transform(self.ensemble, self.transform, seed=self.seed)
+            self._transformed = (self.transform, model, _compiled_igm(weakref.ref(model), ensemble_lib.LinearLoss()))
+        model = self._transformed[1]
+        model.get_layer("transform").reseed(self.seed)
+        return model, self._transformed[2]
 
 
 # --------------------------------------------------------------------------- baselines

@@ -89,6 +89,100 @@ class AlwaysDropout(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cae")
+class RandomShiftFlip(layers.Layer):
+    """A random translation by up to ``shift`` pixels (reflect padding, each image its
+    own offset) and, with ``flip``, a random horizontal mirror, drawn anew at every
+    call whatever ``training`` says: expectation over transformation for C-IGM.
+
+    Both are permutations of pixels, so the gradient of a loss through this layer is the
+    gradient at the transformed image, moved back to where each pixel came from. An
+    attack that follows it finds perturbations that work at every nearby position and
+    in both orientations, the image variations every CIFAR model is trained to ignore
+    (the translation-invariant and input-diversity attacks: Dong et al. 2019; Xie et
+    al. 2019). ``draws`` > 1 averages the model over that many transformed copies.
+    """
+
+    def __init__(self, shift=2, flip=True, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 8:
+            raise ValueError(f"shift={shift!r} is not allowed; expected an int number of pixels in 0..8.")
+        if not isinstance(flip, bool):
+            raise ValueError(f"flip={flip!r} is not allowed; expected True or False.")
+        self.shift = shift
+        self.flip = flip
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs):
+        x = inputs
+        n = ops.shape(x)[0]
+        if self.shift:
+            s = self.shift
+            height, width = int(x.shape[1]), int(x.shape[2])
+            padded = ops.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect")
+            dy = keras.random.randint((n, 1), 0, 2 * s + 1, seed=self.seed_generator)
+            dx = keras.random.randint((n, 1), 0, 2 * s + 1, seed=self.seed_generator)
+            rows = dy + ops.arange(height)[None, :]                     # (n, H)
+            cols = dx + ops.arange(width)[None, :]                      # (n, W)
+            rows = ops.broadcast_to(rows[:, :, None, None], (n, height, width + 2 * s, int(x.shape[3])))
+            x = ops.take_along_axis(padded, rows, axis=1)
+            cols = ops.broadcast_to(cols[:, None, :, None], (n, height, width, int(x.shape[3])))
+            x = ops.take_along_axis(x, cols, axis=2)
+        if self.flip:
+            mirror = keras.random.uniform((n, 1, 1, 1), seed=self.seed_generator) < 0.5
+            x = ops.where(mirror, ops.flip(x, axis=2), x)
+        return x
+
+    def reseed(self, seed):
+        self.seed_generator.state.assign(
+            ops.convert_to_tensor([int(seed), 0], dtype=self.seed_generator.state.dtype)
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.shift, "flip": self.flip, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class MeanOverDraws(layers.Layer):
+    """Averages (draws * n, K) scores of ``draws`` stacked copies of a batch to (n, K)."""
+
+    def __init__(self, draws, **kwargs):
+        super().__init__(**kwargs)
+        self.draws = int(draws)
+
+    def call(self, inputs):
+        k = ops.shape(inputs)[-1]
+        return ops.mean(ops.reshape(inputs, (self.draws, -1, k)), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "draws": self.draws}
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class Tile(layers.Layer):
+    """Stacks ``draws`` copies of a batch along the batch axis."""
+
+    def __init__(self, draws, **kwargs):
+        super().__init__(**kwargs)
+        self.draws = int(draws)
+
+    def call(self, inputs):
+        return ops.concatenate([inputs] * self.draws, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "draws": self.draws}
+
+
+@keras.saving.register_keras_serializable(package="cae")
 class InferenceMode(layers.Layer):
     """Runs a wrapped model with ``training=False`` whatever the caller asks for.
 
@@ -310,6 +404,45 @@ def source_model(ensemble):
     heads, _ = _heads(ensemble)
     features, logits = _head_parts(heads[0])
     return _head(features, logits, 0.0, 0, "source")
+
+
+TRANSFORMS = ("none", "shift+flip", "shift")
+
+
+def parse_transform(transform):
+    """``"none"``, ``"shift"`` or ``"shift+flip"``, optionally with ``:PIXELS`` (default
+    2) and ``xDRAWS`` (default 1): e.g. ``"shift+flip:2x1"``. Returns (kind, shift, draws)."""
+    text = str(transform)
+    kind, _, rest = text.partition(":")
+    shift, draws = 2, 1
+    try:
+        if rest:
+            pixels, _, count = rest.partition("x")
+            shift, draws = int(pixels), int(count or 1)
+    except ValueError:
+        kind = None
+    if kind not in TRANSFORMS or not 0 <= shift <= 8 or not 1 <= draws <= 16 or (kind == "none" and rest):
+        raise ValueError(
+            f"transform={transform!r} is not allowed; expected one of {', '.join(TRANSFORMS)}, optionally "
+            "followed by ':PIXELS' (0..8, default 2) and 'xDRAWS' (1..16), e.g. 'shift+flip:2x1'."
+        )
+    return kind, shift, draws
+
+
+def with_transform(ensemble, transform, seed=0):
+    """``ensemble`` (shared weights) behind :class:`RandomShiftFlip`: every call sees each
+    image randomly moved (and mirrored), averaged over ``draws`` copies. ``"none"``
+    returns ``ensemble`` itself."""
+    kind, shift, draws = parse_transform(transform)
+    if kind == "none":
+        return ensemble
+    inputs = keras.Input(tuple(ensemble.input_shape[1:]), name="image")
+    x = Tile(draws, name="tile")(inputs) if draws > 1 else inputs
+    x = RandomShiftFlip(shift, flip=kind == "shift+flip", seed=seed, name="transform")(x)
+    scores = ensemble(x)
+    if draws > 1:
+        scores = MeanOverDraws(draws, name="mean_over_draws")(scores)
+    return keras.Model(inputs, scores, name=f"{ensemble.name}_transformed")
 
 
 def roles(ensemble):

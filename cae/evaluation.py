@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 FIDELITY_SEED = 11
 GROUP_NAMES = {
     "train_surrogates": ("training", "surrogate"), "train_references": ("training", "reference"),
+    "valid_surrogates": ("validation", "surrogate"), "valid_references": ("validation", "reference"),
     "test_surrogates": ("testing", "surrogate"), "test_references": ("testing", "reference"),
 }
 # Table III of the paper (CINIC, ε = 0.15), the readable parts: retention brackets per group.

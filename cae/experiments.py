@@ -18,7 +18,8 @@ from cae import data, paths, presets, stats, zoo
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("train_surrogates", "train_references", "test_surrogates", "test_references")
+GROUPS = ("train_surrogates", "train_references", "valid_surrogates", "valid_references",
+          "test_surrogates", "test_references")
 
 
 def git_revision():
@@ -59,6 +60,8 @@ def model_specs(preset, source=None):
     layout = {
         "train_surrogates": ("D1", "distill", "surrogate", preset.surrogate_epochs, 1000, subset),
         "train_references": ("D1", "ground_truth", "reference", preset.reference_epochs, 2000, subset),
+        "valid_surrogates": ("D1", "distill", "surrogate", preset.surrogate_epochs, 5000, 0),
+        "valid_references": ("D1", "ground_truth", "reference", preset.reference_epochs, 6000, 0),
         "test_surrogates": ("D2", "distill", "surrogate", preset.surrogate_epochs, 3000, 0),
         "test_references": ("D2", "ground_truth", "reference", preset.reference_epochs, 4000, 0),
     }
@@ -192,7 +195,8 @@ def _predictions(context, x_adv):
 
     out = {"source_labels": scores.predict_labels([context.models["source"]], x_adv)[0]}
     for group in GROUPS:
-        out[group] = scores.predict_labels(context.models[group], x_adv)
+        members = context.models[group]
+        out[group] = scores.predict_labels(members, x_adv) if members else np.zeros((0, len(x_adv)), np.int64)
     return out
 
 
@@ -229,13 +233,14 @@ def cigm_ensemble(context, dropout=None):
     )
 
 
-def run_attack(context, method, eps, target="most_conferrable", dropout=None):
+def run_attack(context, method, eps, target="most_conferrable", dropout=None, transform="none"):
     """Per-example results of ``method`` at ``eps`` on the attack inputs (cached).
 
     Returns arrays: ``x_adv``; ``success`` (the source's label changed, within the
     attack's ε rule); ``t`` (the source's label of the adversarial example: the key
     the fingerprint would use); for C-IGM ``target`` (the class it aimed for); and the
-    labels of every group of models on ``x_adv``.
+    labels of every group of models on ``x_adv``. ``transform``: C-IGM's
+    (:class:`cae.attacks.CIGM`); ``"none"`` is the paper's attack.
     """
     from cae import attacks
 
@@ -245,6 +250,8 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None):
     rate = preset.dropout if dropout is None else dropout
     overrides = dict(dict(preset.baseline_overrides).get(method, ()))
     params = ("cigm", target, rate) if method == "cigm" else (method, attacks.ATTACKS[method], overrides)
+    if method == "cigm" and transform != "none":
+        params += (transform,)
     constraint = "project" if method == "cigm" else attacks.ATTACKS[method].constraint
     # Attacks whose ε only filters their output (or is ignored) run once, unbounded, for every ε.
     limit = dict(preset.baseline_inputs).get(method)
@@ -257,7 +264,7 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None):
         extra = {}
         if method == "cigm":
             attack = attacks.CIGM(cigm_ensemble(context, rate), eps, max_iter=preset.attack_iterations,
-                                  target=target, seed=preset.split_seed, verbose=True)
+                                  target=target, transform=transform, seed=preset.split_seed, verbose=True)
             x_adv = attack.generate(x, y)
             extra["target"] = np.asarray(attack.targets_, dtype=np.int64)
         else:
@@ -380,17 +387,32 @@ def count(text):
     return n
 
 
+# Training recipes of the extra references, in turn: the testing references' own, SGD with
+# momentum and label smoothing, and flips alone with a smaller Adam step. Independent
+# models trained differently from the source are negatives a fingerprint must not flag.
+EXTRA_RECIPES = (
+    {},
+    {"optimizer": "sgd", "learning_rate": 0.05, "options": (("label_smoothing", 0.1),)},
+    {"augment": "flip", "learning_rate": 2e-3},
+)
+
+
 def extra_reference_specs(specs, n):
-    """``n`` more independent references like the testing ones (D2, ground truth, their
-    architectures in turn), with seeds no other model of ``specs`` uses: more negatives
-    for verification than the preset's few."""
+    """``n`` more independent references (D2, ground truth) with seeds no other model of
+    ``specs`` uses: more negatives for verification than the preset's few. Model ``i``
+    uses recipe ``i mod 3`` of :data:`EXTRA_RECIPES` and the testing references'
+    architectures in turn, offset so that recipes and architectures combine."""
     import itertools
 
     if n < 0:
         raise ValueError(f"extra references: {n}; give a number of models, 0 or more.")
     base, used = specs["test_references"], {s.seed for s in all_specs(specs)}
     seeds = itertools.islice((seed for seed in itertools.count(base[0].seed) if seed not in used), n)
-    return [base[i % len(base)].replace(seed=seed) for i, seed in enumerate(seeds)]
+    out = []
+    for i, seed in enumerate(seeds):
+        recipe = EXTRA_RECIPES[i % len(EXTRA_RECIPES)]
+        out.append(base[(i + i // len(EXTRA_RECIPES)) % len(base)].replace(seed=seed, **recipe))
+    return out
 
 
 def script_args(description, argv=None, extra=None):

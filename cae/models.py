@@ -19,6 +19,8 @@ vgg16        15.0 M    15.0 M (Simonyan & Zisserman 2015, CIFAR variant with BN)
 vgg19        20.3 M    20.0 M (same, 19 layers)
 mobilenetv2  2.27 M    2.2 M  (Sandler et al. 2018, CIFAR strides)
 cnn          0.10 M    --     small fast network for the ``quick`` preset
+rescnn       0.20 M    --     small residual network (``cpu`` preset)
+allconv      0.15 M    --     small strided, pooling-free network (``cpu`` preset)
 ===========  ========  =================================================
 
 (``tests/test_models.py`` measures these counts.)
@@ -61,6 +63,30 @@ def _cnn(x):
         x = _bn_relu(_conv(x, filters))
         if filters < 128:
             x = layers.MaxPooling2D()(x)
+    return layers.GlobalAveragePooling2D()(x)
+
+
+def _rescnn(x):
+    # A residual network of the quick scale (about 8 M multiply-adds per image), in the
+    # family of Page's ResNet-9: plain convolutions and pooling, one residual block at 8x8.
+    x = layers.MaxPooling2D()(_bn_relu(_conv(x, 16)))
+    x = layers.MaxPooling2D()(_bn_relu(_conv(x, 32)))
+    x = _bn_relu(_conv(x, 64))
+    y = _bn_relu(_conv(x, 64))
+    y = _bn_relu(_conv(y, 64))
+    x = layers.Add()([x, y])
+    x = layers.MaxPooling2D()(x)
+    x = _bn_relu(_conv(x, 128))
+    return layers.GlobalAveragePooling2D()(x)
+
+
+def _allconv(x):
+    # Another family at the quick scale (about 5 M multiply-adds): strided 5x5 and 3x3
+    # convolutions instead of pooling (Springenberg et al. 2015), ELU, no BatchNorm.
+    for filters, kernel in ((32, 5), (64, 5), (128, 3)):
+        x = layers.Conv2D(filters, kernel, strides=2, padding="same", activation="elu",
+                          kernel_initializer="he_normal", kernel_regularizer=_reg())(x)
+    x = layers.Conv2D(128, 1, activation="elu", kernel_initializer="he_normal", kernel_regularizer=_reg())(x)
     return layers.GlobalAveragePooling2D()(x)
 
 
@@ -148,6 +174,8 @@ def _mobilenetv2(x):
 
 ARCHITECTURES = {
     "cnn": _cnn,
+    "rescnn": _rescnn,
+    "allconv": _allconv,
     "resnet20": _resnet(20),
     "resnet56": _resnet(56),
     "densenet": _densenet,

@@ -449,7 +449,20 @@ def _check_labels(labels, n, num_classes):
     return labels
 
 
-@zoo.training_set("source_labels")
+def _hard_labels(probabilities, spec):
+    probabilities = np.asarray(probabilities)
+    return _onehot(probabilities.argmax(axis=1), probabilities.shape[1])
+
+
+def _jagielski_relabel(probabilities, spec):
+    return jagielski_labels(probabilities, spec.option("jagielski_temperature", JAGIELSKI_TEMPERATURE))
+
+
+def _soft_labels(probabilities, spec):
+    return np.asarray(probabilities, np.float32)
+
+
+@zoo.training_set("source_labels", relabel=_hard_labels)
 def _source_labels(store, spec, dataset, indices, parent):
     """Fine-tuning: D2 images with the source's hard labels (argmax, one-hot)."""
     x = data.to_float(dataset.x_train[indices])
@@ -457,14 +470,14 @@ def _source_labels(store, spec, dataset, indices, parent):
     return x, _onehot(labels, dataset.num_classes)
 
 
-@zoo.training_set("jagielski")
+@zoo.training_set("jagielski", relabel=_jagielski_relabel)
 def _jagielski(store, spec, dataset, indices, parent):
     x = data.to_float(dataset.x_train[indices])
     probs = store.parent_predictions(spec, dataset, indices, parent)
     return x, jagielski_labels(probs, spec.option("jagielski_temperature", JAGIELSKI_TEMPERATURE))
 
 
-@zoo.training_set("knockoff")
+@zoo.training_set("knockoff", relabel=_soft_labels)
 def _knockoff(store, spec, dataset, indices, parent):
     transfer = spec.option("knockoff_transfer") or spec.dataset
     budget = len(indices)
@@ -551,7 +564,7 @@ def _papernot_set(store, spec, dataset, indices, parent):
     return np.concatenate([x_previous, x_new]), np.concatenate([y_previous, y_new])
 
 
-@zoo.training_set("papernot")
+@zoo.training_set("papernot", relabel=_soft_labels)
 def _papernot(store, spec, dataset, indices, parent):
     """Round r's training set S_r: the seed images, augmented r times (see module doc)."""
     return _papernot_set(store, spec, dataset, indices, parent)

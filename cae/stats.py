@@ -48,6 +48,8 @@ __all__ = [
     "choose_threshold",
     "clopper_pearson_upper",
     "empirical_p_value",
+    "likelihood_ratio",
+    "match_rates",
     "roc_auc",
     "roc_curve",
     "threshold_or_none",
@@ -228,6 +230,46 @@ def clopper_pearson_upper(successes, trials, confidence=0.95):
         else:
             high = mid
     return high
+
+
+# --------------------------------------------------------------------------- per-fingerprint evidence
+def match_rates(matches, prior=0.5):
+    """Smoothed per-fingerprint match rates of a group of calibration models.
+
+    ``matches``: boolean (models, n), ``matches[m, i]`` iff model m gives fingerprint i
+    the source's label. Returns (n,) rates ``(count + prior) / (models + 2 prior)``
+    (Jeffreys' prior by default), strictly inside (0, 1) so log-odds stay finite.
+    """
+    matches = np.asarray(matches)
+    if matches.ndim != 2 or matches.shape[0] == 0:
+        raise ValueError(f"matches has shape {matches.shape}; expected (models, fingerprints) with at least "
+                         "one model.")
+    prior = float(prior)
+    if not prior > 0:
+        raise ValueError(f"prior={prior!r}; expected a pseudo-count greater than 0.")
+    return (matches.astype(bool).sum(axis=0) + prior) / (matches.shape[0] + 2 * prior)
+
+
+def likelihood_ratio(matches, p, q):
+    """Per-fingerprint log-likelihood ratio of "derived" against "independent".
+
+    ``Σ_i m_i log(p_i / q_i) + (1 - m_i) log((1 - p_i) / (1 - q_i))`` for a suspect's
+    matches ``m`` (bool (n,), or (models, n) for several suspects), with ``p`` and ``q``
+    the match rates (:func:`match_rates`) of calibration surrogates and references.
+    A fingerprint that surrogates and references both match (or both miss) weighs
+    nothing; one that only surrogates match weighs much. Returns a float, or an
+    (models,) array. Larger means more likely derived.
+    """
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"p and q have shapes {p.shape} and {q.shape}; expected two (n,) rate vectors.")
+    if np.any((p <= 0) | (p >= 1) | (q <= 0) | (q >= 1)):
+        raise ValueError("p and q must lie strictly inside (0, 1); smooth them (cae.stats.match_rates).")
+    m = np.asarray(matches)
+    if m.shape[-1] != p.shape[0]:
+        raise ValueError(f"matches cover {m.shape[-1]} fingerprints but the rates {p.shape[0]}.")
+    m = m.astype(np.float64)
+    return m @ np.log(p / q) + (1.0 - m) @ np.log((1.0 - p) / (1.0 - q))
 
 
 # --------------------------------------------------------------------------- null and threshold

@@ -34,18 +34,29 @@ from cae import data, paths
 
 log = logging.getLogger(__name__)
 
-SPEC_VERSION = 1  # bump when training code changes in a way that changes results
+# Bump when training code changes in a way that changes results. 2: a model that learns
+# its parent's outputs is labelled by the parent on the augmented images it trains on.
+SPEC_VERSION = 2
 
 # How a model's training set is made (``TrainSpec.labels``): name -> function
 # ``(zoo, spec, dataset, indices, parent) -> (x float32 in [0, 1], y soft labels)``.
 # ``cae.removal`` registers the removal attacks' training sets here.
 TRAINING_SETS = {}
+# Training sets whose labels are the parent's answers to the images: name -> function
+# ``(parent probabilities, spec) -> labels``. Each epoch the parent answers the
+# augmented images themselves (a query labels the input the model trains on, as in
+# the paper's Retraining and Beyer et al.'s "consistent teacher"), not the clean images.
+RELABEL = {}
 
 
-def training_set(name):
-    """Decorator registering a training-set builder under ``name``."""
+def training_set(name, relabel=None):
+    """Decorator registering a training-set builder under ``name``. ``relabel``: for a
+    set labelled by the parent, how the parent's softmax becomes labels (see
+    :data:`RELABEL`); the builder's labels are then those of the un-augmented images."""
     def register(function):
         TRAINING_SETS[name] = function
+        if relabel is not None:
+            RELABEL[name] = relabel
         return function
     return register
 # Training-time augmentation: random crop (4 px, reflect padding) and horizontal flip,
@@ -66,7 +77,7 @@ class TrainSpec:
     ``init="parent"`` starts from the parent's weights (fine-tuning). ``options`` holds
     extra settings as sorted ``(name, value)`` pairs: ``reinit_last`` (re-initialise the
     logits layer), ``train_last_only`` (freeze everything else), and settings that
-    registered training sets read (see :data:`TRAINING_SETS`).
+    registered training sets read (see :data:`TRAINING_SETS`), and ``label_smoothing``.
     """
 
     architecture: str
@@ -124,7 +135,7 @@ class TrainSpec:
 TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "jagielski_temperature", "papernot_rounds",
                  "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
                  "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts",
-                 "external_weights")
+                 "external_weights", "label_smoothing")
 # TrainSpec.architecture of a model trained from scratch with its parent's architecture
 # (re-initialised), for sources that are not cae architectures (cae.removal.remove_model).
 CLONE = "clone"
@@ -144,15 +155,17 @@ def _ground_truth(store, spec, dataset, indices, parent):
     return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
 
 
-@training_set("distill")
+def _tempered(probs, spec):
+    probs = np.asarray(probs, np.float32)
+    return probs if spec.temperature == 1.0 else softmax_with_temperature(probs, spec.temperature)
+
+
+@training_set("distill", relabel=_tempered)
 def _distill(store, spec, dataset, indices, parent):
     """Retraining: the parent's softmax (temperature ``spec.temperature``, T = 1 in the
     paper, since an adversary cannot change the temperature of a deployed model)."""
     x = data.to_float(dataset.x_train[indices])
-    probs = store.parent_predictions(spec, dataset, indices, parent)
-    if spec.temperature != 1.0:
-        probs = softmax_with_temperature(probs, spec.temperature)
-    return x, probs.astype(np.float32)
+    return x, _tempered(store.parent_predictions(spec, dataset, indices, parent), spec)
 
 
 def split_of(dataset, spec):
@@ -336,7 +349,8 @@ class Zoo:
             keras.utils.set_random_seed(int(rng.integers(2**31)))
             order = rng.permutation(len(x))
             xe = augment_batch(x[order], rng, crop=spec.augment == "crop+flip") if spec.augment != "none" else x[order]
-            history = model.fit(xe, y[order], batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0)
+            ye = self._labels_for(spec, parent, xe) if spec.augment != "none" and spec.labels in RELABEL else y[order]
+            history = model.fit(xe, ye, batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0)
             progress.set_postfix(loss=f"{history.history['loss'][-1]:.3f}")
             # One checkpoint file per epoch; progress.json names the one to resume from and
             # is renamed into place after it, so a kill between the two writes resumes from
@@ -357,6 +371,11 @@ class Zoo:
         for leftover in folder.glob("checkpoint-*.keras"):
             leftover.unlink(missing_ok=True)
         return model
+
+    @staticmethod
+    def _labels_for(spec, parent, images):
+        """The parent's labels of exactly the (augmented) images the model trains on."""
+        return RELABEL[spec.labels](predict(parent, images), spec).astype(np.float32)
 
     @staticmethod
     def _seconds_so_far(folder):
@@ -408,7 +427,8 @@ class Zoo:
         schedule = keras.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
         optimizer = {"adam": keras.optimizers.Adam, "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9)}[
             spec.optimizer](schedule)
-        model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+        smoothing = float(spec.option("label_smoothing", 0.0))
+        model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing))
         return model
 
     def _evaluate(self, spec, model, dataset, parent):

@@ -208,10 +208,16 @@ def test_extra_references_are_new_independent_models(n):
     existing = {s.key for s in experiments.all_specs(specs)}
     assert not existing & {s.key for s in extra} and len({s.key for s in extra}) == n
     base = specs["test_references"]
+    recipes = len(experiments.EXTRA_RECIPES)
     for i, spec in enumerate(extra):  # like the testing references: D2, ground truth, their architectures
         assert (spec.data, spec.labels, spec.role, spec.parent) == ("D2", "ground_truth", "reference", "")
-        assert spec.architecture == base[i % len(base)].architecture and spec.epochs == base[0].epochs
+        assert spec.architecture == base[(i + i // recipes) % len(base)].architecture and spec.epochs == base[0].epochs
         assert spec.seed not in {s.seed for s in experiments.all_specs(specs)}
+        recipe = experiments.EXTRA_RECIPES[i % recipes]  # the recipes in turn
+        assert all(getattr(spec, name) == value for name, value in recipe.items())
+    if n >= recipes:  # some are trained differently from the source
+        assert {(s.optimizer, s.augment, s.options) for s in extra[:recipes]} != {(base[0].optimizer,
+                                                                                   base[0].augment, ())}
 
 
 def test_extra_references_refuses_a_negative_count():

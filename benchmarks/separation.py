@@ -1,0 +1,143 @@
+"""Does the fingerprint tell derived models from independent ones, on models it never saw?
+
+    python benchmarks/separation.py --preset cpu --eps 0.08,0.15 --transforms none,shift+flip \
+        --select train,valid --extra-references 6 --removal all
+
+For every ε, C-IGM variant (``--transforms``, see :class:`cae.attacks.CIGM`) and
+selection rule (``--select``), the fingerprint is extracted and scored on held-out
+models only:
+
+* ``train``: Alg. 2, conferrability >= τ on the training models (the ensemble);
+* ``valid``: Alg. 2 and also Confer(validation surrogates, validation references) >=
+  ``--tau-valid`` (the preset's validation models are trained on D1 like the training
+  models but are not in the ensemble).
+
+Columns: examples kept; C-IGM's conferrability on the training, validation and testing
+models (Table II's column, over all successful examples); the retention of the lowest
+testing surrogate and of the highest testing reference; the lowest derived and highest
+independent score; ROC-AUC of derived models (testing surrogates and the removal
+attacks that keep their test accuracy within 10 points of the source's) against
+independent ones (testing references and ``--extra-references`` more, some with other
+training recipes, :data:`cae.experiments.EXTRA_RECIPES`), for the paper's retention
+and for the per-fingerprint likelihood ratio (:func:`cae.stats.likelihood_ratio`, its
+rates from the validation models). Nothing here is tuned on the testing models: they
+are what the rows are judged on, so choose a row by its training and validation
+columns, or report them all.
+"""
+
+import argparse
+import logging
+import time
+
+
+def _parse(argv=None):
+    from cae import experiments, presets, removal
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="cpu", choices=sorted(presets.PRESETS))
+    parser.add_argument("--eps", default=None, help="comma-separated ε (default: the preset's)")
+    parser.add_argument("--transforms", default="none,shift+flip", help="comma-separated C-IGM transforms")
+    parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
+    parser.add_argument("--tau-valid", type=float, default=0.6, help="conferrability bar on the validation models")
+    parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N")
+    parser.add_argument("--removal", default="",
+                        help=f"comma-separated removal attacks among the derived models, or 'all' "
+                             f"({', '.join(removal.REMOVAL_ATTACKS)})")
+    parser.add_argument("--per-model", action="store_true", help="also print every model's scores")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from cae import evaluation, experiments, paths, presets, removal, scores, stats, tables
+
+    preset = presets.get(args.preset)
+    started = time.time()
+    context = experiments.prepare(preset, verbose=False)
+    attacks = list(removal.REMOVAL_ATTACKS) if args.removal == "all" else [a for a in args.removal.split(",") if a]
+    derived = {f"testing surrogate ({s.architecture})": m
+               for s, m in zip(context.specs["test_surrogates"], context.models["test_surrogates"])}
+    derived_names = list(derived)
+    derived.update({removal.REMOVAL_ATTACKS[a].name: m
+                    for a, m in evaluation.removal_models(context, attacks).items()})
+    independent = {f"testing reference ({s.architecture})": m
+                   for s, m in zip(context.specs["test_references"], context.models["test_references"])}
+    for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references)):
+        recipe = "" if spec.optimizer == preset.optimizer and spec.augment == preset.augment else \
+            f", {spec.optimizer}, {spec.augment}{', smoothing' if spec.options else ''}"
+        independent[f"extra reference {i} ({spec.architecture}{recipe})"] = context.store.get(spec, verbose=False)
+    accuracy = {name: evaluation.test_accuracy(m, context.dataset, preset.evaluate_on)
+                for name, m in [("source", context.models["source"]), *derived.items()]}
+    usable = [n for n in derived if accuracy["source"] - accuracy[n] <= 0.10]
+    print(f"# preset {preset.name}: zoo and suspects ready in {time.time() - started:.0f} s; source accuracy "
+          f"{accuracy['source']:.3f}; derived {len(derived)} ({len(usable)} usable), independent {len(independent)}")
+    epsilons = [float(e) for e in args.eps.split(",")] if args.eps else [preset.epsilon]
+    rows, per_model = [], []
+    for eps in epsilons:
+        for transform in args.transforms.split(","):
+            began = time.time()
+            result = experiments.run_attack(context, "cigm", eps, transform=transform)
+            seconds = time.time() - began
+            ok = result["success"]
+            x_ok, t_ok = result["x_adv"][ok], result["t"][ok]
+            suspects = {**{n: derived[n] for n in usable}, **independent}
+            labels = dict(zip(suspects, scores.predict_labels(list(suspects.values()), x_ok)))
+            confer = {g: experiments.summarise(result, g)["conferrable"] for g in ("train", "valid", "test")
+                      if len(result[f"{g}_surrogates"])}
+            for rule in args.select.split(","):
+                keep = experiments.fingerprint_mask(result, preset.tau)
+                if rule == "valid" and not len(result["valid_surrogates"]):
+                    raise SystemExit(f"preset {preset.name} has no validation models; use --select train.")
+                if rule == "valid":
+                    keep &= scores.confer(result["valid_surrogates"], result["valid_references"],
+                                          result["t"]) >= args.tau_valid - 1e-9
+                elif rule != "train":
+                    raise SystemExit(f"unknown selection rule {rule!r}; use train or valid.")
+                row = {"ε": eps, "transform": transform, "select": rule, "attack s": round(seconds),
+                       "kept": int(keep.sum()), **{f"confer {g}": c for g, c in confer.items()}}
+                if keep.sum() == 0:
+                    rows.append(row)
+                    continue
+                kept = keep[ok]
+                matches = {n: labels[n][kept] == t_ok[kept] for n in suspects}
+                retention = {n: float(m.mean()) for n, m in matches.items()}
+                lr = {}
+                if len(result["valid_surrogates"]):
+                    p = stats.match_rates(result["valid_surrogates"][:, keep] == result["t"][keep])
+                    q = stats.match_rates(result["valid_references"][:, keep] == result["t"][keep])
+                    lr = {n: float(stats.likelihood_ratio(m, p, q)) / int(keep.sum()) for n, m in matches.items()}
+                positives, negatives = usable, list(independent)
+                test_s = [retention[n] for n in derived_names if n in usable]
+                test_r = [retention[n] for n in independent if n.startswith("testing")]
+                row.update({
+                    "min testing surrogate": min(test_s) if test_s else float("nan"),
+                    "max testing reference": max(test_r),
+                    "min derived": min(retention[n] for n in positives),
+                    "max independent": max(retention[n] for n in negatives),
+                    "AUC retention": stats.roc_auc([retention[n] for n in positives],
+                                                   [retention[n] for n in negatives]),
+                    "AUC LR": stats.roc_auc([lr[n] for n in positives], [lr[n] for n in negatives]) if lr else None,
+                })
+                row["gap"] = row["min derived"] - row["max independent"]
+                rows.append(row)
+                for n in suspects:
+                    per_model.append({"ε": eps, "transform": transform, "select": rule, "model": n,
+                                      "kind": "derived" if n in derived else "independent",
+                                      "accuracy drop": accuracy["source"] - accuracy[n] if n in accuracy else None,
+                                      "retention": retention[n], "LR per fingerprint": lr.get(n)})
+            for row in rows[-len(args.select.split(",")):]:
+                print("# " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in row.items()), flush=True)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    tables.write("separation", preset.name, rows, f"Separation on held-out models (preset {preset.name})",
+                 columns=columns)
+    if args.per_model:
+        tables.write("separation_models", preset.name, per_model, f"Per-model scores (preset {preset.name})")
+        print(tables.markdown(per_model))
+    print(f"# wrote {paths.results_dir(preset.name)}; {time.time() - started:.0f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
