@@ -58,6 +58,10 @@ def _add_data(subparsers):
     fetch.add_argument("name", choices=data.names(), metavar="NAME",
                        help=f"dataset: {', '.join(data.names())}")
     fetch.add_argument("--dir", help="folder to save into (default: $CAE_DATA_DIR or the user cache)")
+    fetch.add_argument("--if-missing", action="store_true",
+                       help="do nothing when the folder already holds a file the dataset is read from")
+    fetch.add_argument("--timeout", type=float, default=data.FETCH_TIMEOUT,
+                       help="seconds to wait to connect and for each read (default: %(default)s)")
     fetch.set_defaults(handler=_data_fetch)
 
 
@@ -84,7 +88,7 @@ def _data_info(args):
 def _data_fetch(args):
     from cae import data
 
-    print(data.fetch(args.name, args.dir))
+    print(data.fetch(args.name, args.dir, timeout=args.timeout, if_missing=args.if_missing))
     return 0
 
 

@@ -415,12 +415,20 @@ def split_indices(n, sizes, seed):
 
 
 # --------------------------------------------------------------------------- fetch
-def fetch(name, folder=None, timeout=30):
+# Seconds a download waits to connect and for each read: offline, fetch fails at once.
+FETCH_TIMEOUT = 5
+
+
+def fetch(name, folder=None, timeout=FETCH_TIMEOUT, if_missing=False):
     """Download ``name``'s official archive into the data folder and verify its SHA-256.
 
     The download is streamed to a temporary file next to the target and renamed onto
     it only when the checksum matches; a mismatch leaves nothing behind. Returns the
     archive's path (at once, without downloading, when a verified copy is there).
+    ``timeout`` (seconds) bounds connecting and every read, so that a machine without
+    network fails within seconds. With ``if_missing``, a folder that already holds any
+    file the dataset is read from (:data:`ARCHIVES`) is left as it is and that file
+    returned.
     """
     import urllib.request
 
@@ -428,6 +436,10 @@ def fetch(name, folder=None, timeout=30):
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(names())}.")
     archives = [a for a in ARCHIVES[name] if a.url]
     folder = pathlib.Path(folder) if folder else paths.data_dir()
+    present = [folder / a.filename for a in ARCHIVES[name] if (folder / a.filename).exists()]
+    if if_missing and present:
+        log.info("%s is already there", present[0])
+        return present[0]
     if not archives:
         wanted = " or ".join(a.filename for a in ARCHIVES[name])
         raise DataError(
@@ -458,6 +470,6 @@ def fetch(name, folder=None, timeout=30):
     except OSError as err:  # urllib's URLError and socket timeouts are OSErrors
         raise DataError(
             f"could not download {archive.url} ({err}). Fetch it elsewhere and put "
-            f"{archive.filename} in {folder}."
+            f"{archive.filename} in {folder} (set CAE_DATA_DIR to the folder that holds it)."
         ) from err
     return target

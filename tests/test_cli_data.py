@@ -137,6 +137,21 @@ def test_fetch_verified(isolated, monkeypatch, capsys):
     assert out.strip() == str(target) and target.read_bytes() == payload
 
 
+def test_fetch_if_missing_and_timeout(isolated, monkeypatch, capsys):
+    """--if-missing leaves a folder that holds the dataset alone; --timeout reaches urlopen."""
+    present = isolated / "data" / "cifar10-jpeg.tar.gz"
+    present.write_bytes(b"already here")
+    status, out, err = run(["data", "fetch", "cifar10", "--if-missing"], capsys)
+    assert status == 0 and out.strip() == str(present), err
+    timeouts = []
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda url, timeout=None: timeouts.append(timeout) or io.BytesIO(b"wrong bytes"))
+    status, _, err = run(["data", "fetch", "cifar10", "--timeout", "2.5"], capsys)
+    assert status == 2 and "not saved" in err and timeouts == [2.5]
+    run(["data", "fetch", "cifar10"], capsys)
+    assert timeouts == [2.5, data.FETCH_TIMEOUT]
+
+
 def test_fetch_without_download(capsys):
     status, _, err = run(["data", "fetch", "imagenet32"], capsys)
     assert status == 2 and "no official download" in err

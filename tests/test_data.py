@@ -1,7 +1,7 @@
 """Tests of cae.data and cae.imagenet32 on tiny archives built here, in every format.
 
 Nothing is downloaded: ``urllib.request.urlopen`` fails the test if it is called, and
-the download paths are tested with a fake ``urlopen``.
+the download paths are tested with a fake ``urlopen`` or against 127.0.0.1.
 """
 
 import gzip
@@ -9,8 +9,11 @@ import hashlib
 import io
 import os
 import pickle
+import socket
 import tarfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -494,6 +497,58 @@ def test_fetch_network_error(isolated, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match="could not download .*cifar-10-python.tar.gz in"):
         data.fetch("cifar10")
+
+
+def loopback_urlopen(url, timeout=None):
+    """A real urlopen for 127.0.0.1 only, past no proxy: tests never reach another host."""
+    assert urllib.parse.urlsplit(url).hostname == "127.0.0.1", url
+    return urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=timeout)
+
+
+def fetch_from(monkeypatch, port):
+    """Point cifar10's official download at ``http://127.0.0.1:<port>`` and fetch it."""
+    archive = data.Archive("cifar-10-python.tar.gz", f"http://127.0.0.1:{port}/cifar-10-python.tar.gz", "0" * 64)
+    monkeypatch.setitem(data.ARCHIVES, "cifar10", (archive,))
+    monkeypatch.setattr(urllib.request, "urlopen", loopback_urlopen)
+    started = time.monotonic()
+    with pytest.raises(DataError) as info:
+        data.fetch("cifar10")
+    return str(info.value), time.monotonic() - started
+
+
+def assert_says_where_to_put_it(message, folder):
+    assert "could not download http://127.0.0.1:" in message
+    assert f"put cifar-10-python.tar.gz in {folder}" in message and "CAE_DATA_DIR" in message
+    assert list(folder.iterdir()) == []  # no file, no temp file
+
+
+def test_fetch_unreachable_host_fails_at_once(isolated, monkeypatch):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
+    message, seconds = fetch_from(monkeypatch, port)
+    assert seconds < data.FETCH_TIMEOUT and "refused" in message
+    assert_says_where_to_put_it(message, isolated / "data")
+
+
+def test_fetch_silent_host_fails_within_the_timeout(isolated, monkeypatch):
+    """A host that never answers: a loopback port that listens but whose accept queue is
+    full, so that (on Linux) a further connection attempt is never answered."""
+    assert data.FETCH_TIMEOUT <= 10  # offline, the main job fails within seconds
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as server:
+        with socket.create_connection(server.getsockname()):  # fills the queue
+            message, seconds = fetch_from(monkeypatch, server.getsockname()[1])
+    assert data.FETCH_TIMEOUT - 0.5 < seconds < data.FETCH_TIMEOUT + 3 and "timed out" in message
+    assert_says_where_to_put_it(message, isolated / "data")
+
+
+def test_fetch_if_missing_keeps_any_accepted_file(isolated):
+    """The repacked archive counts as present: nothing is downloaded (urlopen would fail
+    the test), whatever is there is returned unread."""
+    present = isolated / "data" / "cifar10-jpeg.tar.gz"
+    present.write_bytes(b"whatever is there")
+    assert data.fetch("cifar10", if_missing=True) == present
+    with pytest.raises(AssertionError, match="tried to download"):
+        data.fetch("cifar10")  # without if_missing, the official archive is still fetched
 
 
 def test_fetch_without_official_download():
