@@ -25,7 +25,6 @@ import zipfile
 import numpy as np
 
 from cae import __version__
-from cae.fingerprint import DEFAULT_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +165,12 @@ def _add_verify(subparsers):
     suspect = parser.add_mutually_exclusive_group(required=True)
     suspect.add_argument("--model", help="suspect .keras file")
     suspect.add_argument("--url", help="suspect's predict URL, e.g. http://host:8501/v1/models/m:predict")
+    parser.add_argument("--statistic", choices=("retention", "lr"), default="retention",
+                        help="retention (the paper's) or lr (per-fingerprint likelihood ratio from the calibration)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="retention threshold theta (default: the one cae extract chose from the reference models, else 0.75)")
+                        help="theta for the statistic (default: the calibration's, else 0.75 for retention)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="largest p-value behind a verdict (default: the calibration's, 0.01)")
     parser.add_argument("--max-queries", type=int, default=None, help="query budget (never exceeded; nothing is sent if the fingerprint needs more)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (--url)")
     parser.add_argument("--batch-size", type=int, default=64, help="inputs per request")
@@ -204,55 +207,16 @@ def _load_suspect(path, num_classes):
     return models.check_interface(model, where=f"suspect model {path}", num_classes=num_classes)
 
 
-def _calibration(fp, path):
-    """What ``cae extract`` stored to judge suspects (checked): θ (None if it stored
-    none), the reference retentions (the p-values' null) and the SHA-256 of each
-    reference's weights (None where absent)."""
-    calibration = fp.manifest.get("created_with")
-    where = f"fingerprint {path}: manifest field created_with"
-    if not isinstance(calibration, dict):
-        raise ValueError(f"{where} is {type(calibration).__name__}, expected a JSON object; "
-                         "re-create the fingerprint with cae extract.")
-    threshold = calibration.get("threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                  or not 0 <= threshold <= 1):
-        raise ValueError(f"{where}.threshold is {threshold!r}, expected a number in [0, 1]; "
-                         "pass --threshold to override it.")
-    null = calibration.get("reference_retentions")
-    if null is not None and (not isinstance(null, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in null)):
-        raise ValueError(f"{where}.reference_retentions is {null!r:.80}, expected a list of "
-                         "numbers in [0, 1]; re-create the fingerprint with cae extract.")
-    hashes = calibration.get("reference_weights_sha256")
-    if hashes is not None and (null is None or not isinstance(hashes, list) or len(hashes) != len(null)
-                               or not all(isinstance(h, str) for h in hashes)):
-        raise ValueError(f"{where}.reference_weights_sha256 is {hashes!r:.80}, expected one SHA-256 string per "
-                         "entry of reference_retentions; re-create the fingerprint with cae extract.")
-    return threshold, null, hashes
-
-
-def _leave_out(null, hashes, suspect):
-    """The null without the suspect itself, when the suspect is one of its references
-    (same weights): a model must not be judged against its own retention. Returns
-    (null, index or None). A remote suspect cannot be recognised."""
-    if not null or not hashes or not hasattr(suspect, "get_weights"):
-        return null, None
-    from cae import models
-
-    digest = models.weights_sha256(suspect)
-    if digest not in hashes:
-        return null, None
-    i = hashes.index(digest)
-    return null[:i] + null[i + 1:], i
-
-
 def _verify(args):
     from cae import fingerprint
 
     fp = fingerprint.load(args.fingerprint)
-    calibrated_threshold, null, hashes = _calibration(fp, args.fingerprint)
     if args.max_queries is not None and args.max_queries < 0:
         raise ValueError(f"--max-queries is {args.max_queries}; give a number of queries >= 0.")
+    if args.statistic == "lr" and fp.calibration is None:
+        raise ValueError(f"fingerprint {args.fingerprint} carries no calibration (format 1, or made without "
+                         "calibration models), so it has no likelihood ratio; use --statistic retention or "
+                         "re-create it with cae extract.")
     if args.model:
         if args.max_queries is not None and fp.n > args.max_queries:
             # A local model gets the same budget rule as a remote one: all or nothing.
@@ -265,24 +229,31 @@ def _verify(args):
 
         suspect = remote.TFServingClient(args.url, timeout=args.timeout, batch_size=args.batch_size,
                                          max_queries=args.max_queries, num_classes=fp.num_classes)
-    null, left_out = _leave_out(null, hashes, suspect)
-    if args.threshold is not None:
-        threshold, source = args.threshold, "--threshold"
-    elif calibrated_threshold is not None:
-        threshold, source = calibrated_threshold, "fingerprint"
-    else:
-        threshold, source = DEFAULT_THRESHOLD, "default"
-    result = fingerprint.verify(suspect, fp, threshold=threshold, batch_size=args.batch_size, null=null or None)
+    result = fingerprint.verify(suspect, fp, threshold=args.threshold, batch_size=args.batch_size,
+                                statistic=args.statistic, alpha=args.alpha)
     if args.json:
-        print(json.dumps({**result.to_dict(), "threshold_source": source, "null_left_out": left_out},
-                         indent=2, sort_keys=True))
-    else:
-        verdict = "SURROGATE of the source" if result.is_surrogate else "not shown to be derived"
-        p_value = "n/a" if result.p_value is None else f"{result.p_value:.3g}"
-        left = "" if left_out is None else f" (the suspect is reference {left_out} of the null; left out)"
-        print(f"retention {result.retention:.3f} ({result.matches}/{result.n}), threshold "
-              f"{result.threshold:.3f} ({source}): {verdict}; p-value {p_value}{left}; queries {result.queries}")
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+        return 0
+    print(describe(result))
     return 0
+
+
+def describe(result):
+    """One line that says what a :class:`cae.fingerprint.VerifyResult` means."""
+    name = {"retention": "retention", "lr": "likelihood ratio per fingerprint"}[result.statistic]
+    line = (f"{result.verdict.upper()}: {name} {result.score:.3f} vs threshold {result.threshold:.3f} "
+            f"({result.threshold_source}); retention {result.retention:.3f} ({result.matches}/{result.n})")
+    if result.calibrated:
+        line += (f"; p-value {result.p_value:.3g} against {result.references} calibration references' "
+                 f"per-fingerprint rates (empirical {result.p_value_empirical:.3g}); p-value of a derived model "
+                 f"matching this few {result.p_value_derived:.3g} ({result.surrogates} calibration surrogates)")
+    elif result.p_value is not None:
+        line += f"; p-value {result.p_value:.3g} (no calibration: the null given)"
+    else:
+        line += "; no calibration stored: the paper's rule alone, no p-value"
+    if result.left_out is not None:
+        line += f"; the suspect is calibration reference {result.left_out}, left out"
+    return line + f"; queries {result.queries}"
 
 
 # --------------------------------------------------------------------------- remove

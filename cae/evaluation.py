@@ -44,7 +44,8 @@ MAX_ACCURACY_DROP = 0.10
 TRAINING_REFERENCES_NOTE = (
     "Training references are not used as negatives: Extract keeps only examples that no training "
     "reference classifies as the key (τ = 1), so their retention is 0 by construction; the "
-    "independent references are the testing references, which never influenced the fingerprint.")
+    "independent references are the testing references (and extra ones), which never influenced the "
+    "fingerprint. θ and the p-values come from the fingerprint's calibration models.")
 
 
 # --------------------------------------------------------------------------- measurements
@@ -138,14 +139,13 @@ def removal_models(context, attacks=tuple(removal.REMOVAL_ATTACKS), verbose=Fals
             for name in attacks}
 
 
-def removal_rows(context, fp, attacks=tuple(removal.REMOVAL_ATTACKS), models=None, threshold=None):
+def removal_rows(context, fp, attacks=tuple(removal.REMOVAL_ATTACKS), models=None):
     """Table V / VI: test accuracy, fidelity and retention of every removal attack's model,
     beside the paper's. ``models``: already derived models by attack (else trained or
-    loaded). ``threshold``: a θ (number or :class:`cae.stats.Threshold`) to say whether
-    verification still flags the model."""
+    loaded). Column ``verified``: whether :func:`cae.fingerprint.verify` still calls
+    the model a surrogate (with the fingerprint's calibration)."""
     meter = _Meter(context, fp)
     paper = tables.PAPER_REMOVAL[tables.paper_dataset(context.preset.dataset)]
-    theta = getattr(threshold, "theta", threshold)
     source = meter(context.models["source"])
     rows = [{"attack": "Source (no attack)", "family": "–", **source, "Δ accuracy": 0.0}]
     for name in attacks:
@@ -156,8 +156,7 @@ def removal_rows(context, fp, attacks=tuple(removal.REMOVAL_ATTACKS), models=Non
                **meter(model)}
         row["Δ accuracy"] = row["test_accuracy"] - source["test_accuracy"]
         row.update(zip(("paper accuracy", "paper fidelity", "paper retention"), paper.get(name, (None,) * 3)))
-        if theta is not None:
-            row["verified"] = "yes" if row["retention"] >= theta else "NO (broken)"
+        row["verified"] = "yes" if fingerprint.verify(model, fp).is_surrogate else "NO (broken)"
         rows.append(row)
     return rows
 
@@ -242,66 +241,70 @@ def _named(models, prefix):
     return [(f"{prefix} {i}", m) for i, m in enumerate(models)]
 
 
-def verification_stats(context, fp, derived_models, reference_models, alpha=stats.DEFAULT_ALPHA,
-                       accuracy_drop=None, max_drop=MAX_ACCURACY_DROP):
-    """ROC / AUC of retention, derived models (positives) vs independent references
-    (negatives), TPR at 1 % FPR, θ from :func:`cae.stats.choose_threshold` on the
-    references with its false-positive bounds, and every suspect's p-values.
+def verification_stats(context, fp, derived_models, reference_models, accuracy_drop=None,
+                       max_drop=MAX_ACCURACY_DROP):
+    """Every suspect verified as a model owner would (:func:`cae.fingerprint.verify`,
+    with the fingerprint's calibration: θ and p-values from the calibration models,
+    which the suspects here are not unless the preset has no validation models), and
+    the ROC of derived models (positives) against independent references (negatives).
 
-    ``derived_models`` / ``reference_models``: dicts ``{name: model}`` or lists. Each
-    reference is judged out of sample: its p-values against the other references, and
-    "verified" with the θ chosen on the other references; ``fpr_leave_one_out`` is the
-    fraction of references so verified (the in-sample θ puts none above it by design).
-
-    ``accuracy_drop`` (``{derived name: source's test accuracy - its test accuracy}``)
-    adds ``auc_usable`` and ``tpr_at_1_fpr_usable``: the same over the derived models
-    that lost at most ``max_drop`` of accuracy, the stolen models an adversary would
-    deploy. A removal attack that costs more has failed on its own terms; both AUCs are
-    reported, never one in place of the other.
+    ``derived_models`` / ``reference_models``: dicts ``{name: model}`` or lists. For
+    each statistic (retention, and the likelihood ratio when the fingerprint is
+    calibrated): AUC, TPR at 1 % FPR, how many derived models and references the verdict
+    calls surrogates. ``accuracy_drop`` (``{derived name: source's test accuracy - its
+    test accuracy}``) adds the same over the derived models that lost at most
+    ``max_drop`` of accuracy, the stolen models an adversary would deploy (``_usable``).
     """
-    derived = [(n, fingerprint.verify(m, fp)) for n, m in _named(derived_models, "derived")]
-    refs = [(n, fingerprint.verify(m, fp)) for n, m in _named(reference_models, "reference")]
+    calibration = fp.calibration
+    statistics = ("retention", "lr") if calibration is not None else ("retention",)
+    derived = [(n, {s: fingerprint.verify(m, fp, statistic=s) for s in statistics})
+               for n, m in _named(derived_models, "derived")]
+    refs = [(n, {s: fingerprint.verify(m, fp, statistic=s) for s in statistics})
+            for n, m in _named(reference_models, "reference")]
     if not derived or not refs:
         raise ValueError(f"verification_stats needs derived and reference models; got {len(derived)} "
                          f"and {len(refs)}.")
-    pos = np.array([r.retention for _, r in derived])
-    neg = np.array([r.retention for _, r in refs])
-    null = stats.Null(tuple(neg), fp.n)
-    fpr, tpr, thresholds = stats.roc_curve(pos, neg)
-    threshold = stats.threshold_or_none(null, alpha)
-    theta = threshold.theta if threshold else None
-    suspects = []
-    for kind, items in (("derived", derived), ("reference", refs)):
-        for i, (name, result) in enumerate(items):
-            own, own_theta = null, theta
-            if kind == "reference":  # out of sample: θ and null from the other references
-                chosen = None
-                if len(refs) > 1:
-                    own = stats.Null(tuple(np.delete(neg, i)), fp.n)
-                    chosen = stats.threshold_or_none(own, alpha)
-                own_theta = chosen.theta if chosen else None
-            binomial, empirical = own.p_values(result.matches)
-            suspects.append({"model": name, "kind": kind, "retention": result.retention,
-                             "matches": f"{result.matches}/{fp.n}", "p (binomial)": binomial,
-                             "p (empirical)": empirical, "θ": own_theta,
-                             "verified": None if own_theta is None else bool(result.retention >= own_theta)})
-    judged = [s["verified"] for s in suspects if s["kind"] == "reference" and s["verified"] is not None]
-    usable = {}
+    kept = np.ones(len(derived), bool)
     if accuracy_drop is not None:
         missing = sorted(set(n for n, _ in derived) - set(accuracy_drop))
         if missing:
             raise ValueError(f"accuracy_drop lacks derived models {missing}; give every derived model's drop.")
-        for row in suspects:
-            row["accuracy drop"] = accuracy_drop.get(row["model"]) if row["kind"] == "derived" else None
         kept = np.array([accuracy_drop[n] <= max_drop + 1e-12 for n, _ in derived])
-        usable = {"positives_usable": int(kept.sum()), "max_accuracy_drop": max_drop,
-                  "auc_usable": stats.roc_auc(pos[kept], neg) if kept.any() else None,
-                  "tpr_at_1_fpr_usable": stats.tpr_at_fpr(pos[kept], neg, 0.01) if kept.any() else None}
-    return {**usable, "fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": stats.roc_auc(pos, neg),
-            "tpr_at_1_fpr": stats.tpr_at_fpr(pos, neg, 0.01), "threshold": threshold, "p0": null.p0,
-            "fpr_leave_one_out": float(np.mean(judged)) if judged else None,
-            "positives": len(pos), "negatives": len(neg), "suspects": suspects,
-            "note": TRAINING_REFERENCES_NOTE}
+    out = {"positives": len(derived), "negatives": len(refs), "statistics": statistics,
+           "calibration": calibration.models if calibration is not None else None}
+    if accuracy_drop is not None:
+        out.update(positives_usable=int(kept.sum()), max_accuracy_drop=max_drop)
+    for statistic in statistics:
+        suffix = "" if statistic == "retention" else "_lr"
+        pos = np.array([r[statistic].score for _, r in derived])
+        neg = np.array([r[statistic].score for _, r in refs])
+        out[f"threshold{suffix}"] = derived[0][1][statistic].threshold
+        out[f"auc{suffix}"] = stats.roc_auc(pos, neg)
+        out[f"tpr_at_1_fpr{suffix}"] = stats.tpr_at_fpr(pos, neg, 0.01)
+        out[f"derived_flagged{suffix}"] = sum(r[statistic].is_surrogate for _, r in derived)
+        out[f"references_flagged{suffix}"] = sum(r[statistic].is_surrogate for _, r in refs)
+        if statistic == "retention":
+            out["fpr"], out["tpr"], out["thresholds"] = stats.roc_curve(pos, neg)
+        if accuracy_drop is not None:
+            out[f"auc_usable{suffix}"] = stats.roc_auc(pos[kept], neg) if kept.any() else None
+            out[f"tpr_at_1_fpr_usable{suffix}"] = stats.tpr_at_fpr(pos[kept], neg, 0.01) if kept.any() else None
+            out[f"derived_flagged_usable{suffix}"] = sum(r[statistic].is_surrogate
+                                                         for (_, r), k in zip(derived, kept) if k)
+    suspects = []
+    for kind, items in (("derived", derived), ("reference", refs)):
+        for name, results in items:
+            first = results["retention"]
+            row = {"model": name, "kind": kind, "retention": first.retention, "matches": f"{first.matches}/{fp.n}",
+                   "verdict": first.verdict, "p-value": first.p_value, "p-value (derived)": first.p_value_derived}
+            if "lr" in results:
+                row.update({"LR": results["lr"].score, "verdict (LR)": results["lr"].verdict,
+                            "p-value (LR)": results["lr"].p_value})
+            if accuracy_drop is not None:
+                row["accuracy drop"] = accuracy_drop.get(name) if kind == "derived" else None
+            suspects.append(row)
+    out["suspects"] = suspects
+    out["note"] = TRAINING_REFERENCES_NOTE
+    return out
 
 
 # --------------------------------------------------------------------------- non-evasiveness

@@ -310,8 +310,8 @@ def summarise(result, prefix="test"):
 
 # --------------------------------------------------------------------------- extract
 def fingerprint_mask(result, tau):
-    """Alg. 2's filter on a C-IGM run: successful examples with Confer(training
-    surrogates, training references) >= τ."""
+    """Alg. 2's filter on a C-IGM run (as :func:`cae.fingerprint.extract` applies it):
+    successful examples with Confer(training surrogates, training references) >= τ."""
     from cae import scores
 
     confer = scores.confer(result["train_surrogates"], result["train_references"], result["t"])
@@ -325,52 +325,45 @@ def retentions(result, keep, group):
     return [float(np.mean(labels[keep] == t)) for labels in result[group]]
 
 
-def extract(context, eps=None, tau=None, target="most_conferrable"):
-    """Alg. 2: C-IGM on the training models' ensemble, keep examples with
-    Confer(training surrogates, training references) >= τ. Returns a Fingerprint."""
-    from cae import fingerprint
+def extract(context, eps=None, tau=None, target="most_conferrable", transform=None):
+    """Alg. 2 on the preset's zoo: C-IGM (``transform``: the preset's by default) on
+    the training models' ensemble, keep examples with Confer(training surrogates,
+    training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
+    verification (:func:`calibration_models`). Returns a calibrated Fingerprint."""
+    from cae import fingerprint, scores
 
     preset = context.preset
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
-    result = run_attack(context, "cigm", eps, target=target)
-    keep = fingerprint_mask(result, tau)
-    log.info("extract: %d of %d adversarial examples have conferrability >= %.2f on the training models",
-             int(keep.sum()), int(result["success"].sum()), tau)
-    if not keep.any():
-        raise RuntimeError(
-            f"no C-IGM example reached conferrability {tau} on the training models at eps={eps}; "
-            "lower tau or raise eps."
-        )
-    return fingerprint.create(
-        context.models["source"], result["x_adv"][keep], attack="C-IGM", epsilon=float(eps), tau=float(tau),
-        dataset=context.specs["source"].dataset, source_model_hash=context.specs["source"].key,
-        targets=result["target"][keep], originals=context.x[keep],
-        created_with={"preset": preset.name, "target": target, "dropout": preset.dropout,
+    transform = preset.transform if transform is None else transform
+    result = run_attack(context, "cigm", eps, target=target, transform=transform)
+    confer = scores.confer(result["train_surrogates"], result["train_references"], result["t"])
+    fp, keep = fingerprint.extract(
+        context.models["source"], result["x_adv"], confer, tau=float(tau), success=result["success"],
+        attack="C-IGM", epsilon=float(eps), dataset=context.specs["source"].dataset,
+        source_model_hash=context.specs["source"].key, targets=result["target"], originals=context.x,
+        created_with={"preset": preset.name, "target": target, "transform": transform, "dropout": preset.dropout,
                       "iterations": preset.attack_iterations, "inputs": int(len(context.inputs)),
                       "train_surrogates": len(context.specs["train_surrogates"]),
-                      "train_references": len(context.specs["train_references"]),
-                      "surrogate_retentions": retentions(result, keep, "test_surrogates"),
-                      **calibration(context, retentions(result, keep, "test_references"), int(keep.sum()))},
+                      "train_references": len(context.specs["train_references"])},
     )
+    log.info("extract: %d of %d adversarial examples have conferrability >= %.2f on the training models",
+             int(keep.sum()), int(result["success"].sum()), tau)
+    surrogates, references, described = calibration_models(context)
+    return fp.with_calibration(fingerprint.calibrate(fp, surrogates, references, models=described))
 
 
-def calibration(context, reference_retentions, n, alpha=stats.DEFAULT_ALPHA):
-    """What ``cae verify`` needs to judge a suspect, from the testing references:
-    their retentions (the null of the p-values), the SHA-256 of each one's weights
-    (a reference verified against the fingerprint is left out of its own null) and θ
-    from :func:`cae.stats.choose_threshold` at ``alpha`` with its false-positive bounds.
-    With few references θ is only as good as they are: it sits just above the highest."""
-    from cae import models
-
-    out = {"reference_retentions": [float(r) for r in reference_retentions],
-           "reference_weights_sha256": [models.weights_sha256(m) for m in context.models["test_references"]]}
-    chosen = stats.threshold_or_none(stats.Null(tuple(out["reference_retentions"]), n), alpha)
-    if chosen is None:  # `cae verify` then falls back to its default
-        return out
-    return {**out, "threshold": chosen.theta, "threshold_alpha": chosen.alpha,
-            "threshold_references": chosen.n_references,
-            "threshold_fpr_upper": chosen.empirical_fpr_upper, "threshold_binomial_fpr": chosen.binomial_fpr}
+def calibration_models(context):
+    """The models verification is calibrated on: the preset's validation models (trained
+    on D1, not in the ensemble), or, for a preset without them, its testing models
+    (then the testing models' scores are in-sample). Returns (surrogates, references,
+    description)."""
+    if context.models.get("valid_surrogates") and context.models.get("valid_references"):
+        group, what = "valid", "validation models (D1, not in the C-IGM ensemble)"
+    else:
+        group, what = "test", "testing models (the preset has no validation models: scores on them are in-sample)"
+    surrogates, references = context.models[f"{group}_surrogates"], context.models[f"{group}_references"]
+    return surrogates, references, f"{len(surrogates)} surrogates and {len(references)} references: {what}"
 
 
 # --------------------------------------------------------------------------- scripts

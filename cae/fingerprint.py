@@ -55,7 +55,8 @@ from cae import stats
 log = logging.getLogger(__name__)
 
 FORMAT = "cae-fingerprint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest may hold a typed calibration (Calibration)
+READABLE_VERSIONS = (1, 2)
 IMAGE_SHAPE = (32, 32, 3)
 ARRAY_ORDER = ("x", "keys", "targets", "originals")
 MANIFEST_FIELDS = (
@@ -66,8 +67,8 @@ _DTYPES = {"x": np.dtype("<f4"), "originals": np.dtype("<f4"),
            "keys": np.dtype("<i8"), "targets": np.dtype("<i8")}
 
 __all__ = [
-    "Fingerprint", "FingerprintError", "VerifyResult", "content_hash", "create", "load",
-    "predict_labels", "save", "verify",
+    "Calibration", "Fingerprint", "FingerprintError", "VerifyResult", "calibrate", "content_hash", "create",
+    "load", "predict_labels", "save", "verify",
 ]
 
 
@@ -173,10 +174,27 @@ class Fingerprint:
             set_(self, "targets", _label_array("targets", self.targets, n, num_classes))
         if self.originals is not None:
             set_(self, "originals", _image_array("originals", self.originals, n))
+        if "calibration" in manifest:
+            Calibration.from_dict(manifest["calibration"], n)  # refuses an inconsistent one
 
     @property
     def n(self):
         return len(self.keys)
+
+    @property
+    def calibration(self):
+        """The :class:`Calibration` stored with the fingerprint, or None (format 1 files,
+        and fingerprints made without calibration models)."""
+        stored = self.manifest.get("calibration")
+        return None if stored is None else Calibration.from_dict(stored, self.n)
+
+    def with_calibration(self, calibration):
+        """The same fingerprint with ``calibration`` stored in its manifest."""
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a Calibration, got {type(calibration).__name__}.")
+        calibration.check(self.n)
+        return Fingerprint(x=self.x, keys=self.keys, targets=self.targets, originals=self.originals,
+                           manifest={**self.manifest, "calibration": calibration.to_dict()})
 
     @property
     def num_classes(self):
@@ -248,6 +266,34 @@ def create(source, x, *, attack, epsilon, tau, dataset, source_model_hash=None,
         created_with=dict(created_with or {}),
     )
     return Fingerprint(x=x, keys=keys, manifest=manifest, targets=targets, originals=originals)
+
+
+def extract(source, x, conferrability, *, tau, success=None, **create_args):
+    """Algorithm 2's last step: keep the adversarial examples ``x`` whose conferrability
+    on the training models (Confer(S, R), eq. 14) is at least ``tau`` (and that
+    succeeded, where ``success`` is given) and make them a :class:`Fingerprint` keyed
+    by ``source``'s labels (:func:`create`; ``create_args`` go there). Returns the
+    fingerprint and the bool mask of the kept examples.
+
+    The attack itself (C-IGM on the ensemble of the source and the training models) is
+    :class:`cae.attacks.CIGM`; :func:`cae.experiments.extract` runs the whole algorithm
+    on a preset's zoo.
+    """
+    conferrability = np.asarray(conferrability, np.float64)
+    if conferrability.shape != (len(x),):
+        raise ValueError(f"conferrability has shape {conferrability.shape}; expected ({len(x)},), one per example.")
+    keep = conferrability >= float(tau) - 1e-9
+    if success is not None:
+        keep &= np.asarray(success, bool)
+    if not keep.any():
+        raise ValueError(f"no adversarial example reached conferrability {tau} on the training models; "
+                         "lower tau or raise eps.")
+    targets = create_args.pop("targets", None)
+    originals = create_args.pop("originals", None)
+    fp = create(source, np.asarray(x)[keep], tau=float(tau), targets=None if targets is None else
+                np.asarray(targets)[keep], originals=None if originals is None else np.asarray(originals)[keep],
+                **create_args)
+    return fp, keep
 
 
 # --------------------------------------------------------------------------- files
@@ -326,12 +372,14 @@ def load(path):
             f"expected {FORMAT!r})."
         )
     version = document.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise FingerprintError(
             f"{json_path} has format_version {version!r}; this cae ({cae.__version__}) reads "
-            f"version {FORMAT_VERSION} only: load it with the cae version that wrote it "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}: load it with the cae version that wrote it "
             "and save it again with this one."
         )
+    if version == 1 and "calibration" in document.get("manifest", {}):
+        raise FingerprintError(f"{json_path}: a format_version 1 file cannot hold a calibration; {_FIX}.")
     required = ("n", "arrays", "sha256", "npz_sha256", "manifest", "manifest_sha256")
     missing = [key for key in required if key not in document]
     if missing:
@@ -362,6 +410,9 @@ def load(path):
         fp = Fingerprint(manifest=manifest, **arrays)
     except FingerprintError as err:
         raise FingerprintError(f"{npz_path.with_suffix('')}: {err}") from None
+    if version == 1:
+        log.info("fingerprint %s is format version 1: it carries no calibration (θ defaults to %.2f, "
+                 "no likelihood ratio); re-extract it for one", npz_path, DEFAULT_THRESHOLD)
     if manifest.get("cae_version") != cae.__version__:
         log.info("fingerprint %s was made with cae %s (this is %s)", npz_path,
                  manifest.get("cae_version"), cae.__version__)
@@ -532,16 +583,171 @@ def predict_labels(suspect, x, num_classes, batch_size=256):
     )
 
 
+# --------------------------------------------------------------------------- calibration
+STATISTICS = ("retention", "lr")
+VERDICTS = ("surrogate", "independent", "inconclusive")
+# θ when nothing better is known (no calibration was stored with the fingerprint).
+DEFAULT_THRESHOLD = 0.75
+# Largest p-value behind a "surrogate" verdict (and, under the surrogates' rates, behind
+# an "independent" one).
+DEFAULT_ALPHA = 0.01
+
+
+def _bits(rows, name, n):
+    try:
+        array = np.asarray(rows, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise FingerprintError(f"calibration {name} must be a list of 0/1 rows.") from None
+    if array.ndim != 2 or array.shape[1] != n or array.shape[0] < 1 or not np.isin(array, (0, 1)).all():
+        raise FingerprintError(f"calibration {name} has shape {array.shape}; expected (models >= 1, {n}) "
+                               "of 0/1 (did the fingerprint change after calibration?).")
+    return array.astype(bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """How suspects are judged, measured on calibration models: which fingerprints each
+    calibration surrogate and reference reproduces.
+
+    ``surrogate_matches`` / ``reference_matches``: bool (models, n). ``models``: what the
+    calibration models are (they should be models the extraction never optimised
+    against: the preset's validation models). ``reference_weights_sha256``: one per
+    reference (a reference verified against the fingerprint is left out of its own
+    null). ``alpha``: the false-positive rate θ is chosen for, and the largest p-value
+    behind a verdict. Everything else is derived: smoothed per-fingerprint rates
+    (:func:`cae.stats.match_rates`), each reference's score, θ per statistic
+    (:func:`cae.stats.choose_threshold`).
+    """
+
+    surrogate_matches: np.ndarray
+    reference_matches: np.ndarray
+    reference_weights_sha256: tuple = ()
+    models: str = ""
+    alpha: float = DEFAULT_ALPHA
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        surrogate = np.asarray(self.surrogate_matches)
+        n = surrogate.shape[-1] if surrogate.ndim == 2 else -1
+        set_(self, "surrogate_matches", _frozen(_bits(surrogate, "surrogate_matches", n)))
+        set_(self, "reference_matches", _frozen(_bits(self.reference_matches, "reference_matches", n)))
+        hashes = tuple(self.reference_weights_sha256 or ())
+        if hashes and (len(hashes) != len(self.reference_matches) or not all(isinstance(h, str) for h in hashes)):
+            raise FingerprintError("calibration reference_weights_sha256 must hold one string per reference.")
+        set_(self, "reference_weights_sha256", hashes)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, numbers.Real) or not 0 < self.alpha < 1:
+            raise FingerprintError(f"calibration alpha is {self.alpha!r}; expected a probability in (0, 1).")
+        if not isinstance(self.models, str):
+            raise FingerprintError("calibration models must be a description (str).")
+
+    @property
+    def n(self):
+        return self.surrogate_matches.shape[1]
+
+    def check(self, n):
+        if self.n != n:
+            raise FingerprintError(f"the calibration covers {self.n} fingerprints but the fingerprint has {n}.")
+        return self
+
+    @property
+    def surrogate_rates(self):
+        return stats.match_rates(self.surrogate_matches)
+
+    @property
+    def reference_rates(self):
+        return stats.match_rates(self.reference_matches)
+
+    def score(self, matches, statistic="retention"):
+        """A suspect's score from its bool (n,) matches: retention, or the likelihood
+        ratio per fingerprint (:func:`cae.stats.likelihood_ratio` / n)."""
+        matches = np.asarray(matches, bool)
+        if statistic == "retention":
+            return float(matches.mean())
+        return float(stats.likelihood_ratio(matches, self.surrogate_rates, self.reference_rates)) / self.n
+
+    def reference_scores(self, statistic="retention"):
+        """Each calibration reference's score; for the likelihood ratio, with rates from
+        the other references (out of sample, or θ would sit too low)."""
+        if statistic == "retention" or len(self.reference_matches) < 2:
+            return [self.score(m, statistic) for m in self.reference_matches]
+        return [self.without_reference(i).score(m, statistic) for i, m in enumerate(self.reference_matches)]
+
+    def threshold(self, statistic="retention"):
+        """θ for ``statistic``: just above all calibration references but a fraction
+        ``alpha`` (:func:`cae.stats.choose_threshold`); None if none exists."""
+        scores = self.reference_scores(statistic)
+        try:
+            chosen = stats.choose_threshold(scores, alpha=self.alpha, n=self.n if statistic == "retention" else None)
+        except ValueError:
+            return None
+        return chosen.theta
+
+    def without_reference(self, i):
+        """The calibration with reference ``i`` left out (a suspect that is that model)."""
+        if len(self.reference_matches) < 2:
+            raise FingerprintError("the calibration has one reference; it cannot leave it out.")
+        keep = [j for j in range(len(self.reference_matches)) if j != i]
+        hashes = tuple(self.reference_weights_sha256[j] for j in keep) if self.reference_weights_sha256 else ()
+        return dataclasses.replace(self, reference_matches=self.reference_matches[keep],
+                                   reference_weights_sha256=hashes)
+
+    def to_dict(self):
+        return {"surrogate_matches": self.surrogate_matches.astype(int).tolist(),
+                "reference_matches": self.reference_matches.astype(int).tolist(),
+                "reference_weights_sha256": list(self.reference_weights_sha256), "models": self.models,
+                "alpha": float(self.alpha),
+                # For people reading the manifest; recomputed, never read back.
+                "threshold_retention": self.threshold("retention"), "threshold_lr": self.threshold("lr"),
+                "reference_retentions": self.reference_scores("retention")}
+
+    @classmethod
+    def from_dict(cls, stored, n=None):
+        if not isinstance(stored, dict):
+            raise FingerprintError(f"manifest calibration is {type(stored).__name__}; expected a JSON object.")
+        try:
+            calibration = cls(surrogate_matches=stored["surrogate_matches"],
+                              reference_matches=stored["reference_matches"],
+                              reference_weights_sha256=tuple(stored.get("reference_weights_sha256", ())),
+                              models=stored.get("models", ""), alpha=stored.get("alpha", DEFAULT_ALPHA))
+        except KeyError as err:
+            raise FingerprintError(f"manifest calibration lacks {err}; re-create it with cae extract.") from None
+        return calibration if n is None else calibration.check(n)
+
+
+def calibrate(fp, surrogates, references, *, models="", alpha=DEFAULT_ALPHA, batch_size=256):
+    """A :class:`Calibration` of ``fp`` from calibration models (anything
+    :func:`predict_labels` accepts; Keras models also give their weight hashes)."""
+    def matches(group):
+        return [predict_labels(m, fp.x, fp.num_classes, batch_size)[0] == fp.keys for m in group]
+
+    surrogates, references = list(surrogates), list(references)
+    if not surrogates or not references:
+        raise ValueError("calibration needs at least one surrogate and one reference model.")
+    hashes = ()
+    if all(_is_keras_model(m) for m in references):
+        from cae import models as models_lib
+
+        hashes = tuple(models_lib.weights_sha256(m) for m in references)
+    return Calibration(np.array(matches(surrogates)), np.array(matches(references)), hashes, models, alpha)
+
+
 # --------------------------------------------------------------------------- verification
 @dataclasses.dataclass(frozen=True)
 class VerifyResult:
     """Outcome of :func:`verify`.
 
     ``retention``: fraction of fingerprints on which the suspect's label equals the
-    key; ``is_surrogate``: ``retention >= threshold``; ``queries``: inputs sent to the
-    suspect; ``p_value``: the conservative p-value under the null "an independent
-    model" (None when no null was given; see :mod:`cae.stats`), with its binomial and
-    empirical parts and the ``p0`` used.
+    key. ``statistic`` / ``score``: what was compared with ``threshold`` (retention, or
+    the per-fingerprint likelihood ratio). ``verdict``: ``"surrogate"`` (score >= θ and
+    p-value <= ``alpha``), ``"independent"`` (score < θ and the suspect matches so few
+    keys that a derived model would do so with probability <= ``alpha``) or
+    ``"inconclusive"``; ``is_surrogate`` is ``verdict == "surrogate"``. ``p_value``:
+    the probability that an independent model scores this high, from the
+    per-fingerprint match rates of ``references`` calibration references (keys taken
+    as independent given the model; see :mod:`cae.stats`), with ``p_value_empirical``
+    beside it (the references' own scores, never below 1 / (references + 1)).
+    ``p_value_derived``: the probability that a derived model (the calibration
+    surrogates' rates) matches this few keys. ``queries``: inputs sent to the suspect.
     """
 
     retention: float
@@ -555,6 +761,15 @@ class VerifyResult:
     p_value_empirical: float = None
     p0: float = None
     fingerprint_sha256: str = None
+    statistic: str = "retention"
+    score: float = None
+    verdict: str = "inconclusive"
+    p_value_derived: float = None
+    references: int = 0
+    surrogates: int = 0
+    threshold_source: str = "default"
+    left_out: int = None
+    calibrated: bool = False
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -573,43 +788,93 @@ def _p_values(null, matches, n):
     return _p_values(stats.Null(tuple(np.asarray(null, dtype=float).ravel()), n), matches, n)
 
 
-# θ when nothing better is known (no references were stored with the fingerprint).
-DEFAULT_THRESHOLD = 0.75
+def _left_out(calibration, suspect):
+    """The calibration without the suspect itself when the suspect is one of its
+    references (same weights): a model is not judged against its own matches."""
+    if calibration is None or not calibration.reference_weights_sha256 or not _is_keras_model(suspect):
+        return calibration, None
+    from cae import models
+
+    digest = models.weights_sha256(suspect)
+    if digest not in calibration.reference_weights_sha256 or len(calibration.reference_matches) < 2:
+        return calibration, None
+    i = calibration.reference_weights_sha256.index(digest)
+    return calibration.without_reference(i), i
 
 
-def verify(suspect, fp, threshold=DEFAULT_THRESHOLD, batch_size=256, null=None):
+def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic="retention", alpha=None):
     """Algorithm 1: is ``suspect`` a surrogate of the model that made ``fp``?
 
     Sends the fingerprint inputs to ``suspect`` (label-only access suffices; any kind
-    :func:`predict_labels` accepts), counts the keys it reproduces and declares it a
-    surrogate iff ``retention >= threshold``. ``threshold`` may be a number in [0, 1]
-    or a :class:`cae.stats.Threshold`.
+    :func:`predict_labels` accepts) and counts the keys it reproduces. ``statistic``:
+    ``"retention"`` (the paper's: the fraction of keys reproduced) or ``"lr"`` (the
+    per-fingerprint log-likelihood ratio of "derived" against "independent", from the
+    fingerprint's :class:`Calibration`). ``threshold``: θ (a number, or a
+    :class:`cae.stats.Threshold`); by default the calibration's θ for the statistic,
+    else :data:`DEFAULT_THRESHOLD` for retention. ``alpha``: the largest p-value behind a
+    verdict (default: the calibration's).
 
-    ``null`` sets the p-value: None (no p-value), a float ``p0`` (binomial null), the
-    retentions of reference models on this fingerprint (both nulls), or a
-    :class:`cae.stats.Null`. With both nulls the reported ``p_value`` is the larger.
-    ``batch_size``: inputs per call for Keras models, ART classifiers and callables;
-    remote clients get the whole set and batch by their own ``batch_size``.
+    With a calibration the p-values come from it (see :class:`VerifyResult`) and a
+    suspect that is one of the calibration references is left out of it. ``null``
+    (legacy; for a fingerprint without calibration) sets the p-value from reference
+    retentions, a ``p0`` or a :class:`cae.stats.Null` (binomial and empirical; the
+    larger is reported). Without either, there is no p-value and the verdict is the
+    paper's rule alone: "surrogate" at or above θ, otherwise "inconclusive".
     Pure: nothing is modified except a remote client's query counter.
     """
     if not isinstance(fp, Fingerprint):
         raise TypeError(f"fp must be a Fingerprint (see cae.fingerprint.load), got "
                         f"{type(fp).__name__}.")
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic={statistic!r}; choose one of {', '.join(STATISTICS)}.")
+    calibration, left_out = _left_out(fp.calibration, suspect)
+    if statistic == "lr" and calibration is None:
+        raise ValueError("the likelihood-ratio statistic needs a calibrated fingerprint (format 2, made by "
+                         "cae extract with calibration models); use statistic='retention'.")
+    alpha = (calibration.alpha if calibration else DEFAULT_ALPHA) if alpha is None else alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a probability in (0, 1), got {alpha!r}.")
+    source = "argument"
+    if threshold is None:
+        threshold = calibration.threshold(statistic) if calibration else None
+        source = "calibration"
+        if threshold is None:
+            if statistic == "lr":
+                raise ValueError("the calibration has no likelihood-ratio θ; give threshold=.")
+            threshold, source = DEFAULT_THRESHOLD, "default"
     threshold = getattr(threshold, "theta", threshold)
     if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real) \
-            or not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}.")
+            or not np.isfinite(threshold) or (statistic == "retention" and not 0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be a number in [0, 1] (any finite number for the likelihood ratio), "
+                         f"got {threshold!r}.")
     threshold = float(threshold)
     labels, queries = predict_labels(suspect, fp.x, fp.num_classes, batch_size=batch_size)
-    matches = int(np.sum(labels == fp.keys))
+    hits = labels == fp.keys
+    matches = int(np.sum(hits))
     retention = matches / fp.n
-    p_value, binomial, empirical, p0 = _p_values(null, matches, fp.n)
+    extra = {}
+    if calibration is not None:
+        score = calibration.score(hits, statistic)
+        q, p = calibration.reference_rates, calibration.surrogate_rates
+        p_value = (stats.poisson_binomial_p_value(matches, q) if statistic == "retention"
+                   else stats.likelihood_ratio_p_value(score * fp.n, p, q))
+        derived = stats.poisson_binomial_p_value(matches, p, tail="lower")
+        empirical = stats.empirical_p_value(score, calibration.reference_scores(statistic))
+        verdict = ("surrogate" if score >= threshold and p_value <= alpha else
+                   "independent" if score < threshold and derived <= alpha else "inconclusive")
+        extra = dict(p_value=p_value, p_value_empirical=empirical, p_value_derived=derived,
+                     references=len(calibration.reference_matches), surrogates=len(calibration.surrogate_matches))
+    else:
+        score = retention
+        p_value, binomial, empirical, p0 = _p_values(null, matches, fp.n)
+        extra = dict(p_value=p_value, p_value_binomial=binomial, p_value_empirical=empirical, p0=p0)
+        verdict = ("surrogate" if score >= threshold and (p_value is None or p_value <= alpha)
+                   else "inconclusive")
     result = VerifyResult(
-        retention=retention, matches=matches, n=fp.n, threshold=threshold,
-        is_surrogate=bool(retention >= threshold), queries=int(queries), p_value=p_value,
-        p_value_binomial=binomial, p_value_empirical=empirical, p0=p0,
-        fingerprint_sha256=fp.sha256,
+        retention=retention, matches=matches, n=fp.n, threshold=threshold, is_surrogate=verdict == "surrogate",
+        queries=int(queries), fingerprint_sha256=fp.sha256, statistic=statistic, score=score, verdict=verdict,
+        threshold_source=source, left_out=left_out, calibrated=calibration is not None, **extra,
     )
-    log.info("retention %.3f (%d/%d) vs threshold %.3f -> %s", retention, matches, fp.n,
-             threshold, "surrogate" if result.is_surrogate else "independent")
+    log.info("%s %.3f (retention %d/%d) vs threshold %.3f -> %s", statistic, score, matches, fp.n,
+             threshold, verdict)
     return result

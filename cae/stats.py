@@ -49,7 +49,9 @@ __all__ = [
     "clopper_pearson_upper",
     "empirical_p_value",
     "likelihood_ratio",
+    "likelihood_ratio_p_value",
     "match_rates",
+    "poisson_binomial_p_value",
     "roc_auc",
     "roc_curve",
     "threshold_or_none",
@@ -270,6 +272,59 @@ def likelihood_ratio(matches, p, q):
         raise ValueError(f"matches cover {m.shape[-1]} fingerprints but the rates {p.shape[0]}.")
     m = m.astype(np.float64)
     return m @ np.log(p / q) + (1.0 - m) @ np.log((1.0 - p) / (1.0 - q))
+
+
+def _rates(rates, name):
+    rates = np.asarray(rates, np.float64)
+    if rates.ndim != 1 or rates.size == 0 or np.any((rates < 0) | (rates > 1)) or not np.all(np.isfinite(rates)):
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of probabilities, got {rates.shape}.")
+    return rates
+
+
+def poisson_binomial_p_value(matches, rates, tail="upper"):
+    """``P[X >= matches]`` (``tail="upper"``) or ``P[X <= matches]`` (``"lower"``) for X the
+    number of successes of independent trials with success probabilities ``rates``.
+
+    Exact (dynamic programming over the n trials, O(n²)). The p-value of a suspect's
+    ``matches`` keys when it matched key i with probability ``rates[i]`` independently:
+    per-fingerprint rates of reference models give the p-value of "independent",
+    those of surrogates (``"lower"``) the p-value of "derived". The independence of the
+    keys given the model is an assumption (the module notes say why it is optimistic).
+    """
+    rates = _rates(rates, "rates")
+    matches = _count(matches, "matches")
+    if matches > rates.size:
+        raise ValueError(f"matches={matches} is more than the {rates.size} trials.")
+    if tail not in ("upper", "lower"):
+        raise ValueError(f"tail={tail!r}; expected 'upper' or 'lower'.")
+    pmf = np.zeros(rates.size + 1)
+    pmf[0] = 1.0
+    for i, rate in enumerate(rates):
+        pmf[1:i + 2] = pmf[1:i + 2] * (1.0 - rate) + pmf[:i + 1] * rate
+        pmf[0] *= 1.0 - rate
+    value = pmf[matches:].sum() if tail == "upper" else pmf[:matches + 1].sum()
+    return float(min(1.0, max(value, 0.0)))
+
+
+def likelihood_ratio_p_value(score, p, q):
+    """An upper bound on ``P[LR >= score]`` when the suspect matches fingerprint i with
+    probability ``q[i]`` independently (the null "independent model"); LR is
+    :func:`likelihood_ratio` with rates ``p``, ``q``.
+
+    Chernoff's bound, ``min over λ in [0, 1] of exp(-λ s) Π E[exp(λ w_i)]``: at λ = 1 it
+    is Markov's ``exp(-s)`` (the likelihood ratio has mean 1 under the null), and the
+    minimum is never below the true tail, so the bound is conservative (valid, never
+    too small) given that null. Returns a float in (0, 1].
+    """
+    p, q = _rates(p, "p"), _rates(q, "q")
+    if p.shape != q.shape:
+        raise ValueError(f"p and q have shapes {p.shape} and {q.shape}; expected equal.")
+    hit, miss = np.log(p / q), np.log((1 - p) / (1 - q))
+    best = 0.0
+    for lam in np.linspace(0.0, 1.0, 201)[1:]:
+        log_mgf = np.sum(np.logaddexp(np.log(q) + lam * hit, np.log1p(-q) + lam * miss))
+        best = min(best, log_mgf - lam * float(score))
+    return float(math.exp(best))
 
 
 # --------------------------------------------------------------------------- null and threshold

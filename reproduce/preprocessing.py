@@ -43,7 +43,7 @@ def main():
     references = list(context.models["test_references"])
     references += [context.store.get(spec, verbose=not args.quiet)
                    for spec in experiments.extra_reference_specs(context.specs, args.extra_references)]
-    theta = evaluation.verification_stats(context, fp, {"source": context.models["source"]}, references)["threshold"]
+    theta = fingerprint.verify(context.models["source"], fp).threshold  # the calibration's θ, as cae verify uses
     sweeps = {kind: preprocessing.SWEEPS[kind] for kind in args.kinds}
     rows = evaluation.preprocessing_rows(context, fp, sweeps, theta, references)
     usable = [r for r in rows[1:] if r["Δ accuracy"] >= -evaluation.MAX_ACCURACY_DROP]
@@ -59,8 +59,7 @@ def main():
                 if theta and not r["references flagged"].startswith("0/")]
     notes = (f"Fingerprint: {fp.n} C-IGM examples at ε = {preset.epsilon:g}; {len(references)} independent "
              "references. Δ accuracy: test accuracy minus the untransformed source's. "
-             + (f"θ = {theta.theta:.3f}, chosen on the untransformed references.\n" if theta else
-                "No θ: a reference retains the whole fingerprint.\n"))
+             + f"θ = {theta:.3f}, the fingerprint's calibrated θ (untransformed calibration references).\n")
     cost = f"at most {evaluation.MAX_ACCURACY_DROP:.0%} accuracy"
     notes += (f"\nBroken at a cost of {cost}: {', '.join(broken)}.\n" if broken else
               f"\nNo transformation costing {cost} brought the source's retention below θ.\n")
@@ -70,7 +69,7 @@ def main():
         notes += (f"\nRobust θ = {robust:.3f}: the highest θ chosen on the references behind each transformation that "
                   f"costs the source {cost} ({len(usable)} of {len(rows) - 1}). The testing surrogates (untransformed) "
                   f"retain {', '.join(f'{r:.2f}' for r in surrogates)}: θ flags "
-                  f"{sum(r >= theta.theta for r in surrogates)} of {len(surrogates)}, the robust θ "
+                  f"{sum(r >= theta for r in surrogates)} of {len(surrogates)}, the robust θ "
                   f"{sum(r >= robust for r in surrogates)}.\n")
     elif theta:
         notes += "\nNo robust θ: a reference behind a transformation retains the whole fingerprint.\n"
@@ -91,7 +90,7 @@ def main():
                      notes=f"{len(derived)} derived models (testing surrogates and the removal attacks' models) "
                            f"against {len(references)} independent references, all behind the transformation of "
                            "the row. Flagged: retention at or above θ"
-                           + (f" = {theta.theta:.3f} (untransformed references).\n" if theta else " (no θ).\n"))
+                           + f" = {theta:.3f} (the calibration's).\n")
 
 
 def robust_threshold(theta, rows, n, alpha=stats.DEFAULT_ALPHA):
@@ -103,7 +102,7 @@ def robust_threshold(theta, rows, n, alpha=stats.DEFAULT_ALPHA):
     chosen = [stats.threshold_or_none(stats.Null(tuple(r["references' retentions"]), n), alpha) for r in rows]
     if any(c is None for c in chosen):
         return None
-    return max([theta.theta] + [c.theta for c in chosen])
+    return max([theta] + [c.theta for c in chosen])
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
-"""Verification you can trust: ROC and AUC of fingerprint retention, derived models
-(testing surrogates and every removal-attack model) vs independent models (testing
-references), TPR at 1 % FPR, the threshold θ with its false-positive bounds, and each
-suspect's p-value (empirical over the references, and binomial with p0 estimated from
-them). The AUC is also given over the "usable" derived models alone, those within 10
-points of the source's test accuracy. Figures: the ROC curve and the retention of every
-model per group.
+"""Verification you can trust: every suspect judged by cae verify's rule (θ and p-values
+from the fingerprint's calibration models, never from the suspects scored here), for
+the paper's retention and the per-fingerprint likelihood ratio; ROC-AUC and TPR at 1 %
+FPR of derived models (testing surrogates and every removal-attack model) against
+independent ones (testing references), how many of each the verdict calls surrogates,
+and each suspect's p-values. The AUC is also given over the "usable" derived models
+alone, those within 10 points of the source's test accuracy. Figures: the ROC curve and
+the retention of every model per group.
 
 ``--extra-references N`` adds N more independent references to the negatives: trained
 like the testing references (D2, ground truth, the same architectures in turn) with
-seeds of their own, cached in the zoo. The paper has two per architecture; with so few
-negatives the AUC and the FPR bound move a lot with a single model.
+seeds of their own and, in turn, other training recipes (cae.experiments.EXTRA_RECIPES),
+cached in the zoo. The paper has two per architecture; with so few negatives the AUC
+moves a lot with a single model.
 """
 
 import matplotlib
@@ -46,30 +48,30 @@ if __name__ == "__main__":
     drop = {name: accuracy["source"] - accuracy[name] for name in derived}
     result = evaluation.verification_stats(context, fp, derived, references, accuracy_drop=drop)
     theta = result["threshold"]
-    summary = [{"positives": result["positives"], "negatives": result["negatives"], "fingerprints": fp.n,
-                "AUC": result["auc"], "TPR at 1% FPR": result["tpr_at_1_fpr"],
-                "usable positives": result["positives_usable"], "AUC (usable)": result["auc_usable"],
-                "TPR at 1% FPR (usable)": result["tpr_at_1_fpr_usable"],
-                "θ": theta.theta if theta else None,
-                "empirical FPR": theta.empirical_fpr if theta else None,
-                "FPR 95% upper": theta.empirical_fpr_upper if theta else None,
-                "FPR (leave-one-out)": result["fpr_leave_one_out"],
-                "binomial FPR": theta.binomial_fpr if theta else None, "p0": result["p0"]}]
+    summary = []
+    for statistic in result["statistics"]:
+        suffix = "" if statistic == "retention" else "_lr"
+        summary.append({
+            "statistic": statistic, "positives": result["positives"], "negatives": result["negatives"],
+            "fingerprints": fp.n, "AUC": result[f"auc{suffix}"], "TPR at 1% FPR": result[f"tpr_at_1_fpr{suffix}"],
+            "usable positives": result["positives_usable"], "AUC (usable)": result[f"auc_usable{suffix}"],
+            "θ": result[f"threshold{suffix}"],
+            "derived flagged": f"{result[f'derived_flagged{suffix}']}/{result['positives']}",
+            "usable flagged": f"{result[f'derived_flagged_usable{suffix}']}/{result['positives_usable']}",
+            "references flagged": f"{result[f'references_flagged{suffix}']}/{result['negatives']}"})
     tables.write("verification_summary", preset.name, summary,
                  f"Verification summary (preset {preset.name}, {preset.dataset})",
-                 notes=(f"{result['note']}\n\n'Usable' positives are the derived models whose test accuracy is "
-                        f"within {result['max_accuracy_drop'] * 100:.0f} points of the source's "
-                        f"({accuracy['source']:.3f}): "
+                 notes=(f"{result['note']}\n\nCalibration: {result['calibration']}. Flagged: cae verify's verdict "
+                        f"'surrogate' (score ≥ θ and p-value ≤ {fp.calibration.alpha:g}). "
+                        f"'Usable' positives are the derived models whose test accuracy is within "
+                        f"{result['max_accuracy_drop'] * 100:.0f} points of the source's ({accuracy['source']:.3f}): "
                         "the stolen models worth deploying. A removal attack that costs more has failed on its "
-                        "own terms; the AUC over all derived models stands beside it.\n\n"
-                        f"With {result['negatives']} references an FPR of 1 % means no reference "
-                        "at or above θ, and the empirical p-value cannot go below 1/(references + 1). The binomial "
-                        "p-value assumes independent keys and is optimistic (cae.stats).\n"))
+                        "own terms; the AUC over all derived models stands beside it.\n"))
     tables.write("verification", preset.name, result["suspects"],
-                 f"Verification per suspect (preset {preset.name}, θ = {theta.theta:.3f})" if theta else
-                 f"Verification per suspect (preset {preset.name}, no θ)",
-                 notes="References are judged out of sample: p-values against, and θ chosen on, the other "
-                       "references (column θ).\n")
+                 f"Verification per suspect (preset {preset.name}, θ = {theta:.3f})",
+                 notes="p-value: an independent model's chance of matching this many keys, from the calibration "
+                       "references' per-fingerprint rates (keys independent given the model). p-value (derived): a "
+                       "derived model's chance of matching this few, from the calibration surrogates' rates.\n")
 
     folder = paths.results_dir(preset.name)
     figure, axis = plt.subplots(figsize=(4.5, 4.2))
@@ -90,7 +92,7 @@ if __name__ == "__main__":
         jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(values))
         axis.scatter(np.full(len(values), i) + jitter, values, s=25)
     if theta:
-        axis.axhline(theta.theta, ls="--", color="red", label=f"θ = {theta.theta:.3f}")
+        axis.axhline(theta, ls="--", color="red", label=f"θ = {theta:.3f}")
         axis.legend()
     axis.set_xticks(range(len(groups)), [g.replace("_", "\n").replace(" ", "\n") for g in groups])
     axis.set(ylabel="fingerprint retention", ylim=(-0.03, 1.03), title=f"Retention per group (preset {preset.name})")

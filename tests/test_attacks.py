@@ -264,3 +264,41 @@ def test_empty_inputs(ensemble_off, source):
     assert attack.generate(empty).shape == empty.shape and attack.targets_.shape == (0,)
     x_adv, success = A.baseline("igm", source, empty, 0.1)
     assert x_adv.shape == empty.shape and success.shape == (0,)
+
+
+# --------------------------------------------------------------------------- C-IGM's transform (beyond the paper)
+def _translations(image, shift):
+    padded = np.pad(image, ((shift, shift), (shift, shift), (0, 0)), mode="reflect")
+    for dy in range(2 * shift + 1):
+        for dx in range(2 * shift + 1):
+            crop = padded[dy:dy + 32, dx:dx + 32]
+            yield crop
+            yield crop[:, ::-1]
+
+
+def test_random_shift_flip_moves_each_image_by_its_own_offset(x):
+    layer = E.RandomShiftFlip(2, flip=True, seed=3)
+    first, second = np.asarray(layer(x)), np.asarray(layer(x))
+    for out in (first, second):
+        for image, moved in zip(x, out):
+            assert any(np.allclose(moved, candidate) for candidate in _translations(image, 2))
+    assert not np.allclose(first, second)  # fresh draws at every call
+    assert np.allclose(np.asarray(E.RandomShiftFlip(0, flip=False)(x)), x)  # nothing to draw: the identity
+    layer.reseed(3)
+    assert np.allclose(np.asarray(layer(x)), first)
+
+
+@pytest.mark.parametrize("transform", ["shift+flip", "shift:1", "shift+flip:2x2"])
+def test_cigm_with_a_transform_stays_in_budget_is_seeded_and_differs(ensemble_on, x, transform):
+    plain = A.CIGM(ensemble_on, 0.05, max_iter=5, seed=1).generate(x)
+    attack = A.CIGM(ensemble_on, 0.05, max_iter=5, seed=1, transform=transform)
+    first, again = attack.generate(x), attack.generate(x)
+    assert np.abs(first - x).max() <= 0.05 + 1e-6 and first.min() >= 0 and first.max() <= 1
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, plain)
+
+
+@pytest.mark.parametrize("transform", ["blur", "shift:9", "shift+flip:2x0", "none:2", "shift:x"])
+def test_cigm_refuses_unknown_transforms(ensemble_off, transform):
+    with pytest.raises(ValueError, match="transform="):
+        A.CIGM(ensemble_off, 0.05, transform=transform)

@@ -26,9 +26,8 @@ from cae import fingerprint as F
 
 K = 10
 N = 20
-THRESHOLD = 0.75
-REFERENCE_RETENTIONS = [0.1, 0.15, 0.05, 0.2]
-JSON_KEYS = {"retention", "threshold", "is_surrogate", "queries", "p_value"}
+JSON_KEYS = {"retention", "threshold", "is_surrogate", "queries", "p_value", "verdict", "statistic", "score",
+             "p_value_derived", "references", "threshold_source"}
 
 
 def tiny_model(num_classes=K, seed=0, input_shape=(32, 32, 3)):
@@ -58,10 +57,17 @@ def suspects():
 
 
 @pytest.fixture(scope="module")
-def fp(suspects):
+def calibration_models(suspects):
+    """Calibration models: surrogate-like copies and independent models, none of them a suspect."""
+    return ([noisy_copy(suspects["source"], 0.01, seed=10 + i) for i in range(3)],
+            [tiny_model(seed=20 + i) for i in range(3)])
+
+
+@pytest.fixture(scope="module")
+def fp(suspects, calibration_models):
     x = np.random.default_rng(0).random((N, 32, 32, 3), dtype=np.float32)
-    fp = F.create(suspects["source"], x, attack="test", epsilon=0.1, tau=1.0, dataset="none",
-                  created_with={"threshold": THRESHOLD, "reference_retentions": REFERENCE_RETENTIONS})
+    fp = F.create(suspects["source"], x, attack="test", epsilon=0.1, tau=1.0, dataset="none")
+    fp = fp.with_calibration(F.calibrate(fp, *calibration_models, models="test models"))
     assert len(set(fp.keys.tolist())) >= 3 and fp.keys.max() >= 2  # the lies below need this
     return fp
 
@@ -97,62 +103,69 @@ def assert_refused(status, out, err, fragment, code=2):
 
 
 # --------------------------------------------------------------------------- results
-def test_local_json_output(files, fp, suspects, capsys):
-    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "surrogate.keras",
-                            "--json"], capsys)
+@pytest.mark.parametrize("statistic", ["retention", "lr"])
+@pytest.mark.parametrize("suspect", ["source", "surrogate", "reference"])
+def test_python_and_cli_give_the_same_verdict_and_numbers(files, fp, suspects, capsys, suspect, statistic):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / f"{suspect}.keras",
+                            "--statistic", statistic, "--json"], capsys)
     assert status == 0, err
     result = json.loads(out)
     assert JSON_KEYS <= set(result)
-    expected = F.verify(suspects["surrogate"], fp, threshold=THRESHOLD, null=REFERENCE_RETENTIONS)
-    assert result["retention"] == expected.retention and result["queries"] == N
-    assert result["threshold"] == THRESHOLD and result["is_surrogate"] == (expected.retention >= THRESHOLD)
-    assert 0.0 < result["p_value"] <= 1.0
+    assert result == json.loads(json.dumps(F.verify(suspects[suspect], fp, statistic=statistic).to_dict()))
+    assert result["queries"] == N and result["threshold_source"] == "calibration" and result["references"] == 3
+    assert result["verdict"] == {"source": "surrogate", "surrogate": "surrogate", "reference": "independent"}[suspect]
+    assert 0.0 < result["p_value"] <= 1.0 and 0.0 < result["p_value_derived"] <= 1.0
 
 
 def test_local_text_output_and_threshold_override(files, capsys):
     status, out, _ = run(["verify", "--fingerprint", files / "fp.json", "--model", files / "source.keras"],
                          capsys)
-    assert status == 0 and out.startswith("retention 1.000 (20/20), threshold 0.750 (fingerprint): SURROGATE")
+    assert status == 0 and out.startswith("SURROGATE: retention 1.000 vs threshold"), out
+    assert "(calibration); retention 1.000 (20/20); p-value" in out and "3 calibration references" in out
     status, out, _ = run(["verify", "--fingerprint", files / "fp.npz", "--model", files / "reference.keras",
                           "--threshold", "0", "--json"], capsys)
-    assert status == 0 and json.loads(out)["is_surrogate"] is True
-    assert json.loads(out)["threshold_source"] == "--threshold"
+    result = json.loads(out)
+    assert status == 0 and result["threshold"] == 0 and result["threshold_source"] == "argument"
+    # θ = 0 alone is not evidence: the reference's p-value stands between it and an accusation.
+    assert result["is_surrogate"] is False and result["p_value"] > 0.01
 
 
-def test_without_a_calibrated_threshold_the_default_is_used_and_said(fp, suspects, tmp_path, capsys):
-    F.save(F.create(suspects["source"], fp.x, attack="test", epsilon=0.1, tau=1.0, dataset="none",
-                    created_with={}), tmp_path / "fp")
+def test_the_strongest_evidence_has_a_small_p_value(fp, suspects):
+    result = F.verify(suspects["source"], fp)
+    assert result.retention == 1.0 and result.p_value < 1e-6 and result.verdict == "surrogate"
+
+
+def test_without_a_calibration_the_default_is_used_and_said(fp, suspects, tmp_path, capsys):
+    F.save(F.create(suspects["source"], fp.x, attack="test", epsilon=0.1, tau=1.0, dataset="none"), tmp_path / "fp")
     suspects["surrogate"].save(tmp_path / "surrogate.keras")
     status, out, err = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "surrogate.keras",
                             "--json"], capsys)
     result = json.loads(out)
     assert status == 0, err
-    assert result["threshold"] == cli.DEFAULT_THRESHOLD and result["threshold_source"] == "default"
-    assert result["p_value"] is None  # no references, no null
+    assert result["threshold"] == F.DEFAULT_THRESHOLD and result["threshold_source"] == "default"
+    assert result["p_value"] is None and result["calibrated"] is False  # no references, no null
+    status, out, err = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "surrogate.keras",
+                            "--statistic", "lr"], capsys)
+    assert_refused(status, out, err, "carries no calibration")
 
 
-def test_a_reference_is_left_out_of_its_own_null(fp, suspects, tmp_path, capsys):
+def test_a_reference_is_left_out_of_its_own_calibration(fp, suspects, calibration_models, tmp_path, capsys):
     for name in ("reference", "surrogate"):
         suspects[name].save(tmp_path / f"{name}.keras")
-    retention = F.verify(suspects["reference"], fp).retention
-    null = [0.0, retention]  # the second reference of the null is the suspect itself
-    F.save(F.create(suspects["source"], fp.x, attack="test", epsilon=0.1, tau=1.0, dataset="none",
-                    created_with={"threshold": THRESHOLD, "reference_retentions": null,
-                                  "reference_weights_sha256": ["0" * 64, models.weights_sha256(suspects["reference"])]}),
-           tmp_path / "fp")
+    surrogates, references = calibration_models
+    own = fp.with_calibration(F.calibrate(fp, surrogates, [references[0], suspects["reference"]]))
+    F.save(own, tmp_path / "fp")
     status, out, err = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "reference.keras",
                             "--json"], capsys)
     result = json.loads(out)
     assert status == 0, err
-    assert result["null_left_out"] == 1
-    assert result["p_value"] == F.verify(suspects["reference"], fp, threshold=THRESHOLD, null=[0.0]).p_value
-    assert result["p_value"] != F.verify(suspects["reference"], fp, threshold=THRESHOLD, null=null).p_value
+    assert result["left_out"] == 1 and result["references"] == 1
     status, out, _ = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "surrogate.keras",
                           "--json"], capsys)
-    assert status == 0 and json.loads(out)["null_left_out"] is None
+    assert status == 0 and json.loads(out)["left_out"] is None and json.loads(out)["references"] == 2
     status, out, _ = run(["verify", "--fingerprint", tmp_path / "fp", "--model", tmp_path / "reference.keras"],
                          capsys)
-    assert "the suspect is reference 1 of the null; left out" in out
+    assert "the suspect is calibration reference 1, left out" in out
 
 
 @pytest.fixture
@@ -176,7 +189,7 @@ def test_remote_verify(files, fp, suspects, start, capsys, role, labels_only):
                             "--batch-size", 8, "--max-queries", N], capsys)
     assert status == 0, err
     result = json.loads(out)
-    local = F.verify(suspects[role], fp, threshold=THRESHOLD)
+    local = F.verify(suspects[role], fp)
     print(f"\n    {role} over HTTP: retention {result['retention']:.2f}, surrogate {result['is_surrogate']}, "
           f"queries {result['queries']}, p-value {result['p_value']:.3g}")
     assert result["retention"] == local.retention
@@ -277,7 +290,8 @@ def _tamper(case, folder, fp):
     elif case == "json: missing":
         js.unlink()
     elif case == "npz: another fingerprint's":
-        other = F.Fingerprint(x=fp.x[:5], keys=fp.keys[:5], manifest=fp.manifest)
+        manifest = {key: value for key, value in fp.manifest.items() if key != "calibration"}
+        other = F.Fingerprint(x=fp.x[:5], keys=fp.keys[:5], manifest=manifest)
         F.save(other, folder / "other")
         shutil.copy(folder / "other.npz", npz)
     elif case == "lie: fewer classes than the keys use":
@@ -288,8 +302,10 @@ def _tamper(case, folder, fp):
         _forge(folder, edit=_set("arrays", "x", "shape", [N, 28, 28, 3]))
     elif case == "lie: wrong n":
         _forge(folder, edit=_set("n", N + 1))
-    elif case == "lie: format version 2":
-        _forge(folder, edit=_set("format_version", 2))
+    elif case == "lie: format version 3":
+        _forge(folder, edit=_set("format_version", 3))
+    elif case == "lie: a format 1 file with a calibration":
+        _forge(folder, edit=_set("format_version", 1))
     elif case == "lie: x stored as float64":
         _forge(folder, arrays=_with_x(lambda x: x.astype(np.float64))(folder))
     elif case == "lie: x holds NaN":
@@ -301,17 +317,15 @@ def _tamper(case, folder, fp):
         arrays["keys"] = arrays["keys"].astype(np.float64)
         _forge(folder, arrays=arrays)
     elif case == "lie: calibration not an object":
-        _forge(folder, edit=_set("manifest", "created_with", "trust me"))
-    elif case == "lie: reference retentions not numbers":
-        _forge(folder, edit=_set("manifest", "created_with", "reference_retentions", {"a": 1}))
-    elif case == "lie: reference retentions above 1":
-        _forge(folder, edit=_set("manifest", "created_with", "reference_retentions", [0.1, 2.0]))
-    elif case == "lie: threshold not a number":
-        _forge(folder, edit=_set("manifest", "created_with", "threshold", "high"))
-    elif case == "lie: threshold above 1":
-        _forge(folder, edit=_set("manifest", "created_with", "threshold", 1.5))
-    elif case == "lie: one reference hash for two references":
-        _forge(folder, edit=_set("manifest", "created_with", "reference_weights_sha256", ["0" * 64]))
+        _forge(folder, edit=_set("manifest", "calibration", "trust me"))
+    elif case == "lie: calibration rows of the wrong length":
+        _forge(folder, edit=_set("manifest", "calibration", "reference_matches", [[1, 0]]))
+    elif case == "lie: calibration not 0/1":
+        _forge(folder, edit=_set("manifest", "calibration", "surrogate_matches", [[2] * N]))
+    elif case == "lie: calibration alpha above 1":
+        _forge(folder, edit=_set("manifest", "calibration", "alpha", 1.5))
+    elif case == "lie: one reference hash for three references":
+        _forge(folder, edit=_set("manifest", "calibration", "reference_weights_sha256", ["0" * 64]))
     else:
         raise ValueError(case)
 
@@ -330,17 +344,17 @@ HOSTILE_FINGERPRINTS = {
     "lie: more classes than the suspect has": "source.keras predicts 10 classes but the fingerprint has 12",
     "lie: wrong shape of x": "describes x as",
     "lie: wrong n": f"says n={N + 1} but",
-    "lie: format version 2": "format_version 2",
+    "lie: format version 3": "format_version 3",
+    "lie: a format 1 file with a calibration": "a format_version 1 file cannot hold a calibration",
     "lie: x stored as float64": "array x has dtype float64",
     "lie: x holds NaN": "x contains NaN",
     "lie: x in 0..255": "images must lie in [0, 1]",
     "lie: keys as floats": "array keys has dtype float64",
-    "lie: calibration not an object": "created_with is str, expected a JSON object",
-    "lie: reference retentions not numbers": "reference_retentions is {'a': 1}",
-    "lie: reference retentions above 1": "reference_retentions is [0.1, 2.0], expected a list of numbers in [0, 1]",
-    "lie: threshold not a number": "created_with.threshold is 'high'",
-    "lie: threshold above 1": "created_with.threshold is 1.5, expected a number in [0, 1]",
-    "lie: one reference hash for two references": "expected one SHA-256 string per entry of reference_retentions",
+    "lie: calibration not an object": "manifest calibration is str; expected a JSON object",
+    "lie: calibration rows of the wrong length": "calibration reference_matches has shape (1, 2)",
+    "lie: calibration not 0/1": "calibration surrogate_matches has shape (1, 20); expected (models >= 1, 20) of 0/1",
+    "lie: calibration alpha above 1": "calibration alpha is 1.5",
+    "lie: one reference hash for three references": "one string per reference",
 }
 
 
@@ -423,8 +437,8 @@ def test_mismatched_suspect_model(name, fragment, files, capsys):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--threshold", "1.5"], "threshold must be a number in [0, 1], got 1.5"),
-    (["--threshold", "nan"], "threshold must be a number in [0, 1], got nan"),
+    (["--threshold", "1.5"], "threshold must be a number in [0, 1] (any finite number for the likelihood ratio), got 1.5"),
+    (["--threshold", "nan"], "threshold must be a number in [0, 1] (any finite number for the likelihood ratio), got nan"),
     (["--batch-size", "0"], "batch_size must be a positive integer"),
 ])
 def test_bad_local_options(argv, fragment, files, capsys):

@@ -51,10 +51,17 @@ def fp(context):
                               tau=1.0, dataset="synthetic")
 
 
-def _handmade(retentions_pos, retentions_neg, n=10):
-    """A fingerprint of n keys (all class 0) and callables keeping exactly the given retentions."""
+def _first(k, n):
+    return np.arange(n) < k
+
+
+def _handmade(retentions_pos, retentions_neg, n=10, calibration=((0.9, 1.0), (0.1, 0.3))):
+    """A fingerprint of n keys (all class 0), calibrated on models that match the first
+    keys in the given proportions, and callables keeping exactly the given retentions."""
     fp = fingerprint.create(lambda x: np.zeros(len(x), np.int64), np.full((n, 32, 32, 3), 0.5, np.float32),
                             attack="hand", epsilon=0.1, tau=1.0, dataset="synthetic", num_classes=3)
+    surrogates, references = ([_first(int(round(r * n)), n) for r in group] for group in calibration)
+    fp = fp.with_calibration(fingerprint.Calibration(np.array(surrogates), np.array(references), models="hand"))
 
     def suspect(retention):
         k = int(round(retention * n))
@@ -68,15 +75,15 @@ def test_verification_stats_on_a_handmade_case():
     result = evaluation.verification_stats(None, fp, pos, neg)
     assert result["auc"] == pytest.approx(8 / 9)  # 0.5 loses only to the reference at 0.6
     assert result["tpr_at_1_fpr"] == pytest.approx(2 / 3)
-    assert result["threshold"].theta == pytest.approx(0.7)  # smallest multiple of 1/10 above 0.6
-    verified = {r["retention"]: r["verified"] for r in result["suspects"]}
-    # Each reference meets the θ chosen on the others: the one at 0.6 is above 0.4 (just
-    # above 0.3), a false positive that the in-sample θ of 0.7 hides.
-    assert verified == {0.9: True, 0.8: True, 0.5: False, 0.1: False, 0.3: False, 0.6: True}
-    assert {r["retention"]: r["θ"] for r in result["suspects"] if r["kind"] == "reference"} == pytest.approx(
-        {0.1: 0.7, 0.3: 0.7, 0.6: 0.4})
-    assert result["fpr_leave_one_out"] == pytest.approx(1 / 3)
+    assert result["threshold"] == pytest.approx(0.4)  # smallest multiple of 1/10 above the calibration's 0.3
+    verdicts = {r["retention"]: r["verdict"] for r in result["suspects"]}
+    # The reference at 0.6 and the derived model at 0.5 are above θ, but an independent model
+    # matches that many keys too often (p-value > 1 %): not enough evidence to accuse.
+    assert verdicts == {0.9: "surrogate", 0.8: "surrogate", 0.5: "inconclusive", 0.1: "independent",
+                        0.3: "independent", 0.6: "inconclusive"}
+    assert result["derived_flagged"] == 2 and result["references_flagged"] == 0
     assert result["fpr"][0] == 0 and result["tpr"][-1] == 1 and result["fpr"][-1] == 1
+    assert set(result["statistics"]) == {"retention", "lr"} and 0 <= result["auc_lr"] <= 1
 
 
 def test_p_values_fall_as_retention_rises():
@@ -84,11 +91,11 @@ def test_p_values_fall_as_retention_rises():
     fp, pos, neg = _handmade(retentions, [0.1, 0.2, 0.3, 0.4])
     derived = [r for r in evaluation.verification_stats(None, fp, pos, neg)["suspects"] if r["kind"] == "derived"]
     assert [r["retention"] for r in derived] == retentions
-    for key in ("p (binomial)", "p (empirical)"):
+    for key, falls in (("p-value", True), ("p-value (LR)", True), ("p-value (derived)", False)):
         values = [r[key] for r in derived]
-        assert all(a >= b for a, b in zip(values, values[1:])), (key, values)
-        assert values[0] > values[-1]
-    assert derived[-1]["p (empirical)"] == pytest.approx(1 / 5)  # floor 1/(R + 1) with R = 4 references
+        assert all((a >= b) if falls else (a <= b) for a, b in zip(values, values[1:])), (key, values)
+        assert values[0] != values[-1]
+    assert derived[-1]["p-value"] < 1e-3  # every key, each one that the references rarely match
 
 
 def test_usable_auc_counts_only_derived_models_that_kept_their_accuracy():
@@ -99,6 +106,7 @@ def test_usable_auc_counts_only_derived_models_that_kept_their_accuracy():
     assert result["auc"] == pytest.approx(7 / 9)  # rtal's 0.2 beats only the reference at 0.1
     assert result["auc_usable"] == 1.0 and result["positives_usable"] == 2  # 0.10 is within 10 points
     assert result["tpr_at_1_fpr_usable"] == 1.0 and result["tpr_at_1_fpr"] == pytest.approx(2 / 3)
+    assert result["derived_flagged_usable"] == 2
     assert {r["model"]: r["accuracy drop"] for r in result["suspects"] if r["kind"] == "derived"} == drop
     assert "auc_usable" not in evaluation.verification_stats(None, fp, names, neg)
     with pytest.raises(ValueError, match="lacks derived models.*rtal"):
@@ -144,11 +152,11 @@ def test_fidelity_of_the_source_is_one(context):
 
 def test_removal_rows_put_paper_numbers_beside_ours(context, fp):
     derived = _channel_model(10.0, 7)
-    rows = evaluation.removal_rows(context, fp, attacks=("ftll",), models={"ftll": derived}, threshold=0.5)
+    rows = evaluation.removal_rows(context, fp, attacks=("ftll",), models={"ftll": derived})
     assert [r["attack"] for r in rows] == ["Source (no attack)", "FTLL"]
     ftll = rows[1]
     assert (ftll["paper accuracy"], ftll["paper fidelity"], ftll["paper retention"]) == (0.775, 0.935, 1.00)
-    assert ftll["verified"] == ("yes" if ftll["retention"] >= 0.5 else "NO (broken)")
+    assert ftll["verified"] == ("yes" if fingerprint.verify(derived, fp).is_surrogate else "NO (broken)")
     assert ftll["retention"] == fingerprint.verify(derived, fp).retention
     assert rows[0]["retention"] == 1.0 and rows[0]["fidelity"] == 1.0
     assert ftll["Δ accuracy"] == pytest.approx(ftll["test_accuracy"] - rows[0]["test_accuracy"])

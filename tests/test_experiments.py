@@ -20,6 +20,7 @@ def context(tmp_path_factory):
         source_epochs=3, surrogate_epochs=2, reference_epochs=2, train_surrogates=("cnn",),
         train_references=("cnn",), test_surrogates=("cnn",), test_references=("cnn",), attack_inputs=12,
         attack_iterations=30, batch_size=32, learning_rate=0.01, evaluate_on=0, training_subset=0,
+        valid_surrogates=(), valid_references=(),
     )
     store = zoo.Zoo(root / "zoo", datasets={"synthetic": synthetic(n_train=400, n_test=64, colour=True)})
     yield experiments.prepare(preset, verbose=False, store=store)
@@ -34,6 +35,20 @@ def test_specs_roles_and_parents(context):
         assert spec.labels == "distill" and spec.parent == source.key
     assert all(s.data == "D1" for s in specs["train_surrogates"] + specs["train_references"])
     assert all(s.data == "D2" for s in specs["test_surrogates"] + specs["test_references"])
+    keys = [s.key for s in experiments.all_specs(specs)]
+    assert len(set(keys)) == len(keys)
+
+
+def test_the_cpu_preset_keeps_validation_models_out_of_the_ensemble():
+    preset = presets.get("cpu")
+    specs = experiments.model_specs(preset)
+    source = specs["source"]
+    for group, labels in (("valid_surrogates", "distill"), ("valid_references", "ground_truth")):
+        assert len(specs[group]) == 3 and {s.architecture for s in specs[group]} == {"cnn", "rescnn", "allconv"}
+        assert all(s.data == "D1" and s.labels == labels and s.subset == 0 for s in specs[group])
+    assert all(s.parent == source.key for s in specs["valid_surrogates"])
+    for group in experiments.GROUPS:  # every group holds the three families, as the paper's hold six
+        assert {"cnn", "rescnn", "allconv"} <= {s.architecture for s in specs[group]}
     keys = [s.key for s in experiments.all_specs(specs)]
     assert len(set(keys)) == len(keys)
 
@@ -68,18 +83,34 @@ def test_extract_then_verify(context, tmp_path):
     result = fingerprint.verify(context.models["source"], loaded)
     assert result.retention == 1.0 and result.is_surrogate and result.queries == fp.n
 
-    # The manifest carries what `cae verify` judges with: θ chosen on the testing
-    # references (just above the highest of them: alpha 0.01 allows none above it), their
-    # retentions as the null, and their weights' hashes (to leave a reference out).
-    calibration = loaded.manifest["created_with"]
-    refs = calibration["reference_retentions"]
-    assert refs == [fingerprint.verify(m, fp).retention for m in context.models["test_references"]]
+    # The fingerprint carries what `cae verify` judges with: which keys each calibration
+    # model reproduces (this preset has no validation models, so its testing models;
+    # said in the description), their weights' hashes (to leave a reference out) and θ.
+    calibration = loaded.calibration
+    assert "testing models" in calibration.models
+    for group, matches in (("test_surrogates", calibration.surrogate_matches),
+                           ("test_references", calibration.reference_matches)):
+        expected = [m.predict(fp.x, verbose=0).argmax(axis=1) == fp.keys for m in context.models[group]]
+        assert np.array_equal(matches, np.array(expected))
+    refs = calibration.reference_scores()
     if max(refs) < 1:
-        assert calibration["threshold"] == (np.floor(max(refs) * fp.n + 1e-9) + 1) / fp.n
-        assert calibration["threshold_references"] == len(refs) and calibration["threshold_alpha"] == 0.01
-    else:  # no θ keeps a reference that retains everything out: `cae verify` falls back
-        assert "threshold" not in calibration
-    assert calibration["reference_weights_sha256"] == [models.weights_sha256(m) for m in context.models["test_references"]]
+        assert calibration.threshold() == (np.floor(max(refs) * fp.n + 1e-9) + 1) / fp.n
+        assert result.threshold == calibration.threshold() and result.threshold_source == "calibration"
+    assert calibration.reference_weights_sha256 == tuple(models.weights_sha256(m)
+                                                         for m in context.models["test_references"])
+    assert loaded.manifest["created_with"]["transform"] == context.preset.transform
+
+
+def test_extract_calibrates_on_the_validation_models_when_the_preset_has_them(context):
+    import dataclasses
+
+    validation = {"valid_surrogates": context.models["test_surrogates"][:1],
+                  "valid_references": context.models["test_references"][:1]}
+    with_validation = dataclasses.replace(context, models={**context.models, **validation})
+    surrogates, references, described = experiments.calibration_models(with_validation)
+    assert surrogates == validation["valid_surrogates"] and references == validation["valid_references"]
+    assert described.startswith("1 surrogates and 1 references: validation models")
+    assert experiments.calibration_models(context)[2].endswith("scores on them are in-sample)")
 
 
 def test_table2_notes_say_when_the_ordering_is_within_noise():

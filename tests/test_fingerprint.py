@@ -413,3 +413,41 @@ def test_bad_suspect_answers(fp, answer, match):
 def test_unknown_suspect_type(fp):
     with pytest.raises(TypeError, match="cannot query"):
         F.verify(object(), fp)
+
+
+# --------------------------------------------------------------------------- calibration (format 2)
+def _calibrated(fp):
+    n = fp.n
+    surrogates = np.ones((2, n), bool)
+    references = np.zeros((3, n), bool)
+    references[0, : n // 2] = True
+    return fp.with_calibration(F.Calibration(surrogates, references, ("a" * 64, "b" * 64, "c" * 64), "hand"))
+
+
+def test_calibration_survives_save_and_load_and_sets_theta(fp, tmp_path):
+    calibrated = _calibrated(fp)
+    F.save(calibrated, tmp_path / "fp")
+    loaded = F.load(tmp_path / "fp")
+    assert loaded == calibrated and json.loads((tmp_path / "fp.json").read_text())["format_version"] == 2
+    calibration = loaded.calibration
+    assert np.array_equal(calibration.reference_matches, calibrated.calibration.reference_matches)
+    half = (fp.n // 2) / fp.n
+    assert calibration.reference_scores() == pytest.approx([half, 0.0, 0.0])
+    assert calibration.threshold() == pytest.approx((fp.n // 2 + 1) / fp.n)  # just above the highest reference
+    assert calibration.without_reference(0).reference_weights_sha256 == ("b" * 64, "c" * 64)
+
+
+def test_a_format_1_file_loads_and_says_it_has_no_calibration(fp, tmp_path, caplog):
+    F.save(fp, tmp_path / "fp")
+    document = json.loads((tmp_path / "fp.json").read_text())
+    document["format_version"] = 1
+    document["manifest_sha256"] = F._manifest_digest(document)
+    (tmp_path / "fp.json").write_text(json.dumps(document))
+    with caplog.at_level("INFO", logger="cae.fingerprint"):
+        loaded = F.load(tmp_path / "fp")
+    assert loaded.calibration is None and "carries no calibration" in caplog.text
+
+
+def test_a_calibration_of_another_size_is_refused(fp):
+    with pytest.raises(F.FingerprintError, match=f"covers 3 fingerprints but the fingerprint has {fp.n}"):
+        fp.with_calibration(F.Calibration(np.ones((1, 3)), np.zeros((1, 3))))

@@ -346,8 +346,8 @@ def test_fingerprint_figure_from_fingerprint_object():
         __call__ = predict
 
     fp = fingerprint.create(Source(), x, attack="C-IGM", epsilon=0.05, tau=1.0, dataset="cifar10",
-                            num_classes=10, originals=originals,
-                            created_with={"inputs": 10, "reference_retentions": [0.1, 0.2]})
+                            num_classes=10, originals=originals, created_with={"inputs": 10})
+    fp = fp.with_calibration(fingerprint.Calibration(np.ones((1, 4)), [[1, 0, 0, 0], [1, 1, 0, 0]]))
     figure = figures.fingerprint_figure(Source(), fp, tuple(f"c{k}" for k in range(10)), n=3, columns=3)
     try:
         assert len([axis for axis in figure.axes if axis.images]) == 9
@@ -355,7 +355,8 @@ def test_fingerprint_figure_from_fingerprint_object():
         plt.close(figure)
     row = figures.fingerprint_row(fp)
     assert row["fingerprints"] == 4 and row["mean ‖δ‖∞"] == pytest.approx(0.05, abs=1e-6)
-    assert row["testing references' retention"] == "0.10, 0.20"
+    assert row["calibration references' retention"] == "0.25, 0.50"
+    assert row["calibration surrogates' retention"] == "1.00"
 
 
 # --------------------------------------------------------------------------- reproduce/all.py

@@ -160,10 +160,10 @@ def test_robust_threshold_is_the_highest_per_transformation_threshold():
     lowered = {"references' retentions": [0.1, 0.2, 0.2]}
     high = stats.threshold_or_none(stats.Null((0.6, 0.7, 0.8), 100), stats.DEFAULT_ALPHA).theta
     assert plain.theta < high
-    assert robust(plain, [lowered], 100) == plain.theta
-    assert robust(plain, [lowered, lifted], 100) == high > 0.8
+    assert robust(plain.theta, [lowered], 100) == plain.theta
+    assert robust(plain.theta, [lowered, lifted], 100) == high > 0.8
     assert robust(None, [lifted], 100) is None
-    assert robust(plain, [{"references' retentions": [1.0, 0.2]}], 100) is None  # no θ above a full retention
+    assert robust(plain.theta, [{"references' retentions": [1.0, 0.2]}], 100) is None  # no θ above a full retention
 
 
 def test_separation_rows_put_every_suspect_behind_the_transformation(tmp_path):

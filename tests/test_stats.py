@@ -226,3 +226,39 @@ def test_bootstrap_mean_ci():
         stats.bootstrap_mean_ci([])
     with pytest.raises(ValueError, match="NaN"):
         stats.bootstrap_mean_ci([0.1, float("nan")])
+
+
+# --------------------------------------------------------------------------- per-fingerprint evidence
+def test_poisson_binomial_is_the_binomial_for_equal_rates_and_matches_sampling():
+    from cae import stats
+
+    for k in (0, 3, 10, 20):
+        assert stats.poisson_binomial_p_value(k, [0.3] * 20) == pytest.approx(stats.binomial_p_value(k, 20, 0.3))
+    rates = np.random.default_rng(0).uniform(0.05, 0.9, 30)
+    draws = (np.random.default_rng(1).random((200_000, 30)) < rates).sum(axis=1)
+    for k in (5, 12, 20):
+        assert stats.poisson_binomial_p_value(k, rates) == pytest.approx(np.mean(draws >= k), abs=3e-3)
+        assert stats.poisson_binomial_p_value(k, rates, tail="lower") == pytest.approx(np.mean(draws <= k),
+                                                                                         abs=3e-3)
+    with pytest.raises(ValueError, match="more than the 30 trials"):
+        stats.poisson_binomial_p_value(31, rates)
+
+
+def test_likelihood_ratio_weighs_only_informative_keys_and_its_p_value_bounds_the_tail():
+    from cae import stats
+
+    matches = np.array([[1, 1, 1, 0], [0, 0, 0, 0]], bool)
+    p, q = stats.match_rates(matches[:1]), stats.match_rates(matches[1:])
+    assert p.tolist() == [0.75, 0.75, 0.75, 0.25] and q.tolist() == [0.25] * 4  # Jeffreys' half counts
+    # The last key: both groups at the same rate, so it carries no evidence either way.
+    assert stats.likelihood_ratio([1, 1, 1, 0], p, q) == pytest.approx(stats.likelihood_ratio([1, 1, 1, 1], p, q))
+    assert stats.likelihood_ratio([1, 1, 1, 0], p, q) > stats.likelihood_ratio([0, 0, 0, 1], p, q)
+    rng = np.random.default_rng(0)
+    p, q = rng.uniform(0.5, 0.95, 60), rng.uniform(0.05, 0.6, 60)
+    null = stats.likelihood_ratio(rng.random((100_000, 60)) < q, p, q)
+    for score in np.quantile(null, [0.5, 0.9, 0.99]):
+        bound = stats.likelihood_ratio_p_value(score, p, q)
+        assert np.mean(null >= score) <= bound <= 1.0  # conservative, never below the true tail
+    assert stats.likelihood_ratio_p_value(stats.likelihood_ratio(np.ones(60), p, q), p, q) < 1e-6
+    with pytest.raises(ValueError, match="strictly inside"):
+        stats.likelihood_ratio([1], [1.0], [0.5])

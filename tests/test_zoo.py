@@ -218,3 +218,35 @@ def test_killed_run_resumes_from_last_epoch_with_identical_result(tmp_path):
     clean = zoo.Zoo(clean_root, datasets={"synthetic": synthetic(colour=True)}).get(spec, verbose=False)
     for a, b in zip(resumed.get_weights(), clean.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels, options", [("distill", ()), ("source_labels", ()), ("knockoff", ()),
+                                             ("jagielski", (("jagielski_temperature", 0.2),))])
+def test_a_child_learns_the_parents_answers_to_the_augmented_images_it_sees(tmp_path, monkeypatch, labels, options):
+    """Retraining and the other extraction attacks query the source on the images the
+    copy trains on: with augmentation, the labels fed to each epoch are the parent's
+    answers to the augmented batch, not to the clean images."""
+    import keras
+
+    import cae.removal  # noqa: F401  (registers the removal attacks' training sets)
+
+    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic(colour=True)})
+    source = tiny_spec()
+    parent = store.get(source, verbose=False)
+    child = tiny_spec(labels=labels, parent=source.key, role="surrogate", data="D2", seed=7, options=options)
+    seen = []
+    real_fit = keras.Model.fit
+
+    def fit(self, x, y, **kwargs):
+        seen.append((np.array(x), np.array(y)))
+        return real_fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    store.get(child, verbose=False)
+    assert len(seen) == child.epochs
+    for x, y in seen:
+        expected = zoo.RELABEL[labels](zoo.predict(parent, x), child)
+        np.testing.assert_allclose(y, expected, atol=1e-5)
+    dataset = store.dataset("synthetic")
+    clean = zoo.TRAINING_SETS[labels](store, child, dataset, zoo.split_of(dataset, child), parent)[1]
+    assert not np.allclose(np.sort(seen[0][1], axis=0), np.sort(clean, axis=0))  # the augmented images differ
