@@ -624,6 +624,7 @@ class Calibration:
     reference_weights_sha256: tuple = ()
     models: str = ""
     alpha: float = DEFAULT_ALPHA
+    transformed_references: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -631,6 +632,16 @@ class Calibration:
         n = surrogate.shape[-1] if surrogate.ndim == 2 else -1
         set_(self, "surrogate_matches", _frozen(_bits(surrogate, "surrogate_matches", n)))
         set_(self, "reference_matches", _frozen(_bits(self.reference_matches, "reference_matches", n)))
+        if not isinstance(self.transformed_references, dict):
+            raise FingerprintError("calibration transformed_references must map a transformation to 0/1 rows.")
+        transformed = {}
+        for name, rows in self.transformed_references.items():
+            rows = _bits(rows, f"transformed_references[{name!r}]", n)
+            if len(rows) != len(self.reference_matches):
+                raise FingerprintError(f"calibration transformed_references[{name!r}] has {len(rows)} rows; "
+                                       f"expected one per reference ({len(self.reference_matches)}).")
+            transformed[str(name)] = _frozen(rows)
+        set_(self, "transformed_references", transformed)
         hashes = tuple(self.reference_weights_sha256 or ())
         if hashes and (len(hashes) != len(self.reference_matches) or not all(isinstance(h, str) for h in hashes)):
             raise FingerprintError("calibration reference_weights_sha256 must hold one string per reference.")
@@ -665,22 +676,65 @@ class Calibration:
             return float(matches.mean())
         return float(stats.likelihood_ratio(matches, self.surrogate_rates, self.reference_rates)) / self.n
 
-    def reference_scores(self, statistic="retention"):
-        """Each calibration reference's score; for the likelihood ratio, with rates from
-        the other references (out of sample, or θ would sit too low)."""
+    @property
+    def conditions(self):
+        """``"none"`` (the references as they are), then each input transformation they
+        were also measured behind (:mod:`cae.preprocessing`)."""
+        return ("none", *self.transformed_references)
+
+    def _matches(self, condition):
+        return self.reference_matches if condition == "none" else self.transformed_references[condition]
+
+    def null_rates(self, condition="none"):
+        """Per-fingerprint match rates of the calibration references under ``condition``."""
+        return stats.match_rates(self._matches(condition))
+
+    def reference_scores(self, statistic="retention", condition="none"):
+        """Each calibration reference's score under ``condition``; for the likelihood
+        ratio, with rates from the other references (out of sample, or θ would sit too
+        low)."""
+        matches = self._matches(condition)
         if statistic == "retention" or len(self.reference_matches) < 2:
-            return [self.score(m, statistic) for m in self.reference_matches]
-        return [self.without_reference(i).score(m, statistic) for i, m in enumerate(self.reference_matches)]
+            return [self.score(m, statistic) for m in matches]
+        return [self.without_reference(i).score(m, statistic) for i, m in enumerate(matches)]
 
     def threshold(self, statistic="retention"):
         """θ for ``statistic``: just above all calibration references but a fraction
-        ``alpha`` (:func:`cae.stats.choose_threshold`); None if none exists."""
-        scores = self.reference_scores(statistic)
-        try:
-            chosen = stats.choose_threshold(scores, alpha=self.alpha, n=self.n if statistic == "retention" else None)
-        except ValueError:
-            return None
-        return chosen.theta
+        ``alpha`` (:func:`cae.stats.choose_threshold`), under every condition (the highest
+        θ over them); None if none exists."""
+        chosen = []
+        for condition in self.conditions:
+            scores = self.reference_scores(statistic, condition)
+            try:
+                chosen.append(stats.choose_threshold(scores, alpha=self.alpha,
+                                                     n=self.n if statistic == "retention" else None).theta)
+            except ValueError:
+                return None
+        return max(chosen)
+
+    def p_value(self, matches, statistic="retention"):
+        """The probability that an independent model scores at least as high as a
+        suspect with bool (n,) ``matches``: from the calibration references'
+        per-fingerprint rates, keys independent given the model; the largest over the
+        conditions. For retention the exact Poisson-binomial tail, for the likelihood
+        ratio Chernoff's bound (:mod:`cae.stats`)."""
+        matches = np.asarray(matches, bool)
+        score = self.score(matches, statistic)
+        values = []
+        for condition in self.conditions:
+            rates, spread = self.null_rates(condition), stats.model_spread(self._matches(condition))
+            if statistic == "retention":
+                values.append(stats.poisson_binomial_p_value(int(matches.sum()), rates, spread=spread))
+            else:
+                values.append(stats.likelihood_ratio_p_value(score * self.n, self.surrogate_rates,
+                                                             self.reference_rates, null=rates, spread=spread))
+        return max(values)
+
+    def p_value_derived(self, matches):
+        """The probability that a derived model (the calibration surrogates' rates and
+        spread) reproduces as few keys as bool (n,) ``matches``."""
+        return stats.poisson_binomial_p_value(int(np.sum(matches)), self.surrogate_rates, tail="lower",
+                                              spread=stats.model_spread(self.surrogate_matches))
 
     def without_reference(self, i):
         """The calibration with reference ``i`` left out (a suspect that is that model)."""
@@ -689,13 +743,15 @@ class Calibration:
         keep = [j for j in range(len(self.reference_matches)) if j != i]
         hashes = tuple(self.reference_weights_sha256[j] for j in keep) if self.reference_weights_sha256 else ()
         return dataclasses.replace(self, reference_matches=self.reference_matches[keep],
-                                   reference_weights_sha256=hashes)
+                                   reference_weights_sha256=hashes,
+                                   transformed_references={c: m[keep] for c, m in self.transformed_references.items()})
 
     def to_dict(self):
         return {"surrogate_matches": self.surrogate_matches.astype(int).tolist(),
                 "reference_matches": self.reference_matches.astype(int).tolist(),
                 "reference_weights_sha256": list(self.reference_weights_sha256), "models": self.models,
                 "alpha": float(self.alpha),
+                "transformed_references": {c: m.astype(int).tolist() for c, m in self.transformed_references.items()},
                 # For people reading the manifest; recomputed, never read back.
                 "threshold_retention": self.threshold("retention"), "threshold_lr": self.threshold("lr"),
                 "reference_retentions": self.reference_scores("retention")}
@@ -708,15 +764,21 @@ class Calibration:
             calibration = cls(surrogate_matches=stored["surrogate_matches"],
                               reference_matches=stored["reference_matches"],
                               reference_weights_sha256=tuple(stored.get("reference_weights_sha256", ())),
-                              models=stored.get("models", ""), alpha=stored.get("alpha", DEFAULT_ALPHA))
+                              models=stored.get("models", ""), alpha=stored.get("alpha", DEFAULT_ALPHA),
+                              transformed_references=stored.get("transformed_references", {}))
         except KeyError as err:
             raise FingerprintError(f"manifest calibration lacks {err}; re-create it with cae extract.") from None
         return calibration if n is None else calibration.check(n)
 
 
-def calibrate(fp, surrogates, references, *, models="", alpha=DEFAULT_ALPHA, batch_size=256):
+def calibrate(fp, surrogates, references, *, models="", alpha=DEFAULT_ALPHA, transformations=(), batch_size=256):
     """A :class:`Calibration` of ``fp`` from calibration models (anything
-    :func:`predict_labels` accepts; Keras models also give their weight hashes)."""
+    :func:`predict_labels` accepts; Keras models also give their weight hashes).
+
+    ``transformations``: ``(kind, strength)`` pairs of :mod:`cae.preprocessing`; the
+    references are also measured behind each (Keras models only), so that θ and the
+    p-values hold for an independent model behind any of them (choose those that cost
+    the source little accuracy: a thief would not pay more)."""
     def matches(group):
         return [predict_labels(m, fp.x, fp.num_classes, batch_size)[0] == fp.keys for m in group]
 
@@ -728,7 +790,17 @@ def calibrate(fp, surrogates, references, *, models="", alpha=DEFAULT_ALPHA, bat
         from cae import models as models_lib
 
         hashes = tuple(models_lib.weights_sha256(m) for m in references)
-    return Calibration(np.array(matches(surrogates)), np.array(matches(references)), hashes, models, alpha)
+    transformed = {}
+    if transformations:
+        from cae import preprocessing
+
+        if not all(_is_keras_model(m) for m in references):
+            raise ValueError("calibrating behind input transformations needs Keras reference models.")
+        for kind, strength in transformations:
+            behind = [preprocessing.wrap(m, kind, strength) for m in references]
+            transformed[f"{kind} {strength:g}"] = np.array(matches(behind))
+    return Calibration(np.array(matches(surrogates)), np.array(matches(references)), hashes, models, alpha,
+                       transformed)
 
 
 # --------------------------------------------------------------------------- verification
@@ -743,9 +815,11 @@ class VerifyResult:
     keys that a derived model would do so with probability <= ``alpha``) or
     ``"inconclusive"``; ``is_surrogate`` is ``verdict == "surrogate"``. ``p_value``:
     the probability that an independent model scores this high, from the
-    per-fingerprint match rates of ``references`` calibration references (keys taken
-    as independent given the model; see :mod:`cae.stats`), with ``p_value_empirical``
-    beside it (the references' own scores, never below 1 / (references + 1)).
+    per-fingerprint match rates of ``references`` calibration references, averaged over
+    how much one model's agreement strays from the others' (:func:`cae.stats.model_spread`),
+    and the largest over the input transformations the calibration covers; with
+    ``p_value_empirical`` beside it (the references' own scores, never below
+    1 / (references + 1)).
     ``p_value_derived``: the probability that a derived model (the calibration
     surrogates' rates) matches this few keys. ``queries``: inputs sent to the suspect.
     """
@@ -855,11 +929,10 @@ def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic=
     extra = {}
     if calibration is not None:
         score = calibration.score(hits, statistic)
-        q, p = calibration.reference_rates, calibration.surrogate_rates
-        p_value = (stats.poisson_binomial_p_value(matches, q) if statistic == "retention"
-                   else stats.likelihood_ratio_p_value(score * fp.n, p, q))
-        derived = stats.poisson_binomial_p_value(matches, p, tail="lower")
-        empirical = stats.empirical_p_value(score, calibration.reference_scores(statistic))
+        p_value = calibration.p_value(hits, statistic)
+        derived = calibration.p_value_derived(hits)
+        empirical = stats.empirical_p_value(score, [value for condition in calibration.conditions
+                                                    for value in calibration.reference_scores(statistic, condition)])
         verdict = ("surrogate" if score >= threshold and p_value <= alpha else
                    "independent" if score < threshold and derived <= alpha else "inconclusive")
         extra = dict(p_value=p_value, p_value_empirical=empirical, p_value_derived=derived,

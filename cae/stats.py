@@ -51,6 +51,8 @@ __all__ = [
     "likelihood_ratio",
     "likelihood_ratio_p_value",
     "match_rates",
+    "model_shift",
+    "model_spread",
     "poisson_binomial_p_value",
     "roc_auc",
     "roc_curve",
@@ -281,7 +283,7 @@ def _rates(rates, name):
     return rates
 
 
-def poisson_binomial_p_value(matches, rates, tail="upper"):
+def poisson_binomial_p_value(matches, rates, tail="upper", spread=0.0):
     """``P[X >= matches]`` (``tail="upper"``) or ``P[X <= matches]`` (``"lower"``) for X the
     number of successes of independent trials with success probabilities ``rates``.
 
@@ -289,7 +291,10 @@ def poisson_binomial_p_value(matches, rates, tail="upper"):
     ``matches`` keys when it matched key i with probability ``rates[i]`` independently:
     per-fingerprint rates of reference models give the p-value of "independent",
     those of surrogates (``"lower"``) the p-value of "derived". The independence of the
-    keys given the model is an assumption (the module notes say why it is optimistic).
+    keys given the model is an assumption (the module notes say why it is optimistic);
+    ``spread`` > 0 relaxes it: the p-value is averaged over a shift u ~ N(0, spread²) of
+    every key's log-odds, a model closer to or further from the source than the rates say
+    (:func:`model_spread`).
     """
     rates = _rates(rates, "rates")
     matches = _count(matches, "matches")
@@ -297,6 +302,9 @@ def poisson_binomial_p_value(matches, rates, tail="upper"):
         raise ValueError(f"matches={matches} is more than the {rates.size} trials.")
     if tail not in ("upper", "lower"):
         raise ValueError(f"tail={tail!r}; expected 'upper' or 'lower'.")
+    if spread > 0:
+        values = [poisson_binomial_p_value(matches, _shifted(rates, spread * node), tail) for node in _NODES]
+        return float(min(1.0, np.dot(_WEIGHTS, values)))
     pmf = np.zeros(rates.size + 1)
     pmf[0] = 1.0
     for i, rate in enumerate(rates):
@@ -306,23 +314,86 @@ def poisson_binomial_p_value(matches, rates, tail="upper"):
     return float(min(1.0, max(value, 0.0)))
 
 
-def likelihood_ratio_p_value(score, p, q):
-    """An upper bound on ``P[LR >= score]`` when the suspect matches fingerprint i with
-    probability ``q[i]`` independently (the null "independent model"); LR is
-    :func:`likelihood_ratio` with rates ``p``, ``q``.
+def _logit(rates):
+    rates = np.clip(np.asarray(rates, np.float64), 1e-9, 1 - 1e-9)
+    return np.log(rates) - np.log1p(-rates)
 
-    Chernoff's bound, ``min over λ in [0, 1] of exp(-λ s) Π E[exp(λ w_i)]``: at λ = 1 it
-    is Markov's ``exp(-s)`` (the likelihood ratio has mean 1 under the null), and the
-    minimum is never below the true tail, so the bound is conservative (valid, never
-    too small) given that null. Returns a float in (0, 1].
+
+def _shifted(rates, shift):
+    return 1.0 / (1.0 + np.exp(-(_logit(rates) + shift)))
+
+
+def model_shift(matches, rates):
+    """The shift u of every key's log-odds that makes ``rates`` expect as many matches
+    as the bool (n,) ``matches`` holds: how much more (u > 0) or less a model agrees
+    with the keys than the group ``rates`` describe, all keys alike."""
+    target = float(np.sum(matches))
+    n = len(np.asarray(matches))
+    target = min(max(target, 0.5), n - 0.5)  # a finite shift for all or none
+    low, high = -30.0, 30.0
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        if _shifted(rates, middle).sum() < target:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
+
+
+# The smallest spread of models around the references' per-fingerprint rates that
+# p-values assume (log-odds units), however alike the few calibration references are.
+MIN_MODEL_SPREAD = 0.5
+
+
+def model_spread(reference_matches, prior=0.5):
+    """How far one independent model's agreement with the keys strays from the others':
+    the root mean square of each reference's :func:`model_shift` from the rates of the
+    other references (out of sample), and at least :data:`MIN_MODEL_SPREAD`.
+
+    Keys are not independent given the model: a reference that happens to be close to
+    the source matches many keys at once. p-values that ignore this come out too small;
+    :func:`poisson_binomial_p_value` and :func:`likelihood_ratio_p_value` take the
+    spread and average over a model-level shift u ~ N(0, spread²)."""
+    matches = np.asarray(reference_matches, bool)
+    if matches.ndim != 2 or len(matches) < 2:
+        return MIN_MODEL_SPREAD
+    shifts = [model_shift(matches[r], match_rates(np.delete(matches, r, axis=0), prior)) for r in range(len(matches))]
+    return max(float(np.sqrt(np.mean(np.square(shifts)))), MIN_MODEL_SPREAD)
+
+
+# Gauss-Hermite nodes and weights for averaging over u ~ N(0, spread²).
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(41)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def likelihood_ratio_p_value(score, p, q, null=None, spread=0.0):
+    """An upper bound on ``P[LR >= score]`` when the suspect matches fingerprint i with
+    probability ``null[i]`` (default ``q[i]``) independently (the null "independent
+    model"; another ``null``: independent models under other conditions, e.g. behind an
+    input transformation); LR is :func:`likelihood_ratio` with rates ``p``, ``q``.
+
+    Chernoff's bound, ``min over λ in [0, 3] of exp(-λ s) Π E[exp(λ w_i)]`` (w_i the
+    key's log-ratio): at λ = 1 and ``null = q`` it is Markov's ``exp(-s)`` (the
+    likelihood ratio has mean 1 under that null), and every λ >= 0 gives a bound, so the
+    result is never below the true tail: conservative (valid, never too small) given
+    the null. ``spread``: as in :func:`poisson_binomial_p_value`, the bound averaged over
+    a model-level shift of the null's log-odds. Returns a float in (0, 1].
     """
+    if spread > 0:
+        base = q if null is None else null
+        values = [likelihood_ratio_p_value(score, p, q, _shifted(_rates(base, "null"), spread * node))
+                  for node in _NODES]
+        return float(min(1.0, np.dot(_WEIGHTS, values)))
     p, q = _rates(p, "p"), _rates(q, "q")
-    if p.shape != q.shape:
-        raise ValueError(f"p and q have shapes {p.shape} and {q.shape}; expected equal.")
+    r = q if null is None else _rates(null, "null")
+    if p.shape != q.shape or r.shape != q.shape:
+        raise ValueError(f"p, q and null have shapes {p.shape}, {q.shape}, {r.shape}; expected equal.")
     hit, miss = np.log(p / q), np.log((1 - p) / (1 - q))
+    with np.errstate(divide="ignore"):
+        log_r, log_not_r = np.log(r), np.log1p(-r)
     best = 0.0
-    for lam in np.linspace(0.0, 1.0, 201)[1:]:
-        log_mgf = np.sum(np.logaddexp(np.log(q) + lam * hit, np.log1p(-q) + lam * miss))
+    for lam in np.linspace(0.0, 3.0, 301)[1:]:
+        log_mgf = np.sum(np.logaddexp(log_r + lam * hit, log_not_r + lam * miss))
         best = min(best, log_mgf - lam * float(score))
     return float(math.exp(best))
 

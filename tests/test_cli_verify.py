@@ -25,7 +25,7 @@ from cae import cli, models, remote
 from cae import fingerprint as F
 
 K = 10
-N = 20
+N = 100
 JSON_KEYS = {"retention", "threshold", "is_surrogate", "queries", "p_value", "verdict", "statistic", "score",
              "p_value_derived", "references", "threshold_source"}
 
@@ -58,9 +58,11 @@ def suspects():
 
 @pytest.fixture(scope="module")
 def calibration_models(suspects):
-    """Calibration models: surrogate-like copies and independent models, none of them a suspect."""
+    """Calibration models, none of them a suspect: surrogate-like copies of the source, and
+    independent models that resemble one another (as models trained alike do)."""
+    independent = tiny_model(seed=20)
     return ([noisy_copy(suspects["source"], 0.01, seed=10 + i) for i in range(3)],
-            [tiny_model(seed=20 + i) for i in range(3)])
+            [noisy_copy(independent, 0.01, seed=20 + i) for i in range(3)])
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,8 @@ def test_python_and_cli_give_the_same_verdict_and_numbers(files, fp, suspects, c
     assert JSON_KEYS <= set(result)
     assert result == json.loads(json.dumps(F.verify(suspects[suspect], fp, statistic=statistic).to_dict()))
     assert result["queries"] == N and result["threshold_source"] == "calibration" and result["references"] == 3
-    assert result["verdict"] == {"source": "surrogate", "surrogate": "surrogate", "reference": "independent"}[suspect]
+    # The reference matches about as many keys as the calibration references: not accused.
+    assert result["verdict"] == {"source": "surrogate", "surrogate": "surrogate", "reference": "inconclusive"}[suspect]
     assert 0.0 < result["p_value"] <= 1.0 and 0.0 < result["p_value_derived"] <= 1.0
 
 
@@ -121,7 +124,7 @@ def test_local_text_output_and_threshold_override(files, capsys):
     status, out, _ = run(["verify", "--fingerprint", files / "fp.json", "--model", files / "source.keras"],
                          capsys)
     assert status == 0 and out.startswith("SURROGATE: retention 1.000 vs threshold"), out
-    assert "(calibration); retention 1.000 (20/20); p-value" in out and "3 calibration references" in out
+    assert f"(calibration); retention 1.000 ({N}/{N}); p-value" in out and "3 calibration references" in out
     status, out, _ = run(["verify", "--fingerprint", files / "fp.npz", "--model", files / "reference.keras",
                           "--threshold", "0", "--json"], capsys)
     result = json.loads(out)
@@ -132,7 +135,7 @@ def test_local_text_output_and_threshold_override(files, capsys):
 
 def test_the_strongest_evidence_has_a_small_p_value(fp, suspects):
     result = F.verify(suspects["source"], fp)
-    assert result.retention == 1.0 and result.p_value < 1e-6 and result.verdict == "surrogate"
+    assert result.retention == 1.0 and result.p_value < 1e-3 and result.verdict == "surrogate"
 
 
 def test_without_a_calibration_the_default_is_used_and_said(fp, suspects, tmp_path, capsys):
@@ -194,7 +197,7 @@ def test_remote_verify(files, fp, suspects, start, capsys, role, labels_only):
           f"queries {result['queries']}, p-value {result['p_value']:.3g}")
     assert result["retention"] == local.retention
     assert result["is_surrogate"] is (role == "surrogate")
-    assert result["queries"] == N == server.instances_received and server.requests_received == 3
+    assert result["queries"] == N == server.instances_received and server.requests_received == -(-N // 8)
 
 
 def test_remote_budget_smaller_than_fingerprint(files, suspects, start, capsys):
@@ -352,7 +355,7 @@ HOSTILE_FINGERPRINTS = {
     "lie: keys as floats": "array keys has dtype float64",
     "lie: calibration not an object": "manifest calibration is str; expected a JSON object",
     "lie: calibration rows of the wrong length": "calibration reference_matches has shape (1, 2)",
-    "lie: calibration not 0/1": "calibration surrogate_matches has shape (1, 20); expected (models >= 1, 20) of 0/1",
+    "lie: calibration not 0/1": f"calibration surrogate_matches has shape (1, {N}); expected (models >= 1, {N}) of 0/1",
     "lie: calibration alpha above 1": "calibration alpha is 1.5",
     "lie: one reference hash for three references": "one string per reference",
 }

@@ -183,4 +183,6 @@ def test_separation_rows_put_every_suspect_behind_the_transformation(tmp_path):
     blurred = [fingerprint.verify(preprocessing.wrap(m, "blur", 1.0), fp).retention for m in (source, *others)]
     assert rows[2]["derived retention (median)"] == blurred[0]
     assert rows[2]["references' retention (max)"] == max(blurred[1:])
-    assert "derived flagged" not in evaluation.preprocessing_separation(fp, [source], others, {"blur": (1.0,)})[1]
+    default = evaluation.preprocessing_separation(fp, [source], others, {"blur": (1.0,)})[1]
+    assert "AUC (LR)" not in default  # an uncalibrated fingerprint: retention at the default θ only
+    assert default["derived flagged"] == f"{int(blurred[0] >= fingerprint.DEFAULT_THRESHOLD)}/1"

@@ -262,3 +262,27 @@ def test_likelihood_ratio_weighs_only_informative_keys_and_its_p_value_bounds_th
     assert stats.likelihood_ratio_p_value(stats.likelihood_ratio(np.ones(60), p, q), p, q) < 1e-6
     with pytest.raises(ValueError, match="strictly inside"):
         stats.likelihood_ratio([1], [1.0], [0.5])
+
+
+def test_the_model_spread_keeps_p_values_honest_when_models_differ_as_a_whole():
+    """Independent models differ as a whole (one is closer to the source on every key):
+    with keys taken as independent given the model, 1 % p-values accuse far more than
+    1 % of them; averaged over the spread of the calibration references, they do not."""
+    from cae import stats
+
+    rng = np.random.default_rng(0)
+    n, base = 150, rng.uniform(0.05, 0.7, 150)
+
+    def models(count):
+        shifts = rng.normal(0, 1.0, count)[:, None]
+        return rng.random((count, n)) < stats._shifted(base, shifts)
+
+    calibration, fresh = models(4), models(300)
+    rates, spread = stats.match_rates(calibration), stats.model_spread(calibration)
+    assert spread >= stats.MIN_MODEL_SPREAD
+    naive = np.mean([stats.poisson_binomial_p_value(int(m.sum()), rates) < 0.01 for m in fresh])
+    honest = np.mean([stats.poisson_binomial_p_value(int(m.sum()), rates, spread=spread) < 0.01 for m in fresh])
+    assert naive > 0.1 and honest <= 0.02
+    assert stats.model_spread(np.zeros((1, n), bool)) == stats.MIN_MODEL_SPREAD  # one model: the floor
+    shift = stats.model_shift(rng.random(n) < stats._shifted(base, 1.0), base)
+    assert 0.5 < shift < 1.5  # recovers a model's shift of 1
