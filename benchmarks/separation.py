@@ -20,9 +20,13 @@ attacks that keep their test accuracy within 10 points of the source's) against
 independent ones (testing references and ``--extra-references`` more, some with other
 training recipes, :data:`cae.experiments.EXTRA_RECIPES`), for the paper's retention
 and for the per-fingerprint likelihood ratio (:func:`cae.stats.likelihood_ratio`, its
-rates from the validation models). Nothing here is tuned on the testing models: they
-are what the rows are judged on, so choose a row by its training and validation
-columns, or report them all.
+rates from the validation models); how many derived and independent models cae
+verify's rule would call surrogates (score >= θ and p-value <= 1 %, calibrated on the
+validation models, untransformed); with ``--mistakes N``, the AUCs when N natural test
+images the source misclassifies are added as keys (a derived model tends to copy the
+source's mistakes). Nothing here is tuned on the testing models: they are what the rows
+are judged on, so choose a row by its training and validation columns, or report them
+all.
 """
 
 import argparse
@@ -43,6 +47,9 @@ def _parse(argv=None):
     parser.add_argument("--removal", default="",
                         help=f"comma-separated removal attacks among the derived models, or 'all' "
                              f"({', '.join(removal.REMOVAL_ATTACKS)})")
+    parser.add_argument("--mistakes", type=experiments.count, default=0, metavar="N",
+                        help="also score the fingerprint plus N test images the source misclassifies (keyed by "
+                             "its wrong label; none of the images the zoo's metrics use)")
     parser.add_argument("--per-model", action="store_true", help="also print every model's scores")
     return parser.parse_args(argv)
 
@@ -50,7 +57,9 @@ def _parse(argv=None):
 def main(argv=None):
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING)
-    from cae import evaluation, experiments, paths, presets, removal, scores, stats, tables
+    import numpy as np
+
+    from cae import data, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats, tables, zoo
 
     preset = presets.get(args.preset)
     started = time.time()
@@ -72,6 +81,21 @@ def main(argv=None):
     usable = [n for n in derived if accuracy["source"] - accuracy[n] <= 0.10]
     print(f"# preset {preset.name}: zoo and suspects ready in {time.time() - started:.0f} s; source accuracy "
           f"{accuracy['source']:.3f}; derived {len(derived)} ({len(usable)} usable), independent {len(independent)}")
+    mistakes = None
+    if args.mistakes:  # natural images the source gets wrong: a derived model tends to copy its mistakes
+        dataset = context.dataset
+        pool = np.setdiff1d(np.arange(len(dataset.y_test)), zoo.test_subset(dataset, preset.evaluate_on or None))
+        x_pool = data.to_float(dataset.x_test[pool])
+        source_labels = zoo.predict(context.models["source"], x_pool).argmax(axis=1)
+        wrong = np.flatnonzero(source_labels != dataset.y_test[pool])[: args.mistakes]
+        x_m, key_m = x_pool[wrong], source_labels[wrong]
+        suspects_all = {**{n: derived[n] for n in usable}, **independent}
+        mistakes = {"key": key_m, **{n: zoo.predict(m, x_m).argmax(axis=1) == key_m for n, m in suspects_all.items()},
+                    "valid_surrogates": np.array([zoo.predict(m, x_m).argmax(axis=1) == key_m
+                                                  for m in context.models["valid_surrogates"]]),
+                    "valid_references": np.array([zoo.predict(m, x_m).argmax(axis=1) == key_m
+                                                  for m in context.models["valid_references"]])}
+        print(f"# {len(key_m)} misclassified test images as extra keys")
     epsilons = [float(e) for e in args.eps.split(",")] if args.eps else [preset.epsilon]
     rows, per_model = [], []
     for eps in epsilons:
@@ -102,11 +126,16 @@ def main(argv=None):
                 kept = keep[ok]
                 matches = {n: labels[n][kept] == t_ok[kept] for n in suspects}
                 retention = {n: float(m.mean()) for n, m in matches.items()}
-                lr = {}
+                lr, flagged = {}, {}
                 if len(result["valid_surrogates"]):
-                    p = stats.match_rates(result["valid_surrogates"][:, keep] == result["t"][keep])
-                    q = stats.match_rates(result["valid_references"][:, keep] == result["t"][keep])
-                    lr = {n: float(stats.likelihood_ratio(m, p, q)) / int(keep.sum()) for n, m in matches.items()}
+                    calibration = fingerprint.Calibration(result["valid_surrogates"][:, keep] == result["t"][keep],
+                                                          result["valid_references"][:, keep] == result["t"][keep])
+                    lr = {n: calibration.score(m, "lr") for n, m in matches.items()}
+                    for statistic in ("retention", "lr"):  # cae verify's rule, untransformed calibration
+                        theta = calibration.threshold(statistic)
+                        flagged[statistic] = {n for n, m in matches.items() if theta is not None
+                                              and calibration.score(m, statistic) >= theta
+                                              and calibration.p_value(m, statistic) <= calibration.alpha}
                 positives, negatives = usable, list(independent)
                 test_s = [retention[n] for n in derived_names if n in usable]
                 test_r = [retention[n] for n in independent if n.startswith("testing")]
@@ -120,9 +149,25 @@ def main(argv=None):
                     "AUC LR": stats.roc_auc([lr[n] for n in positives], [lr[n] for n in negatives]) if lr else None,
                 })
                 row["gap"] = row["min derived"] - row["max independent"]
+                for statistic, names in flagged.items():
+                    row[f"flagged derived ({statistic})"] = f"{len(names & set(positives))}/{len(positives)}"
+                    row[f"flagged independent ({statistic})"] = f"{len(names & set(negatives))}/{len(negatives)}"
+                if mistakes is not None and lr:
+                    plus = {n: np.concatenate([matches[n], mistakes[n]]) for n in suspects}
+                    p = stats.match_rates(np.concatenate([result["valid_surrogates"][:, keep] == result["t"][keep],
+                                                          mistakes["valid_surrogates"]], axis=1))
+                    q = stats.match_rates(np.concatenate([result["valid_references"][:, keep] == result["t"][keep],
+                                                          mistakes["valid_references"]], axis=1))
+                    row["AUC retention +mistakes"] = stats.roc_auc([plus[n].mean() for n in positives],
+                                                                   [plus[n].mean() for n in negatives])
+                    row["AUC LR +mistakes"] = stats.roc_auc(
+                        [stats.likelihood_ratio(plus[n], p, q) for n in positives],
+                        [stats.likelihood_ratio(plus[n], p, q) for n in negatives])
                 rows.append(row)
                 for n in suspects:
                     per_model.append({"ε": eps, "transform": transform, "select": rule, "model": n,
+                                      "flagged (retention)": n in flagged.get("retention", ()),
+                                      "flagged (LR)": n in flagged.get("lr", ()),
                                       "kind": "derived" if n in derived else "independent",
                                       "accuracy drop": accuracy["source"] - accuracy[n] if n in accuracy else None,
                                       "retention": retention[n], "LR per fingerprint": lr.get(n)})

@@ -362,7 +362,32 @@ def _add_zoo(subparsers):
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train = commands.add_parser("train", help="train (or resume) every model of a preset")
     train.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
+    train.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="train one Ray task per model: on a Ray started on this machine, or on the cluster "
+                            "at ADDRESS (same cache, same weights as a serial run with CAE_THREADS=--cpus-per-task)")
+    train.add_argument("--cpus-per-task", type=float, default=1.0,
+                       help="with --ray: CPUs of each task, and TensorFlow's threads (default: 1)")
+    train.add_argument("--gpus-per-task", type=float, default=0.0,
+                       help="with --ray: GPUs of each task; 0.5 puts two models on a GPU (default: 0)")
+    train.add_argument("--removal", action="store_true",
+                       help="also train the models of the removal attacks (Tables V and VI), after the source")
     train.set_defaults(handler=_zoo_train)
+    plan = commands.add_parser(
+        "plan", help="models, parameters, FLOPs and projected wall time of a preset's zoo (trains nothing)",
+        description="List the preset's models with their parameters and training FLOPs per epoch, time each "
+                    "architecture here for a few seconds on random images, and project the zoo's wall time "
+                    "on this machine and on a GPU of the given throughput, for 1 and --workers workers.")
+    plan.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
+    plan.add_argument("--gpu-throughput", type=float, metavar="IMG_PER_S",
+                      help="ResNet-20 training images per second on one GPU (other architectures scale by FLOPs)")
+    plan.add_argument("--workers", type=int, default=4, help="workers (machines or GPUs) to project for (default: 4)")
+    plan.add_argument("--removal", action="store_true", help="include the removal attacks' models")
+    plan.add_argument("--measure-seconds", type=float, default=3.0,
+                      help="seconds of training to time per architecture (default: 3)")
+    plan.add_argument("--remeasure", action="store_true", help="time the architectures again instead of reusing "
+                                                               "this machine's cached measurements")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=_zoo_plan)
     listing = commands.add_parser("list", help="the preset's models, their state and metrics")
     listing.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
     listing.add_argument("--json", action="store_true")
@@ -370,10 +395,21 @@ def _add_zoo(subparsers):
 
 
 def _zoo_train(args):
-    from cae import experiments, presets
+    from cae import cluster, presets
 
-    experiments.train_zoo(presets.get(args.preset), verbose=True)
+    cluster.train_preset(presets.get(args.preset), address=args.ray, removal=args.removal,
+                         cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, verbose=True)
     return _zoo_list(argparse.Namespace(preset=args.preset, json=False))
+
+
+def _zoo_plan(args):
+    from cae import plan, presets, zoo
+
+    zoo.set_threads_from_env()  # time the architectures with the threads training will use
+    result = plan.plan(presets.get(args.preset), removal=args.removal, workers=args.workers,
+                       gpu_throughput=args.gpu_throughput, seconds=args.measure_seconds, remeasure=args.remeasure)
+    print(json.dumps(plan.to_json(result), indent=2) if args.json else plan.describe(result))
+    return 0
 
 
 def _zoo_list(args):

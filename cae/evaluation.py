@@ -114,7 +114,7 @@ def group_rows(context, fp):
     for group in experiments.GROUPS:
         split, role = GROUP_NAMES[group]
         measured = {}
-        for spec, model in zip(context.specs[group], context.models[group]):
+        for spec, model in zip(context.specs.get(group, ()), context.models.get(group, ())):
             measured.setdefault(spec.architecture, []).append(meter(model))
         for arch, items in measured.items():
             row = {"split": split, "role": role, "architecture": arch, "models": len(items)}

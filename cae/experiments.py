@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import zipfile
 import zlib
@@ -92,6 +93,10 @@ def train_zoo(preset, store=None, verbose=True, source=None):
     specs = model_specs(preset, source)
     todo = [s for s in all_specs(specs) if not store.complete(s)]
     log.info("zoo: %d models, %d to train", sum(1 for _ in all_specs(specs)), len(todo))
+    if todo and os.environ.get("CAE_RAY"):  # "local" or a Ray cluster's address (cae.cluster)
+        from cae import cluster
+
+        cluster.train(todo, store=store, address=os.environ["CAE_RAY"], verbose=verbose)
     models = {"source": store.get(specs["source"], verbose=verbose)}
     for group in GROUPS:
         models[group] = [store.get(s, verbose=verbose) for s in specs[group]]

@@ -32,6 +32,12 @@ TEST = {
     "jaxlib": "0.10.2",
 }
 
+# `pip install -e ".[cluster]"`: train the zoo as Ray tasks (cae.cluster, `cae zoo train
+# --ray`). Part of the test extra too, so that CI runs tests/test_cluster.py.
+CLUSTER = {
+    "ray": "2.60.0",
+}
+
 
 def requirements(pins):
     """``name==version`` strings for a pin table."""

@@ -61,6 +61,9 @@ class Preset:
     epsilons: tuple = EPSILONS    # Figure 4's sweep
     attack_iterations: int = 100
     tau: float = 1.0              # conferrability threshold of Extract (Alg. 2)
+    # Independent references beyond the testing ones that reproduce/verification.py (and
+    # reproduce/preprocessing.py) trains as negatives by default (cae.experiments.EXTRA_RECIPES).
+    extra_references: int = 0
     # The C-IGM variant cae extract uses (cae.attacks.CIGM's transform): "none" is the
     # paper's; the reproduce scripts report the paper's C-IGM beside it.
     transform: str = "none"
@@ -143,6 +146,7 @@ PRESETS = {
         test_references=_CPU_ARCHITECTURES,
         surrogate_epochs=10,
         reference_epochs=10,
+        extra_references=6,
         learning_rate=4e-3,
         augment="crop+flip",
         attack_inputs=200,

@@ -278,6 +278,11 @@ class Zoo:
             raise ValueError(f"this zoo already holds a different dataset named {dataset.name!r}.")
         self._datasets[dataset.name] = dataset
 
+    def datasets_in_memory(self):
+        """The datasets this zoo holds in memory, by name (given, added or loaded so far):
+        what a worker of another process needs besides the files (cae.cluster)."""
+        return dict(self._datasets)
+
     def dataset(self, name):
         if name not in self._datasets:
             self._datasets[name] = data.load(name)

@@ -28,8 +28,9 @@ from cae import evaluation, experiments, fingerprint, preprocessing, stats, tabl
 def add_options(parser):
     parser.add_argument("--kinds", nargs="+", default=list(preprocessing.SWEEPS),
                         choices=list(preprocessing.TRANSFORMS), help="transformations to sweep (default: all)")
-    parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N",
-                        help="train N more independent references (D2, ground truth) as negatives")
+    parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
+                        help="train N more independent references (D2, ground truth, other recipes in turn) as "
+                             "negatives (default: the preset's extra_references)")
     parser.add_argument("--derived", action="store_true",
                         help="also put every derived model (testing surrogates, removal attacks) behind each "
                              "transformation and measure the AUC")
@@ -39,10 +40,11 @@ def main():
     args, preset = experiments.script_args("Input preprocessing: fingerprint retention behind input transformations",
                                            extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
+    extra_count = preset.extra_references if args.extra_references is None else args.extra_references
     fp = experiments.extract(context)
     references = list(context.models["test_references"])
     references += [context.store.get(spec, verbose=not args.quiet)
-                   for spec in experiments.extra_reference_specs(context.specs, args.extra_references)]
+                   for spec in experiments.extra_reference_specs(context.specs, extra_count)]
     theta = fingerprint.verify(context.models["source"], fp).threshold  # the calibration's θ, as cae verify uses
     sweeps = {kind: preprocessing.SWEEPS[kind] for kind in args.kinds}
     rows = evaluation.preprocessing_rows(context, fp, sweeps, theta, references)

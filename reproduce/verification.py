@@ -26,13 +26,15 @@ from cae import evaluation, experiments, fingerprint, paths, removal, tables  # 
 def add_options(parser):
     parser.add_argument("--attacks", nargs="+", default=list(removal.REMOVAL_ATTACKS),
                         choices=list(removal.REMOVAL_ATTACKS), help="removal-attack models among the positives")
-    parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N",
-                        help="train N more independent references (D2, ground truth) as negatives")
+    parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
+                        help="train N more independent references (D2, ground truth, other recipes in turn) as "
+                             "negatives (default: the preset's extra_references)")
 
 
 if __name__ == "__main__":
     args, preset = experiments.script_args("Verification: ROC, threshold and p-values", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
+    extra_count = preset.extra_references if args.extra_references is None else args.extra_references
     fp = experiments.extract(context)
     derived = {f"testing surrogate {i} ({s.architecture})": m
                for i, (s, m) in enumerate(zip(context.specs["test_surrogates"], context.models["test_surrogates"]))}
@@ -41,7 +43,7 @@ if __name__ == "__main__":
     references = {f"testing reference {i} ({s.architecture})": m
                   for i, (s, m) in enumerate(zip(context.specs["test_references"], context.models["test_references"]))}
     extra = {f"extra reference {i} ({spec.architecture})": context.store.get(spec, verbose=not args.quiet)
-             for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references))}
+             for i, spec in enumerate(experiments.extra_reference_specs(context.specs, extra_count))}
     references.update(extra)
     accuracy = {name: evaluation.test_accuracy(model, context.dataset, preset.evaluate_on)
                 for name, model in [("source", context.models["source"]), *derived.items()]}

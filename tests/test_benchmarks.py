@@ -102,3 +102,20 @@ def test_target_rule_folds_hold_out_one_training_pair():
     assert context.models["train_surrogates"] == ["s0", "s1", "s2"]  # the original is left alone
     with pytest.raises(SystemExit, match="at least 2 training"):
         script.main(["--preset", "smoke"])  # one pair: nothing to hold out
+
+
+@pytest.mark.realdata
+def test_separation_on_smoke(capsys):
+    _needs_real_data()
+    rows = _load("separation").main(["--preset", "smoke", "--select", "train", "--transforms", "none,shift+flip",
+                                     "--extra-references", "1", "--removal", "ftll"])
+    out = capsys.readouterr().out
+    assert [(r["transform"], r["select"]) for r in rows] == [("none", "train"), ("shift+flip", "train")]
+    for row in rows:
+        assert 0 <= row["kept"] <= 16 and 0.0 <= row["confer test"] <= 1.0
+        if row["kept"]:
+            assert 0.0 <= row["AUC retention"] <= 1.0 and row["AUC LR"] is None  # smoke has no validation models
+            assert row["gap"] == pytest.approx(row["min derived"] - row["max independent"])
+    assert "derived 2 (" in out and "independent 2" in out  # testing surrogate + FTLL; reference + extra
+    with pytest.raises(SystemExit, match="no validation models"):
+        _load("separation").main(["--preset", "smoke", "--select", "valid"])

@@ -20,7 +20,7 @@ def _environment_pins():
 
 def test_environment_yml_matches_pins():
     pins = runpy.run_path(str(ROOT / "cae" / "pins.py"))
-    expected = {**pins["RUNTIME"], **pins["TEST"]}
+    expected = {**pins["RUNTIME"], **pins["TEST"], **pins["CLUSTER"]}
     found, python = _environment_pins()
     assert found == expected
     assert python == pins["PYTHON"]
@@ -35,7 +35,8 @@ def test_setup_py_reads_pins(monkeypatch):
     runpy.run_path(str(ROOT / "setup.py"))
     pins = runpy.run_path(str(ROOT / "cae" / "pins.py"))
     assert captured["install_requires"] == [f"{k}=={v}" for k, v in pins["RUNTIME"].items()]
-    assert captured["extras_require"]["test"] == [f"{k}=={v}" for k, v in pins["TEST"].items()]
+    assert captured["extras_require"]["test"] == [f"{k}=={v}" for k, v in {**pins["TEST"], **pins["CLUSTER"]}.items()]
+    assert captured["extras_require"]["cluster"] == [f"{k}=={v}" for k, v in pins["CLUSTER"].items()]
     assert captured["entry_points"]["console_scripts"] == ["cae=cae.cli:main"]
 
 

@@ -595,10 +595,16 @@ def test_hostile_suspect_outputs_raise_value_error(small, output, match):
         fingerprint.verify(lambda batch: output(len(batch)), small["fp"])
 
 
-@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -0.1, 1.5, True, "0.5", None])
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -0.1, 1.5, True, "0.5"])
 def test_verify_refuses_bad_thresholds(small, threshold):
     with pytest.raises(ValueError, match="threshold"):
         fingerprint.verify(small["model"], small["fp"], threshold=threshold)
+
+
+def test_verify_without_a_threshold_uses_the_calibration_or_the_default(small):
+    # None asks for the fingerprint's calibrated θ; this one has no calibration.
+    result = fingerprint.verify(small["model"], small["fp"], threshold=None)
+    assert result.threshold == fingerprint.DEFAULT_THRESHOLD and result.threshold_source == "default"
 
 
 @pytest.mark.parametrize("null", [float("nan"), float("inf"), 1.5, [0.1, float("nan")], [0.2, 2.0]])

@@ -247,6 +247,3 @@ def test_a_child_learns_the_parents_answers_to_the_augmented_images_it_sees(tmp_
     for x, y in seen:
         expected = zoo.RELABEL[labels](zoo.predict(parent, x), child)
         np.testing.assert_allclose(y, expected, atol=1e-5)
-    dataset = store.dataset("synthetic")
-    clean = zoo.TRAINING_SETS[labels](store, child, dataset, zoo.split_of(dataset, child), parent)[1]
-    assert not np.allclose(np.sort(seen[0][1], axis=0), np.sort(clean, axis=0))  # the augmented images differ
