@@ -18,6 +18,9 @@ setup(
     packages=find_packages(include=["cae", "cae.*"]),
     python_requires=f">={pins['PYTHON']}",
     install_requires=pins["requirements"](pins["RUNTIME"]),
-    extras_require={"test": pins["requirements"](pins["TEST"])},
+    extras_require={
+        "test": pins["requirements"](pins["TEST"]) + pins["requirements"](pins["CLUSTER"]),
+        "cluster": pins["requirements"](pins["CLUSTER"]),
+    },
     entry_points={"console_scripts": ["cae=cae.cli:main"]},
 )

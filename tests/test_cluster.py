@@ -285,8 +285,8 @@ def test_makespan_waits_for_parents():
 def test_cli_zoo_plan_prints_the_plan(monkeypatch, capsys):
     from cae import cli
 
-    monkeypatch.setattr(plan, "throughput", lambda architectures, batch_size, **kw: {
-        a: dict(MEASURED["cnn"]) for a in architectures})
+    monkeypatch.setattr(plan, "throughput", lambda architectures, batch_size, augment, **kw: {
+        **{a: dict(MEASURED["cnn"]) for a in architectures}, "augment_seconds_per_image": 1e-5})
     assert cli.main(["zoo", "plan", "--preset", "smoke", "--workers", "3", "--gpu-throughput", "5000"]) == 0
     out = capsys.readouterr().out
     assert "plan for preset smoke: 5 models" in out and "3 workers" in out and "3 GPUs" in out
