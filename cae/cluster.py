@@ -322,7 +322,7 @@ def _run(todo, store, address, cpus_per_task, gpus_per_task, retries, verbose):
             result = ray.get(ref)
         except ray.exceptions.RayError as err:
             failures.append((spec, err))
-            log.error("%s %s (%s) failed: %s", spec.role, spec.key, spec.architecture, _first_line(err))
+            log.error("%s %s (%s) failed: %s", spec.role, spec.key, spec.architecture, _message(err))
         else:
             results[spec.key] = result
             log.info("%s %s (%s) done in %.0f s on %s, test accuracy %.3f", spec.role, spec.key, spec.architecture,
@@ -332,19 +332,15 @@ def _run(todo, store, address, cpus_per_task, gpus_per_task, retries, verbose):
     if failures:
         spec, err = failures[0]
         raise RuntimeError(f"{len(failures)} of {len(todo)} models failed on Ray (first: {spec.role} {spec.key}: "
-                           f"{_first_line(err)}); the {len(results)} that finished are in {store.root}, and a rerun "
+                           f"{_message(err)}); the {len(results)} that finished are in {store.root}, and a rerun "
                            "resumes the others from their last epoch.")
     return results
 
 
-def _first_line(err):
+def _message(err):
+    """The error's own message: the last line of the traceback Ray passes on."""
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[-1] if lines else type(err).__name__
-
-
-def address_from_environment():
-    """``CAE_RAY``'s value (``"local"`` or a cluster address), or None when unset."""
-    return os.environ.get(ENVIRONMENT_VARIABLE) or None
 
 
 def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_task=1, gpus_per_task=0.0,

@@ -6,6 +6,7 @@ threads set as a task's are), parents finish before their children start, and a 
 whose Ray run was killed mid-training is completed by a rerun from its checkpoint.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -217,6 +218,35 @@ def test_ray_trains_the_serial_zoo_in_parallel_parents_first(tmp_path, local_ray
     again = cluster.train(specs, store=store, verbose=False)
     assert not any(r["trained"] for r in again)
     assert [r["metrics"] for r in again] == [r["metrics"] for r in results]
+
+
+@needs_ray
+def test_cae_ray_sends_the_reproduce_scripts_zoo_to_ray(tmp_path, local_ray, monkeypatch):
+    """experiments.train_zoo (every reproduce script's first stage) trains on Ray when
+    CAE_RAY is set: nothing is trained in this process."""
+    from cae import experiments
+
+    preset = dataclasses.replace(presets.get("smoke"), name="toy", dataset="synthetic", defender_size=128,
+                                 adversary_size=128, source_epochs=1, surrogate_epochs=1, reference_epochs=1,
+                                 batch_size=32, evaluate_on=64)
+    store = zoo.Zoo(tmp_path, datasets=DATASETS)
+    monkeypatch.setenv(cluster.ENVIRONMENT_VARIABLE, "local")
+
+    def refuse(self, spec, verbose=True):
+        raise AssertionError(f"{spec.role} was trained in the driver, not on Ray")
+
+    monkeypatch.setattr(zoo.Zoo, "train", refuse)
+    trained, specs, _ = experiments.train_zoo(preset, store=store, verbose=False)
+    assert len(trained["train_surrogates"]) == 1 and all(store.complete(s) for s in experiments.all_specs(specs))
+
+
+@needs_ray
+def test_a_failed_model_fails_its_children_and_the_call(tmp_path, local_ray):
+    broken = tiny_spec(dataset="nowhere")  # no such dataset: the worker cannot load it
+    child = tiny_spec(dataset="nowhere", labels="distill", parent=broken.key, role="surrogate", seed=7)
+    with pytest.raises(RuntimeError, match=r"2 of 2 models failed on Ray .*nowhere"):
+        cluster.train([child, broken], store=zoo.Zoo(tmp_path), retries=0, verbose=False)
+    assert not zoo.Zoo(tmp_path).complete(broken)
 
 
 @needs_ray
