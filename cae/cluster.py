@@ -274,7 +274,8 @@ def train(specs, *, store=None, address=None, cpus_per_task=1, gpus_per_task=0.0
     todo = [spec for spec in specs if not store.complete(spec)]
     keys = {spec.key for spec in specs}
     for spec in todo:
-        missing = [key for key in dependencies(spec) if key not in keys and not (store.root / key / "metrics.json").exists()]
+        missing = [key for key in dependencies(spec)
+                   if key not in keys and not (store.root / key / "metrics.json").exists()]
         if missing:
             raise ValueError(f"model {spec.key} ({spec.role}) needs {', '.join(missing)}, which is neither among "
                              "the specs nor complete in the zoo; add its spec.")

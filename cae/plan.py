@@ -340,14 +340,16 @@ def describe(result):
              "|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for (group, name), members in rows.items():
         first = members[0]
-        times = [m.seconds for m in members]
-        gpu_times = [m.gpu_seconds for m in members]
+        here = _duration(sum(m.seconds for m in members) / len(members))
+        there = f" {_duration(sum(m.gpu_seconds for m in members) / len(members))} |" if gpu else ""
         lines.append(
-            f"| {group} | {name} | {len(members)} | {first.parameters / 1e6:.2f} M | {6 * first.macs_per_image / 1e6:.0f} "
-            f"| {first.epochs} | {first.images_per_epoch:,} | {first.flops_per_epoch / 1e12:.2f} "
-            f"| {_duration(sum(times) / len(times))} |" + (f" {_duration(sum(gpu_times) / len(gpu_times))} |" if gpu else ""))
+            f"| {group} | {name} | {len(members)} | {first.parameters / 1e6:.2f} M "
+            f"| {6 * first.macs_per_image / 1e6:.0f} | {first.epochs} | {first.images_per_epoch:,} "
+            f"| {first.flops_per_epoch / 1e12:.2f} | {here} |{there}")
     totals, workers = result["totals"], result["workers"]
-    lines.append(f"training: {totals['training_flops'] / 1e15:.2f} PFLOPs in all")
+    flops = totals["training_flops"]
+    lines.append(f"training: {flops / 1e15:.2f} PFLOPs in all" if flops >= 1e15 else
+                 f"training: {flops / 1e12:.2f} TFLOPs in all")
     here = " / ".join(f"{n} worker{'s' * (n > 1)} {_duration(s)}" for n, s in totals["seconds"].items())
     lines.append(f"this machine ({result['machine']['node']}, {result['machine']['cpus']} CPUs, "
                  f"{result['machine']['backend']}): {here}")
