@@ -50,6 +50,11 @@ DEFAULT_DROPOUT = 0.5
 
 
 # --------------------------------------------------------------------------- layers
+def _restart(seed_generator, seed):
+    """Restart a :class:`keras.random.SeedGenerator`'s sequence from ``seed``."""
+    seed_generator.state.assign(ops.convert_to_tensor([int(seed), 0], dtype=seed_generator.state.dtype))
+
+
 @keras.saving.register_keras_serializable(package="cae")
 class AlwaysDropout(layers.Layer):
     """Inverted dropout that is applied at every call, whatever ``training`` says.
@@ -77,9 +82,7 @@ class AlwaysDropout(layers.Layer):
 
     def reseed(self, seed):
         """Restart the mask sequence from ``seed`` (an int)."""
-        self.seed_generator.state.assign(
-            ops.convert_to_tensor([int(seed), 0], dtype=self.seed_generator.state.dtype)
-        )
+        _restart(self.seed_generator, seed)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -134,9 +137,8 @@ class RandomShiftFlip(layers.Layer):
         return x
 
     def reseed(self, seed):
-        self.seed_generator.state.assign(
-            ops.convert_to_tensor([int(seed), 0], dtype=self.seed_generator.state.dtype)
-        )
+        """Restart the draws from ``seed`` (an int)."""
+        _restart(self.seed_generator, seed)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -18,6 +18,20 @@ EPSILONS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 PAPER_ARCHITECTURES = ("resnet20", "resnet56", "densenet", "vgg16", "vgg19", "mobilenetv2")
 
 
+# Settings of the presets sized for a 2-core CPU (quick, cpu). ART's CW-L2 with its
+# default 10 binary-search steps took 315 s for 16 inputs on 2 busy cores; 2 steps from
+# c = 1 took 69 s and fooled 7 of 16.
+_TWO_CORES = dict(
+    epsilons=(0.03, 0.08, 0.15, 0.25),
+    baseline_overrides=(("cw", (("binary_search_steps", 2), ("initial_const", 1.0),
+                                ("max_halving", 2), ("max_doubling", 2))),),
+    baseline_inputs=(("cw", 32), ("deepfool", 50)),
+    evaluate_on=5_000,
+    finetune_examples=5_000,
+    finetune_epochs=2,
+    adversarial_examples=500,
+)
+
 # Small architectures of three families (plain, residual, strided without pooling).
 _CPU_ARCHITECTURES = ("cnn", "rescnn", "allconv")
 
@@ -115,16 +129,7 @@ PRESETS = {
         learning_rate=6e-3,
         augment="flip",
         attack_inputs=100,
-        epsilons=(0.03, 0.08, 0.15, 0.25),
-        # ART's CW-L2 with its default 10 binary-search steps took 315 s for 16 inputs on
-        # 2 busy cores; 2 steps from c = 1 took 69 s and fooled 7 of 16.
-        baseline_overrides=(("cw", (("binary_search_steps", 2), ("initial_const", 1.0),
-                                    ("max_halving", 2), ("max_doubling", 2))),),
-        baseline_inputs=(("cw", 32), ("deepfool", 50)),
-        evaluate_on=5_000,
-        finetune_examples=5_000,
-        finetune_epochs=2,
-        adversarial_examples=500,
+        **_TWO_CORES,
     ),
     # Chosen to show the paper's effect on held-out models on a 2-core CPU within 90
     # minutes for the whole pipeline (benchmarks/separation.py, README "Separation").
@@ -154,14 +159,7 @@ PRESETS = {
         learning_rate=4e-3,
         augment="crop+flip",
         attack_inputs=200,
-        epsilons=(0.03, 0.08, 0.15, 0.25),
-        baseline_overrides=(("cw", (("binary_search_steps", 2), ("initial_const", 1.0),
-                                    ("max_halving", 2), ("max_doubling", 2))),),
-        baseline_inputs=(("cw", 32), ("deepfool", 50)),
-        evaluate_on=5_000,
-        finetune_examples=5_000,
-        finetune_epochs=2,
-        adversarial_examples=500,
+        **_TWO_CORES,
     ),
     "smoke": Preset(
         name="smoke",
