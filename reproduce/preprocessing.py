@@ -85,14 +85,14 @@ def main():
         derived = dict(zip((f"testing surrogate {i}" for i in range(len(context.models["test_surrogates"]))),
                            context.models["test_surrogates"]))
         derived.update(evaluation.removal_models(context, verbose=not args.quiet))
-        separation = evaluation.preprocessing_separation(fp, derived, references, sweeps, theta)
+        separation = evaluation.preprocessing_separation(fp, derived, references, sweeps)
         tables.write("preprocessing_derived", preset.name, separation,
                      f"Input preprocessing: every suspect behind the same transformation (preset {preset.name}, "
                      f"{preset.dataset})", columns=evaluation.SEPARATION_COLUMNS,
                      notes=f"{len(derived)} derived models (testing surrogates and the removal attacks' models) "
                            f"against {len(references)} independent references, all behind the transformation of "
-                           "the row. Flagged: retention at or above θ"
-                           + f" = {theta:.3f} (the calibration's).\n")
+                           "the row. Flagged: cae verify's verdict 'surrogate' with the fingerprint's calibration "
+                           f"(retention θ = {theta:.3f}; the likelihood ratio has its own).\n")
 
 
 def robust_threshold(theta, rows, n, alpha=stats.DEFAULT_ALPHA):
