@@ -78,7 +78,7 @@ def main(argv=None):
         independent[f"extra reference {i} ({spec.architecture}{recipe})"] = context.store.get(spec, verbose=False)
     accuracy = {name: evaluation.test_accuracy(m, context.dataset, preset.evaluate_on)
                 for name, m in [("source", context.models["source"]), *derived.items()]}
-    usable = [n for n in derived if accuracy["source"] - accuracy[n] <= 0.10]
+    usable = [n for n in derived if accuracy["source"] - accuracy[n] <= evaluation.MAX_ACCURACY_DROP + 1e-12]
     print(f"# preset {preset.name}: zoo and suspects ready in {time.time() - started:.0f} s; source accuracy "
           f"{accuracy['source']:.3f}; derived {len(derived)} ({len(usable)} usable), independent {len(independent)}")
     mistakes = None
@@ -114,8 +114,9 @@ def main(argv=None):
                 if rule == "valid" and not len(result["valid_surrogates"]):
                     raise SystemExit(f"preset {preset.name} has no validation models; use --select train.")
                 if rule == "valid":
-                    keep &= scores.confer(result["valid_surrogates"], result["valid_references"],
-                                          result["t"]) >= args.tau_valid - 1e-9
+                    keep &= fingerprint.extract_mask(scores.confer(result["valid_surrogates"],
+                                                                   result["valid_references"], result["t"]),
+                                                     args.tau_valid)
                 elif rule != "train":
                     raise SystemExit(f"unknown selection rule {rule!r}; use train or valid.")
                 row = {"ε": eps, "transform": transform, "select": rule, "attack s": round(seconds),
@@ -132,10 +133,8 @@ def main(argv=None):
                                                           result["valid_references"][:, keep] == result["t"][keep])
                     lr = {n: calibration.score(m, "lr") for n, m in matches.items()}
                     for statistic in ("retention", "lr"):  # cae verify's rule, untransformed calibration
-                        theta = calibration.threshold(statistic)
-                        flagged[statistic] = {n for n, m in matches.items() if theta is not None
-                                              and calibration.score(m, statistic) >= theta
-                                              and calibration.p_value(m, statistic) <= calibration.alpha}
+                        flagged[statistic] = {n for n, m in matches.items()
+                                              if calibration.judge(m, statistic) == "surrogate"}
                 positives, negatives = usable, list(independent)
                 test_s = [retention[n] for n in derived_names if n in usable]
                 test_r = [retention[n] for n in independent if n.startswith("testing")]

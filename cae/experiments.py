@@ -317,10 +317,16 @@ def summarise(result, prefix="test"):
 def fingerprint_mask(result, tau):
     """Alg. 2's filter on a C-IGM run (as :func:`cae.fingerprint.extract` applies it):
     successful examples with Confer(training surrogates, training references) >= τ."""
+    from cae import fingerprint
+
+    return fingerprint.extract_mask(training_conferrability(result), tau, result["success"])
+
+
+def training_conferrability(result):
+    """Confer(training surrogates, training references) of every example of a C-IGM run."""
     from cae import scores
 
-    confer = scores.confer(result["train_surrogates"], result["train_references"], result["t"])
-    return result["success"] & (confer >= tau - 1e-9)
+    return scores.confer(result["train_surrogates"], result["train_references"], result["t"])
 
 
 def retentions(result, keep, group):
@@ -335,16 +341,16 @@ def extract(context, eps=None, tau=None, target="most_conferrable", transform=No
     the training models' ensemble, keep examples with Confer(training surrogates,
     training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
     verification (:func:`calibration_models`). Returns a calibrated Fingerprint."""
-    from cae import fingerprint, scores
+    from cae import fingerprint
 
     preset = context.preset
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
     transform = preset.transform if transform is None else transform
     result = run_attack(context, "cigm", eps, target=target, transform=transform)
-    confer = scores.confer(result["train_surrogates"], result["train_references"], result["t"])
     fp, keep = fingerprint.extract(
-        context.models["source"], result["x_adv"], confer, tau=float(tau), success=result["success"],
+        context.models["source"], result["x_adv"], training_conferrability(result), tau=float(tau),
+        success=result["success"],
         attack="C-IGM", epsilon=float(eps), dataset=context.specs["source"].dataset,
         source_model_hash=context.specs["source"].key, targets=result["target"], originals=context.x,
         created_with={"preset": preset.name, "target": target, "transform": transform, "dropout": preset.dropout,

@@ -68,7 +68,7 @@ _DTYPES = {"x": np.dtype("<f4"), "originals": np.dtype("<f4"),
 
 __all__ = [
     "Calibration", "Fingerprint", "FingerprintError", "VerifyResult", "calibrate", "content_hash", "create",
-    "load", "predict_labels", "save", "verify",
+    "extract", "extract_mask", "load", "predict_labels", "save", "verify",
 ]
 
 
@@ -268,6 +268,13 @@ def create(source, x, *, attack, epsilon, tau, dataset, source_model_hash=None,
     return Fingerprint(x=x, keys=keys, manifest=manifest, targets=targets, originals=originals)
 
 
+def extract_mask(conferrability, tau, success=None):
+    """Algorithm 2's filter: conferrability >= τ (with a float tolerance), and success
+    where ``success`` is given."""
+    keep = np.asarray(conferrability, np.float64) >= float(tau) - 1e-9
+    return keep & np.asarray(success, bool) if success is not None else keep
+
+
 def extract(source, x, conferrability, *, tau, success=None, **create_args):
     """Algorithm 2's last step: keep the adversarial examples ``x`` whose conferrability
     on the training models (Confer(S, R), eq. 14) is at least ``tau`` (and that
@@ -282,9 +289,7 @@ def extract(source, x, conferrability, *, tau, success=None, **create_args):
     conferrability = np.asarray(conferrability, np.float64)
     if conferrability.shape != (len(x),):
         raise ValueError(f"conferrability has shape {conferrability.shape}; expected ({len(x)},), one per example.")
-    keep = conferrability >= float(tau) - 1e-9
-    if success is not None:
-        keep &= np.asarray(success, bool)
+    keep = extract_mask(conferrability, tau, success)
     if not keep.any():
         raise ValueError(f"no adversarial example reached conferrability {tau} on the training models; "
                          "lower tau or raise eps.")
@@ -730,6 +735,23 @@ class Calibration:
                                                              self.reference_rates, null=rates, spread=spread))
         return max(values)
 
+    def verdict(self, score, p_value, p_value_derived, threshold, alpha):
+        """cae verify's rule: ``"surrogate"`` when ``score >= threshold`` and
+        ``p_value <= alpha``; ``"independent"`` when ``score < threshold`` and
+        ``p_value_derived <= alpha``; else ``"inconclusive"``."""
+        if score >= threshold:
+            return "surrogate" if p_value <= alpha else "inconclusive"
+        return "independent" if p_value_derived <= alpha else "inconclusive"
+
+    def judge(self, matches, statistic="retention"):
+        """The verdict on a suspect with bool (n,) ``matches`` at this calibration's θ and
+        α (None when it has no θ for ``statistic``)."""
+        threshold = self.threshold(statistic)
+        if threshold is None:
+            return None
+        return self.verdict(self.score(matches, statistic), self.p_value(matches, statistic),
+                            self.p_value_derived(matches), threshold, self.alpha)
+
     def p_value_derived(self, matches):
         """The probability that a derived model (the calibration surrogates' rates and
         spread) reproduces as few keys as bool (n,) ``matches``."""
@@ -933,8 +955,7 @@ def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic=
         derived = calibration.p_value_derived(hits)
         empirical = stats.empirical_p_value(score, [value for condition in calibration.conditions
                                                     for value in calibration.reference_scores(statistic, condition)])
-        verdict = ("surrogate" if score >= threshold and p_value <= alpha else
-                   "independent" if score < threshold and derived <= alpha else "inconclusive")
+        verdict = calibration.verdict(score, p_value, derived, threshold, alpha)
         extra = dict(p_value=p_value, p_value_empirical=empirical, p_value_derived=derived,
                      references=len(calibration.reference_matches), surrogates=len(calibration.surrogate_matches))
     else:
