@@ -41,6 +41,11 @@ def _parse(argv=None):
     parser.add_argument("--preset", default="cpu", choices=sorted(presets.PRESETS))
     parser.add_argument("--eps", default=None, help="comma-separated ε (default: the preset's)")
     parser.add_argument("--transforms", default="none,shift+flip", help="comma-separated C-IGM transforms")
+    parser.add_argument("--aggregates", default="mean",
+                        help="comma-separated ways the C-IGM ensemble combines its members: mean (the paper's), "
+                             "geometric, worst (cae.ensemble.compose)")
+    parser.add_argument("--targets", default="most_conferrable",
+                        help="comma-separated C-IGM target rules (cae.attacks.CIGM.TARGETS)")
     parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
     parser.add_argument("--tau-valid", type=float, default=0.6, help="conferrability bar on the validation models")
     parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N")
@@ -99,9 +104,12 @@ def main(argv=None):
     epsilons = [float(e) for e in args.eps.split(",")] if args.eps else [preset.epsilon]
     rows, per_model = [], []
     for eps in epsilons:
-        for transform in args.transforms.split(","):
+        variants = [(t, a, g) for t in args.transforms.split(",") for a in args.aggregates.split(",")
+                    for g in args.targets.split(",")]
+        for transform, aggregate, target in variants:
             began = time.time()
-            result = experiments.run_attack(context, "cigm", eps, transform=transform)
+            result = experiments.run_attack(context, "cigm", eps, target=target, transform=transform,
+                                            aggregate=aggregate)
             seconds = time.time() - began
             ok = result["success"]
             x_ok, t_ok = result["x_adv"][ok], result["t"][ok]
@@ -119,11 +127,17 @@ def main(argv=None):
                                                      args.tau_valid)
                 elif rule != "train":
                     raise SystemExit(f"unknown selection rule {rule!r}; use train or valid.")
-                row = {"ε": eps, "transform": transform, "select": rule, "attack s": round(seconds),
+                row = {"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
+                       "select": rule, "attack s": round(seconds),
                        "kept": int(keep.sum()), **{f"confer {g}": c for g, c in confer.items()}}
                 if keep.sum() == 0:
                     rows.append(row)
                     continue
+                if len(result["valid_surrogates"]):  # the defender's own held-out models: what a row is chosen by
+                    valid_s = (result["valid_surrogates"][:, keep] == result["t"][keep]).mean(axis=1)
+                    valid_r = (result["valid_references"][:, keep] == result["t"][keep]).mean(axis=1)
+                    row.update({"valid min surrogate": float(valid_s.min()), "valid max reference": float(valid_r.max()),
+                                "valid AUC": stats.roc_auc(list(valid_s), list(valid_r))})
                 kept = keep[ok]
                 matches = {n: labels[n][kept] == t_ok[kept] for n in suspects}
                 retention = {n: float(m.mean()) for n, m in matches.items()}
@@ -164,7 +178,8 @@ def main(argv=None):
                         [stats.likelihood_ratio(plus[n], p, q) for n in negatives])
                 rows.append(row)
                 for n in suspects:
-                    per_model.append({"ε": eps, "transform": transform, "select": rule, "model": n,
+                    per_model.append({"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
+                                      "select": rule, "model": n,
                                       "flagged (retention)": n in flagged.get("retention", ()),
                                       "flagged (LR)": n in flagged.get("lr", ()),
                                       "kind": "derived" if n in derived else "independent",

@@ -218,30 +218,50 @@ class ConferrabilityScores(layers.Layer):
 
     Takes the list of member probability vectors, the ``num_surrogates`` of the
     source's group ({M} ∪ S, eq. 16) first, then the references (eq. 17). Without
-    references Ref = 0 and M_E = Surr.
+    references Ref = 0 and M_E = Surr. ``aggregate`` replaces both means by geometric
+    means (``"geometric"``) or minima (``"worst"``) of the agreement terms, see
+    :func:`compose`.
     """
 
-    def __init__(self, num_surrogates, **kwargs):
+    def __init__(self, num_surrogates, aggregate="mean", **kwargs):
         super().__init__(**kwargs)
         self.num_surrogates = int(num_surrogates)
         if self.num_surrogates < 1:
             raise ValueError(
                 f"num_surrogates must be at least 1 (the source), got {num_surrogates}."
             )
+        self.aggregate = _check_aggregate(aggregate)
 
     def call(self, inputs):
         inputs = list(inputs)
-        surrogate = ops.mean(ops.stack(inputs[: self.num_surrogates], axis=0), axis=0)
-        if len(inputs) == self.num_surrogates:
-            return surrogate
-        reference = ops.mean(ops.stack(inputs[self.num_surrogates:], axis=0), axis=0)
-        return (1.0 - reference) * surrogate
+        agree = ops.stack(inputs[: self.num_surrogates], axis=0)
+        disagree = 1.0 - ops.stack(inputs[self.num_surrogates:], axis=0) if len(inputs) > self.num_surrogates else None
+        if self.aggregate == "mean":
+            combine = lambda p: ops.mean(p, axis=0)  # noqa: E731 - eqs. 16-17
+        elif self.aggregate == "geometric":
+            combine = lambda p: ops.exp(ops.mean(ops.log(ops.maximum(p, 1e-12)), axis=0))  # noqa: E731
+        else:
+            combine = lambda p: ops.min(p, axis=0)  # noqa: E731
+        surrogate = combine(agree)
+        return surrogate if disagree is None else combine(disagree) * surrogate
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
 
     def get_config(self):
-        return {**super().get_config(), "num_surrogates": self.num_surrogates}
+        return {**super().get_config(), "num_surrogates": self.num_surrogates, "aggregate": self.aggregate}
+
+
+AGGREGATES = ("mean", "geometric", "worst")
+
+
+def _check_aggregate(aggregate):
+    if aggregate not in AGGREGATES:
+        raise ValueError(
+            f"aggregate={aggregate!r} is not allowed; expected one of {', '.join(AGGREGATES)} ('mean' is the "
+            "paper's eqs. 16-17)."
+        )
+    return aggregate
 
 
 @keras.saving.register_keras_serializable(package="cae")
@@ -298,13 +318,13 @@ def _head(features, logits, rate, seed, name):
     return keras.Model(inputs, outputs, name=name)
 
 
-def _assemble(parts, num_surrogates, input_shape, rate, seed, name):
+def _assemble(parts, num_surrogates, input_shape, rate, seed, name, aggregate="mean"):
     inputs = keras.Input(input_shape, name="image")
     outputs = [
         _head(features, logits, rate, seed + i, role_name)(inputs)
         for i, (role_name, features, logits) in enumerate(parts)
     ]
-    scores = ConferrabilityScores(num_surrogates, name="conferrability")(outputs)
+    scores = ConferrabilityScores(num_surrogates, aggregate, name="conferrability")(outputs)
     return keras.Model(inputs, scores, name=name)
 
 
@@ -321,7 +341,7 @@ def _check_rate(dropout):
     return rate
 
 
-def compose(source, surrogates, references, dropout=DEFAULT_DROPOUT, seed=0, name="ensemble"):
+def compose(source, surrogates, references, dropout=DEFAULT_DROPOUT, seed=0, name="ensemble", aggregate="mean"):
     """Compose(M, S, R): the C-IGM ensemble M_E as one Keras model (eqs. 16-18).
 
     ``source`` is M, ``surrogates`` and ``references`` lists of models with the cae
@@ -331,8 +351,16 @@ def compose(source, surrogates, references, dropout=DEFAULT_DROPOUT, seed=0, nam
     off: a deterministic ensemble); member ``i`` draws its masks from seed
     ``seed + i``. Returns a model mapping (N, 32, 32, 3) to (N, K) scores M_E(x)
     (not probabilities).
+
+    ``aggregate`` (beyond the paper; ``"mean"`` is eqs. 16-17) is how the members of each
+    group are combined, per class: ``"geometric"`` takes the geometric mean of the
+    surrogates' probabilities and of the references' 1 - probabilities, so one reference
+    that accepts the target costs the score far more than under the mean (every member
+    must agree, as in a joint likelihood); ``"worst"`` takes the least agreeing surrogate
+    and the most agreeing reference.
     """
     rate = _check_rate(dropout)
+    aggregate = _check_aggregate(aggregate)
     surrogates, references = list(surrogates), list(references)
     members = [("source", source)]
     members += [(f"surrogate_{i}", m) for i, m in enumerate(surrogates)]
@@ -353,18 +381,28 @@ def compose(source, surrogates, references, dropout=DEFAULT_DROPOUT, seed=0, nam
         "ensemble: 1 source, %d surrogates, %d references, dropout %.2f",
         len(surrogates), len(references), rate,
     )
-    return _assemble(parts, 1 + len(surrogates), shapes.pop(), rate, int(seed), name)
+    return _assemble(parts, 1 + len(surrogates), shapes.pop(), rate, int(seed), name, aggregate)
 
 
 # --------------------------------------------------------------------------- inspecting
 def _heads(ensemble):
+    heads, scores = _heads_and_scores(ensemble)
+    return heads, scores.num_surrogates
+
+
+def _heads_and_scores(ensemble):
     heads = [layer for layer in ensemble.layers if isinstance(layer, keras.Model)]
     scores = [layer for layer in ensemble.layers if isinstance(layer, ConferrabilityScores)]
     if not heads or len(scores) != 1 or not heads[0].name.startswith("source"):
         raise ValueError(
             f"model {ensemble.name!r} is not an ensemble made by cae.ensemble.compose."
         )
-    return heads, scores[0].num_surrogates
+    return heads, scores[0]
+
+
+def aggregate_of(ensemble):
+    """How the ensemble combines its members (see :func:`compose`)."""
+    return _heads_and_scores(ensemble)[1].aggregate
 
 
 def _head_parts(head):
@@ -397,7 +435,8 @@ def with_dropout(ensemble, dropout, seed=0):
     heads, num_surrogates = _heads(ensemble)
     parts = [(head.name, *_head_parts(head)) for head in heads]
     return _assemble(
-        parts, num_surrogates, tuple(ensemble.input_shape[1:]), rate, int(seed), ensemble.name
+        parts, num_surrogates, tuple(ensemble.input_shape[1:]), rate, int(seed), ensemble.name,
+        aggregate_of(ensemble),
     )
 
 

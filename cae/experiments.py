@@ -228,24 +228,25 @@ def _cached(path, compute, required=()):
     return result
 
 
-def cigm_ensemble(context, dropout=None):
+def cigm_ensemble(context, dropout=None, aggregate="mean"):
     from cae import ensemble
 
     preset = context.preset
     return ensemble.compose(
         context.models["source"], context.models["train_surrogates"], context.models["train_references"],
-        dropout=preset.dropout if dropout is None else dropout, seed=preset.split_seed,
+        dropout=preset.dropout if dropout is None else dropout, seed=preset.split_seed, aggregate=aggregate,
     )
 
 
-def run_attack(context, method, eps, target="most_conferrable", dropout=None, transform="none"):
+def run_attack(context, method, eps, target="most_conferrable", dropout=None, transform="none", aggregate="mean"):
     """Per-example results of ``method`` at ``eps`` on the attack inputs (cached).
 
     Returns arrays: ``x_adv``; ``success`` (the source's label changed, within the
     attack's ε rule); ``t`` (the source's label of the adversarial example: the key
     the fingerprint would use); for C-IGM ``target`` (the class it aimed for); and the
     labels of every group of models on ``x_adv``. ``transform``: C-IGM's
-    (:class:`cae.attacks.CIGM`); ``"none"`` is the paper's attack.
+    (:class:`cae.attacks.CIGM`); ``"none"`` is the paper's attack; ``aggregate``: how the
+    ensemble combines its members (:func:`cae.ensemble.compose`; ``"mean"`` is the paper's).
     """
     from cae import attacks
 
@@ -257,6 +258,8 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
     params = ("cigm", target, rate) if method == "cigm" else (method, attacks.ATTACKS[method], overrides)
     if method == "cigm" and transform != "none":
         params += (transform,)
+    if method == "cigm" and aggregate != "mean":
+        params += ("aggregate", aggregate)
     constraint = "project" if method == "cigm" else attacks.ATTACKS[method].constraint
     # Attacks whose ε only filters their output (or is ignored) run once, unbounded, for every ε.
     limit = dict(preset.baseline_inputs).get(method)
@@ -268,7 +271,7 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
         log.info("attack %s at eps=%s on %d inputs", method, eps, len(x))
         extra = {}
         if method == "cigm":
-            attack = attacks.CIGM(cigm_ensemble(context, rate), eps, max_iter=preset.attack_iterations,
+            attack = attacks.CIGM(cigm_ensemble(context, rate, aggregate), eps, max_iter=preset.attack_iterations,
                                   target=target, transform=transform, seed=preset.split_seed, verbose=True)
             x_adv = attack.generate(x, y)
             extra["target"] = np.asarray(attack.targets_, dtype=np.int64)

@@ -204,3 +204,28 @@ def test_bad_members_raise(members):
         E.compose(members[0], ["model.keras"], [])
     with pytest.raises(ValueError, match="not an ensemble"):
         E.roles(members[0])
+
+
+@pytest.mark.parametrize("aggregate", ["geometric", "worst"])
+def test_aggregates_equal_numpy_formula_and_survive_saving(members, x, aggregate, tmp_path):
+    probs = np.stack([keras.ops.convert_to_numpy(m(x, training=False)) for m in members]).astype(np.float64)
+    agree, disagree = probs[:3], 1.0 - probs[3:]
+    if aggregate == "geometric":
+        expected = np.exp(np.log(agree).mean(axis=0)) * np.exp(np.log(disagree).mean(axis=0))
+    else:
+        expected = agree.min(axis=0) * disagree.min(axis=0)
+    ensemble = E.compose(members[0], members[1:3], members[3:], dropout=0.5, aggregate=aggregate)
+    off = E.with_dropout(ensemble, 0.0)
+    np.testing.assert_allclose(off(x), expected, rtol=1e-5, atol=1e-6)
+    assert E.aggregate_of(off) == aggregate
+    # Every aggregate rewards surrogates' agreement and references' disagreement no more than the mean.
+    assert np.all(keras.ops.convert_to_numpy(off(x)) <= expected_scores(members, x, 3) + 1e-6)
+    path = tmp_path / "ensemble.keras"
+    ensemble.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(E.with_dropout(loaded, 0.0)(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_aggregate_raises(members):
+    with pytest.raises(ValueError, match="aggregate='median'.*mean, geometric, worst"):
+        E.compose(members[0], members[1:3], members[3:], aggregate="median")
