@@ -47,16 +47,38 @@ TRAINING_SETS = {}
 # augmented images themselves (a query labels the input the model trains on, as in
 # the paper's Retraining and Beyer et al.'s "consistent teacher"), not the clean images.
 RELABEL = {}
+# Training sets whose model is built, fitted or scored other than the default way: name ->
+# {"build": ..., "fit": ..., "task": ...} (see :func:`training_set`). Registered by
+# ``cae.removal`` (pruning, transfer learning, adversarial extraction).
+TRAINING_HOOKS = {}
 
 
-def training_set(name, relabel=None):
+def training_set(name, relabel=None, *, build=None, fit=None, task=None):
     """Decorator registering a training-set builder under ``name``. ``relabel``: for a
     set labelled by the parent, how the parent's softmax becomes labels (see
-    :data:`RELABEL`); the builder's labels are then those of the un-augmented images."""
+    :data:`RELABEL`); the builder's labels are then those of the un-augmented images.
+
+    Optional hooks (:data:`TRAINING_HOOKS`), for models trained other than by plain
+    fitting; each is a pure function of the spec and the zoo, so a resumed run repeats it:
+
+    ``build(zoo, spec, dataset, x, parent) -> model``
+        the fresh (uncompiled) model instead of the default one (the parent's copy or a
+        new ``spec.architecture``); ``train_last_only`` and compiling still follow.
+    ``fit(zoo, spec, model, x, y, parent, epoch) -> loss``
+        one epoch on the epoch's shuffled (augmented) images ``x`` and labels ``y``
+        instead of ``model.fit``; it must take ``ceil(len(x) / spec.batch_size)``
+        optimiser steps (the learning-rate schedule counts them).
+    ``task(spec, dataset) -> mapping``
+        for a model of another label set: the int array mapping each of the dataset's
+        classes to the model's; the metrics then score the model on mapped labels.
+    """
     def register(function):
         TRAINING_SETS[name] = function
         if relabel is not None:
             RELABEL[name] = relabel
+        hooks = {k: v for k, v in (("build", build), ("fit", fit), ("task", task)) if v is not None}
+        if hooks:
+            TRAINING_HOOKS[name] = hooks
         return function
     return register
 # Training-time augmentation: random crop (4 px, reflect padding) and horizontal flip,
@@ -135,7 +157,8 @@ class TrainSpec:
 TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "jagielski_temperature", "papernot_rounds",
                  "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
                  "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts",
-                 "external_weights", "label_smoothing")
+                 "external_weights", "label_smoothing", "prune_fraction", "transfer_mapping",
+                 "adversarial_fraction", "mixup")
 # TrainSpec.architecture of a model trained from scratch with its parent's architecture
 # (re-initialised), for sources that are not cae architectures (cae.removal.remove_model).
 CLONE = "clone"
@@ -220,6 +243,17 @@ def augment_batch(x, rng, pad=4, crop=True):
     flip = rng.random(n) < 0.5
     out[flip] = out[flip, :, ::-1]
     return out
+
+
+def mixup_images(x, rng, alpha):
+    """Each image blended with another of the batch, λ ~ Beta(α, α) per image: the inputs
+    of function matching (Beyer et al. 2022, "Knowledge distillation: A good teacher is
+    patient and consistent"), where the teacher labels the blends themselves, so the
+    student learns the teacher's function between the images too, not only on them."""
+    if not alpha > 0:
+        raise ValueError(f"mixup alpha={alpha!r} is not allowed; expected a positive Beta parameter (e.g. 1.0).")
+    lam = rng.beta(alpha, alpha, size=(len(x), 1, 1, 1)).astype(np.float32)
+    return lam * x + (1.0 - lam) * x[rng.permutation(len(x))]
 
 
 def test_subset(dataset, n=None, seed=0):
@@ -354,9 +388,17 @@ class Zoo:
             keras.utils.set_random_seed(int(rng.integers(2**31)))
             order = rng.permutation(len(x))
             xe = augment_batch(x[order], rng, crop=spec.augment == "crop+flip") if spec.augment != "none" else x[order]
-            ye = self._labels_for(spec, parent, xe) if spec.augment != "none" and spec.labels in RELABEL else y[order]
-            history = model.fit(xe, ye, batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0)
-            progress.set_postfix(loss=f"{history.history['loss'][-1]:.3f}")
+            if spec.option("mixup") and spec.labels in RELABEL:
+                xe = mixup_images(xe, rng, float(spec.option("mixup")))
+            relabel = spec.labels in RELABEL and (spec.augment != "none" or spec.option("mixup"))
+            ye = self._labels_for(spec, parent, xe) if relabel else y[order]
+            fit = TRAINING_HOOKS.get(spec.labels, {}).get("fit")
+            if fit is None:
+                loss = model.fit(xe, ye, batch_size=spec.batch_size, epochs=1, shuffle=False,
+                                 verbose=0).history["loss"][-1]
+            else:
+                loss = fit(self, spec, model, xe, ye, parent, epoch)
+            progress.set_postfix(loss=f"{loss:.3f}")
             # One checkpoint file per epoch; progress.json names the one to resume from and
             # is renamed into place after it, so a kill between the two writes resumes from
             # the previous, still present, checkpoint.
@@ -407,7 +449,10 @@ class Zoo:
         return epoch, model
 
     def _fresh_model(self, spec, dataset, x, parent, models, keras):
-        if spec.init == "parent":
+        build = TRAINING_HOOKS.get(spec.labels, {}).get("build")
+        if build is not None:
+            model = build(self, spec, dataset, x, parent)
+        elif spec.init == "parent":
             model = keras.models.clone_model(parent)
             model.set_weights(parent.get_weights())
             if spec.option("reinit_last"):
@@ -442,11 +487,18 @@ class Zoo:
         pick = test_subset(dataset, self.evaluate_on)
         x_test = data.to_float(dataset.x_test[pick])
         pred = predict(model, x_test).argmax(axis=1)
-        metrics = {"test_accuracy": float(np.mean(pred == dataset.y_test[pick])), "test_examples": int(len(pick)),
+        task = TRAINING_HOOKS.get(spec.labels, {}).get("task")
+        mapping = None if task is None else np.asarray(task(spec, dataset))
+        labels = dataset.y_test[pick] if mapping is None else mapping[dataset.y_test[pick]]
+        metrics = {"test_accuracy": float(np.mean(pred == labels)), "test_examples": int(len(pick)),
                    "architecture": spec.architecture, "role": spec.role,
                    "parameters": int(model.count_params()), "backend": keras.backend.backend()}
+        if mapping is not None:  # another label set: scored on the mapped labels
+            metrics["task_classes"] = int(mapping.max()) + 1
         if parent is not None:
             parent_pred = self.parent_predictions(spec, dataset, pick, parent, pool="test").argmax(axis=1)
+            if mapping is not None:
+                parent_pred = mapping[parent_pred]
             metrics["fidelity_test"] = float(np.mean(pred == parent_pred))
         return metrics
 
