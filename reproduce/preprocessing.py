@@ -15,14 +15,14 @@ same transformation, the derived ones (testing surrogates and every removal atta
 model, trained or loaded through the zoo) against the references: the ROC-AUC of
 retention and how many of each θ flags.
 
-A defender who expects preprocessing can calibrate for it: the "robust θ" is the
-highest of the thresholds chosen, the same way, on the references behind each
-transformation that costs the source at most 10 points of accuracy (a thief would not
-deploy a costlier one). The notes say what it costs: how many testing surrogates each
-θ still flags.
+Verdicts are cae verify's, with the fingerprint's stored calibration: ``cae extract``
+also measures its calibration references behind every transformation that costs the
+source at most 10 points of accuracy (a thief would not deploy a costlier one), and θ and
+the p-values are the worst case over them, so there is one θ, chosen in one place
+(:class:`cae.fingerprint.Calibration`). The p-value column is the transformed source's.
 """
 
-from cae import evaluation, experiments, fingerprint, preprocessing, stats, tables
+from cae import evaluation, experiments, fingerprint, preprocessing, tables
 
 
 def add_options(parser):
@@ -49,38 +49,28 @@ def main():
     sweeps = {kind: preprocessing.SWEEPS[kind] for kind in args.kinds}
     rows = evaluation.preprocessing_rows(context, fp, sweeps, theta, references)
     usable = [r for r in rows[1:] if r["Δ accuracy"] >= -evaluation.MAX_ACCURACY_DROP]
-    robust = robust_threshold(theta, usable, fp.n)
-    for row in rows:
-        if robust is not None:
-            row["verified (robust θ)"] = "yes" if row["retention"] >= robust else "NO (broken)"
-            flagged = sum(r >= robust for r in row["references' retentions"])
-            row["references flagged (robust θ)"] = f"{flagged}/{len(references)}"
     surrogates = [fingerprint.verify(m, fp).retention for m in context.models["test_surrogates"]]
     broken = [f"{r['transformation']} {r['strength']:g}" for r in usable if r.get("verified", "").startswith("NO")]
     accusing = [f"{r['transformation']} {r['strength']:g} ({r['references flagged']})" for r in rows[1:]
                 if theta and not r["references flagged"].startswith("0/")]
     notes = (f"Fingerprint: {fp.n} C-IGM examples at ε = {preset.epsilon:g}; {len(references)} independent "
              "references. Δ accuracy: test accuracy minus the untransformed source's. "
-             + f"θ = {theta:.3f}, the fingerprint's calibrated θ (untransformed calibration references).\n")
+             + f"θ = {theta:.3f}, the fingerprint's calibrated θ.\n")
     cost = f"at most {evaluation.MAX_ACCURACY_DROP:.0%} accuracy"
     notes += (f"\nBroken at a cost of {cost}: {', '.join(broken)}.\n" if broken else
               f"\nNo transformation costing {cost} brought the source's retention below θ.\n")
     notes += (f"\nFalse accusations, references behind the transformation at or above θ: {', '.join(accusing)}.\n"
               if accusing else "\nNo transformed reference reached θ.\n")
-    if robust is not None:
-        notes += (f"\nRobust θ = {robust:.3f}: the highest θ chosen on the references behind each transformation that "
-                  f"costs the source {cost} ({len(usable)} of {len(rows) - 1}). The testing surrogates (untransformed) "
-                  f"retain {', '.join(f'{r:.2f}' for r in surrogates)}: θ flags "
-                  f"{sum(r >= theta for r in surrogates)} of {len(surrogates)}, the robust θ "
-                  f"{sum(r >= robust for r in surrogates)}.\n")
-    elif theta:
-        notes += "\nNo robust θ: a reference behind a transformation retains the whole fingerprint.\n"
+    conditions = [c for c in (fp.calibration.conditions if fp.calibration else ()) if c != "none"]
+    notes += (f"\nThe calibration covers {len(conditions)} transformation(s) ({', '.join(conditions) or 'none'}); "
+              f"the testing surrogates (untransformed) retain {', '.join(f'{r:.2f}' for r in surrogates)}: θ flags "
+              f"{sum(r >= theta for r in surrogates)} of {len(surrogates)}.\n") if theta else ""
     notes += ("\nNot in the paper (its removal attacks all change the weights); input preprocessing is a family of "
               "Lukas et al.'s later watermark-robustness survey (IEEE S&P 2022). Settings: cae.preprocessing.\n")
     tables.write("preprocessing", preset.name, rows,
                  f"Input preprocessing: the source behind input transformations (preset {preset.name}, "
                  f"{preset.dataset})", notes=notes,
-                 columns=evaluation.PREPROCESSING_COLUMNS + ["verified (robust θ)", "references flagged (robust θ)"])
+                 columns=evaluation.PREPROCESSING_COLUMNS)
     if args.derived:
         derived = dict(zip((f"testing surrogate {i}" for i in range(len(context.models["test_surrogates"]))),
                            context.models["test_surrogates"]))
@@ -93,18 +83,6 @@ def main():
                            f"against {len(references)} independent references, all behind the transformation of "
                            "the row. Flagged: cae verify's verdict 'surrogate' with the fingerprint's calibration "
                            f"(retention θ = {theta:.3f}; the likelihood ratio has its own).\n")
-
-
-def robust_threshold(theta, rows, n, alpha=stats.DEFAULT_ALPHA):
-    """The highest of ``theta`` and the thresholds chosen on the references behind each
-    transformation of ``rows`` (their ``"references' retentions"``); None when there is
-    no θ or a transformed reference retains the whole fingerprint."""
-    if theta is None:
-        return None
-    chosen = [stats.threshold_or_none(stats.Null(tuple(r["references' retentions"]), n), alpha) for r in rows]
-    if any(c is None for c in chosen):
-        return None
-    return max([theta] + [c.theta for c in chosen])
 
 
 if __name__ == "__main__":

@@ -142,28 +142,9 @@ def test_rows_measure_the_transformed_source_and_references(tmp_path):
     assert rows[0]["references flagged"] == f"{int(ref_plain >= 0.5)}/1"
     assert rows[0]["references' retentions"] == [ref_plain]
     one_bit = fingerprint.verify(preprocessing.wrap(source, "quantize", 1), fp).retention
-    assert rows[2]["retention"] == one_bit and rows[2]["verified"] == ("yes" if one_bit >= 0.5 else "NO (broken)")
+    assert rows[2]["retention"] == one_bit and rows[2]["verified"].startswith("yes" if one_bit >= 0.5 else "NO")
     accuracy = evaluation.test_accuracy(preprocessing.wrap(source, "quantize", 1), dataset, PRESET.evaluate_on)
     assert np.isclose(rows[2]["Δ accuracy"], accuracy - rows[0]["test_accuracy"])
-
-
-def test_robust_threshold_is_the_highest_per_transformation_threshold():
-    import pathlib
-    import runpy
-
-    from cae import stats
-
-    script = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "reproduce" / "preprocessing.py"))
-    robust = script["robust_threshold"]
-    plain = stats.threshold_or_none(stats.Null((0.3, 0.4, 0.5), 100), stats.DEFAULT_ALPHA)
-    lifted = {"references' retentions": [0.6, 0.7, 0.8]}  # a transformation that lifts the references
-    lowered = {"references' retentions": [0.1, 0.2, 0.2]}
-    high = stats.threshold_or_none(stats.Null((0.6, 0.7, 0.8), 100), stats.DEFAULT_ALPHA).theta
-    assert plain.theta < high
-    assert robust(plain.theta, [lowered], 100) == plain.theta
-    assert robust(plain.theta, [lowered, lifted], 100) == high > 0.8
-    assert robust(None, [lifted], 100) is None
-    assert robust(plain.theta, [{"references' retentions": [1.0, 0.2]}], 100) is None  # no θ above a full retention
 
 
 def test_separation_rows_put_every_suspect_behind_the_transformation(tmp_path):
