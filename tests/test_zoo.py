@@ -221,7 +221,8 @@ def test_killed_run_resumes_from_last_epoch_with_identical_result(tmp_path):
 
 
 @pytest.mark.parametrize("labels, options", [("distill", ()), ("source_labels", ()), ("knockoff", ()),
-                                             ("jagielski", (("jagielski_temperature", 0.2),))])
+                                             ("jagielski", (("jagielski_temperature", 0.2),)),
+                                             ("distill", (("mixup", 1.0),))])
 def test_a_child_learns_the_parents_answers_to_the_augmented_images_it_sees(tmp_path, monkeypatch, labels, options):
     """Retraining and the other extraction attacks query the source on the images the
     copy trains on: with augmentation, the labels fed to each epoch are the parent's
@@ -247,3 +248,19 @@ def test_a_child_learns_the_parents_answers_to_the_augmented_images_it_sees(tmp_
     for x, y in seen:
         expected = zoo.RELABEL[labels](zoo.predict(parent, x), child)
         np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_mixup_blends_pairs_of_the_batch():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 32, 32, 3)).astype(np.float32)
+    mixed = zoo.mixup_images(x, np.random.default_rng(1), 1.0)
+    assert mixed.shape == x.shape and mixed.dtype == np.float32
+    assert mixed.min() >= 0 and mixed.max() <= 1
+    assert not np.allclose(mixed, x)
+    # Every blend lies between two images of the batch: its distance to the line through them is 0.
+    rng2 = np.random.default_rng(1)
+    lam = rng2.beta(1.0, 1.0, size=(64, 1, 1, 1)).astype(np.float32)
+    partner = x[rng2.permutation(64)]
+    np.testing.assert_allclose(mixed, lam * x + (1 - lam) * partner, atol=1e-6)
+    with pytest.raises(ValueError, match="mixup alpha"):
+        zoo.mixup_images(x, rng, 0.0)
