@@ -129,7 +129,7 @@ def removal_specs(preset, source=None):
 
     source = source or experiments.source_spec(preset)
     specs = []
-    for name in removal.REMOVAL_ATTACKS:
+    for name in removal.PAPER_ATTACKS:
         made = removal.removal_spec(name, source, preset)
         specs.extend(made if isinstance(made, list) else [made])
     return ordered(specs)

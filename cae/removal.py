@@ -11,8 +11,9 @@ The adversary holds D2 (``data="D2"``) and white-box access to the source (Secti
 The paper: "For fine-tuning and adversarial training we use 10.000 inputs labeled by the
 source model and create 1000 adversarial examples. Model extraction uses all the data
 available to the adversary." Here these sizes are the preset's ``finetune_examples`` and
-``adversarial_examples``; extraction uses all of D2. Every derived model has the
-source's architecture (the paper attacks a ResNet20 source with ResNet20 targets).
+``adversarial_examples``; extraction uses all of D2. Every model the paper's attacks
+derive has the source's architecture (the paper attacks a ResNet20 source with ResNet20
+targets).
 
 Model extraction (trained from scratch on D2, ``preset.surrogate_epochs``, the
 source's optimiser and learning rate):
@@ -80,6 +81,61 @@ Retraining surrogate is trained on each, and :func:`ensemble_attack` returns one
 model averaging their softmax outputs (average voting), built from built-in layers only.
 It is composed from the cached members, not trained, and not cached itself.
 
+Beyond the paper's attacks (issue 19; settings chosen a priori, not tuned, and not in
+Tables V / VI, whose scripts run :data:`PAPER_ATTACKS`):
+
+``prune20``, ``prune50``, ``prune80`` (fine-pruning)
+    Global magnitude pruning of the source: the given fraction (20 / 50 / 80 %) of the
+    weights of all convolution and dense kernels (the logits layer included; biases,
+    BatchNorm and normalisation left alone), those of smallest absolute value over the
+    whole network, is set to zero (:func:`prune_masks`, ties broken by position, so the
+    mask is a function of the source's weights). The pruned network is then fine-tuned
+    like FTAL (all layers, the fine-tuning set with the source's hard labels,
+    ``preset.finetune_epochs``), but with Adam at 1e-3 (chosen a priori: a pruned
+    network has more to recover than FTAL's 1e-4 may allow), and the mask is
+    re-applied after every batch (a Keras callback), so the pruned weights stay zero
+    throughout and in the saved model. Option ``prune_fraction``. Liu et al.'s
+    fine-pruning (RAID 2018) prunes whole neurons; this prunes single weights (global
+    magnitude pruning, Han et al., NeurIPS 2015).
+``transfer`` (transfer learning)
+    The source's feature extractor (every layer up to the input of its ``logits``
+    Dense layer, with its weights) under a new head for another label set: a Dense
+    layer of k classes (seeded by the spec) and a softmax. Fine-tuned, all layers, on
+    the fine-tuning set with ground-truth labels of the new task, Adam at 1e-3 (as
+    RTAL: a fresh head), ``preset.finetune_epochs``. The task is a coarsening of the
+    source's classes (option ``transfer_mapping``, one task class per source class; an
+    external source's "ground truth" is the source's own label). The default,
+    :data:`TRANSFER_MAPPING`, groups CIFAR-10's (and CINIC-10's) classes, in their
+    order, into the five pairs of :data:`TRANSFER_CLASSES`: airplane+ship,
+    automobile+truck, bird+frog, cat+dog, deer+horse. Such a model answers in the
+    task's label space, so :func:`cae.fingerprint.verify` refuses it (the number of
+    classes differs); :func:`map_fingerprint` maps every key t to ``mapping[t]``, and
+    :func:`verify_transfer` counts the transferred model's matches through it. The
+    fingerprint's calibration (θ, p-values) is of the source's label space and is
+    dropped: a chance match is likelier among k task classes than among K (an
+    independent model agrees with a key at rate about 1/k, not 1/K), so retention
+    through a mapping is not comparable with retention in the source's task.
+``extract_prob``, ``extract_label`` (extraction into another architecture)
+    Retraining (the source's probabilities, T = 1, ``labels="distill"``) and label-only
+    extraction (the source's hard labels, ``labels="source_labels"``), from scratch on
+    all of D2 into another architecture: setting ``architecture``, by default the
+    first architecture the preset lists (source's, then its groups') other than the
+    source's, or, if it lists none, the first of :data:`cae.models.ARCHITECTURES`
+    other than the source's (``rescnn`` for a ``cnn`` source). The source's own
+    architecture is refused (that is ``retraining``). :func:`extraction_architectures`
+    lists the preset's others, one model each.
+``adv_extract`` (adversarial extraction)
+    Label-only extraction in which the copy is adversarially trained while it learns
+    (Madry et al., ICLR 2018, on the source's labels): each batch of the epoch's
+    images, labelled with the source's hard label of the clean (augmented) image, has
+    its first half (a random half: the epoch is shuffled) replaced by L-inf PGD
+    examples of the copy itself, crafted against the copy's current weights on the
+    source's labels (ε = 0.03, 10 steps of 0.01, one random start; option
+    ``adversarial_attack="fgm"`` for one step), so each optimiser step sees 50 %
+    clean and 50 % adversarial images (option ``adversarial_fraction``). The source's
+    architecture by default (setting ``architecture``). About 10 gradient
+    evaluations per adversarial image: several times Retraining's cost.
+
 Attacking a model the zoo did not train: :func:`remove_model` takes any Keras model and
 the adversary's images (the issue's ``remove(source, adversary_data, spec)``); it holds
 the source in the zoo under its weight hash and the images as an in-memory dataset, then
@@ -103,7 +159,17 @@ ADVERSARIAL_EPS = 0.03  # L-inf, pixel units in [0, 1]
 ADVERSARIAL_EPS_STEP = 0.01
 ADVERSARIAL_MAX_ITER = 10
 ADVERSARIAL_METHODS = ("fgm", "pgd", "igm")
-FAMILIES = ("model extraction", "fine-tuning", "adversarial training", "ensemble")
+PRUNE_FRACTIONS = (0.2, 0.5, 0.8)
+# Transfer learning's task: CIFAR-10's classes (airplane, automobile, bird, cat, deer, dog,
+# frog, horse, ship, truck) grouped into five pairs.
+TRANSFER_MAPPING = (0, 1, 2, 3, 4, 3, 2, 4, 0, 1)
+TRANSFER_CLASSES = ("airplane+ship", "automobile+truck", "bird+frog", "cat+dog", "deer+horse")
+ADVERSARIAL_FRACTION = 0.5  # adversarial extraction: adversarial share of each batch
+FAMILIES = ("model extraction", "fine-tuning", "adversarial training", "ensemble", "pruning",
+            "transfer learning")
+# RemovalAttack.architecture: "" the source's; "any" a setting, default the source's;
+# "other" a setting, default another architecture of the preset, never the source's.
+_ARCHITECTURE_RULES = ("", "any", "other")
 # Pairs of datasets that share images: neither may be the other's Knockoff transfer set.
 _OVERLAPPING = ({"cifar10", "cinic10"},)
 
@@ -130,16 +196,27 @@ class RemovalAttack:
     learning_rate: float | None = None
     options: tuple = ()
     note: str = ""
+    # Which architecture the derived model has (see _ARCHITECTURE_RULES); "any" and
+    # "other" make ``architecture`` a setting of removal_spec.
+    architecture: str = ""
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"RemovalAttack family {self.family!r}; expected one of {FAMILIES}.")
+        if self.architecture not in _ARCHITECTURE_RULES:
+            raise ValueError(f"RemovalAttack architecture {self.architecture!r}; expected one of "
+                             f"{_ARCHITECTURE_RULES}.")
 
     def row(self):
         """One line of the settings table (:func:`rows`)."""
+        init = "source" if self.fine_tune else "scratch"
+        if self.labels == "transfer":
+            init = "source's features, new head"
         return {
             "Attack": self.name, "Family": self.family, "Training set": self.labels,
-            "Init": "source" if self.fine_tune else "scratch",
+            "Init": init,
+            "Architecture": {"": "source's", "any": "source's unless set",
+                             "other": "another of the preset's"}[self.architecture],
             "Data": "finetune_examples of D2" if self.fine_tune else "all of D2",
             "Epochs": "finetune_epochs" if self.fine_tune else "surrogate_epochs",
             "lr": self.learning_rate if self.learning_rate is not None else "source's",
@@ -182,8 +259,41 @@ REMOVAL_ATTACKS = {
     "ensemble": RemovalAttack("Ensemble attack", "ensemble", "distill", options=(("parts", 3),),
                               note="one Retraining surrogate per part, softmax averaged"),
 }
+# The attacks of Tables V / VI (the paper's, with Retraining and IGM adversarial training):
+# what the tables, the verification figure and the zoo plan run by default.
+PAPER_ATTACKS = tuple(REMOVAL_ATTACKS)
+
+
+def _pruning(fraction):
+    return RemovalAttack(
+        f"Fine-pruning {fraction:.0%}", "pruning", "prune", fine_tune=True, learning_rate=1e-3,
+        options=(("prune_fraction", fraction),),
+        note="global magnitude pruning of conv and dense kernels; mask re-applied after every batch",
+    )
+
+
+REMOVAL_ATTACKS.update({
+    **{f"prune{round(f * 100)}": _pruning(f) for f in PRUNE_FRACTIONS},
+    "transfer": RemovalAttack(
+        "Transfer learning", "transfer learning", "transfer", fine_tune=True, learning_rate=1e-3,
+        options=(("transfer_mapping", TRANSFER_MAPPING),),
+        note="source's features, new head for 5 coarse classes; verify through map_fingerprint"),
+    "extract_prob": RemovalAttack("Extraction (probabilities)", "model extraction", "distill",
+                                  architecture="other", note="T = 1, into another architecture"),
+    "extract_label": RemovalAttack("Extraction (labels)", "model extraction", "source_labels",
+                                   architecture="other", note="hard labels, into another architecture"),
+    "adv_extract": RemovalAttack(
+        "Adversarial extraction", "model extraction", "adversarial_extraction", architecture="any",
+        options=(("adversarial_attack", "pgd"), ("adversarial_eps", ADVERSARIAL_EPS),
+                 ("adversarial_eps_step", ADVERSARIAL_EPS_STEP), ("adversarial_max_iter", ADVERSARIAL_MAX_ITER),
+                 ("adversarial_fraction", ADVERSARIAL_FRACTION)),
+        note="hard labels; each batch half PGD examples of the copy itself"),
+})
+# Attacks whose model answers in another label set: cae.fingerprint.verify refuses it,
+# verify_transfer counts its matches through the class mapping.
+OTHER_TASK = tuple(name for name, attack in REMOVAL_ATTACKS.items() if attack.labels == "transfer")
 # Options an attack accepts besides its defaults.
-_EXTRA_OPTIONS = {"knockoff": ("knockoff_transfer",)}
+_EXTRA_OPTIONS = {"knockoff": ("knockoff_transfer",), "transfer": ("train_last_only",)}
 
 
 def rows():
@@ -209,11 +319,13 @@ def removal_spec(name, source_spec, preset, **settings):
     member specs for ``"ensemble"``; the last round's spec for ``"papernot"``).
 
     ``settings`` change the attack's options (e.g. ``jagielski_temperature=0.5``,
-    ``papernot_rounds=2``, ``parts=5``, ``knockoff_transfer="imagenet32"``) or its
-    ``learning_rate`` / ``epochs``.
+    ``papernot_rounds=2``, ``parts=5``, ``knockoff_transfer="imagenet32"``,
+    ``prune_fraction=0.3``, ``transfer_mapping=(...)``), its ``learning_rate`` /
+    ``epochs``, or, for the attacks that take one, its ``architecture``.
     """
     attack = _check_attack(name)
-    allowed = tuple(k for k, _ in attack.options) + _EXTRA_OPTIONS.get(name, ()) + ("learning_rate", "epochs")
+    allowed = (tuple(k for k, _ in attack.options) + _EXTRA_OPTIONS.get(name, ())
+               + (("architecture",) if attack.architecture else ()) + ("learning_rate", "epochs"))
     unknown = sorted(set(settings) - set(allowed))
     if unknown:
         raise ValueError(f"removal attack {name!r} has no setting {', '.join(map(repr, unknown))}; "
@@ -222,6 +334,13 @@ def removal_spec(name, source_spec, preset, **settings):
         settings.setdefault("knockoff_transfer", preset.knockoff_transfer)
     learning_rate = settings.pop("learning_rate", None)
     epochs = settings.pop("epochs", None)
+    architecture = _architecture(name, attack, source_spec, preset, settings.pop("architecture", None))
+    if "prune_fraction" in settings:
+        settings["prune_fraction"] = _check_fraction("prune_fraction", settings["prune_fraction"], upper=False)
+    if "adversarial_fraction" in settings:
+        settings["adversarial_fraction"] = _check_fraction("adversarial_fraction", settings["adversarial_fraction"])
+    if "transfer_mapping" in settings:
+        settings["transfer_mapping"] = tuple(int(v) for v in check_mapping(settings["transfer_mapping"]))
     options = _with_options(attack.options, **settings)
     if attack.fine_tune:
         learning_rate = learning_rate if learning_rate is not None else attack.learning_rate
@@ -230,6 +349,7 @@ def removal_spec(name, source_spec, preset, **settings):
         learning_rate = learning_rate if learning_rate is not None else source_spec.learning_rate
         epochs = epochs or preset.surrogate_epochs
     base = source_spec.replace(
+        architecture=architecture,
         data="D2", labels=attack.labels, parent=source_spec.key, role=name, seed=REMOVAL_SEED + attack.seed_offset,
         init="parent" if attack.fine_tune else "scratch", subset=0, epochs=int(epochs),
         learning_rate=float(learning_rate), temperature=1.0, options=options,
@@ -253,6 +373,56 @@ def removal_spec(name, source_spec, preset, **settings):
         return [base.replace(seed=REMOVAL_SEED + i, options=_with_options(options, part=i))
                 for i in range(parts)]
     return base
+
+
+def extraction_architectures(source_spec, preset):
+    """The architectures ``preset`` lists (its source's, then its groups', in order)
+    other than ``source_spec``'s: one model each for ``extract_prob`` / ``extract_label``
+    (empty for presets of one architecture, such as ``quick`` and ``smoke``)."""
+    from cae import experiments, models
+
+    listed = (preset.source_architecture,) + tuple(a for group in experiments.GROUPS
+                                                   for a in getattr(preset, group))
+    out = []
+    for architecture in listed:
+        if architecture != source_spec.architecture and architecture in models.ARCHITECTURES \
+                and architecture not in out:
+            out.append(architecture)
+    return tuple(out)
+
+
+def _architecture(name, attack, source_spec, preset, architecture):
+    """The derived model's architecture (see RemovalAttack.architecture)."""
+    from cae import models
+
+    if not attack.architecture:
+        return source_spec.architecture
+    if attack.architecture == "any":
+        architecture = source_spec.architecture if architecture is None else architecture
+        if architecture != zoo.CLONE and architecture not in models.ARCHITECTURES:
+            raise ValueError(f"architecture={architecture!r} is not allowed for {name!r}; expected {zoo.CLONE!r} "
+                             f"(the source's) or one of {', '.join(models.ARCHITECTURES)}.")
+        return architecture
+    if architecture is None:
+        others = extraction_architectures(source_spec, preset) or tuple(
+            a for a in models.ARCHITECTURES if a != source_spec.architecture)
+        return others[0]
+    if architecture == source_spec.architecture or architecture == zoo.CLONE:
+        raise ValueError(f"architecture={architecture!r} is the source's own; {name!r} extracts into another "
+                         f"architecture (one of {', '.join(a for a in models.ARCHITECTURES if a != architecture)}); "
+                         "use 'retraining' for the source's.")
+    if architecture not in models.ARCHITECTURES:
+        raise ValueError(f"architecture={architecture!r} is not allowed for {name!r}; expected one of "
+                         f"{', '.join(models.ARCHITECTURES)}.")
+    return architecture
+
+
+def _check_fraction(name, value, upper=True):
+    """A fraction in (0, 1] (``upper``) or (0, 1), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
+            or not (0 < value <= 1 if upper else 0 < value < 1):
+        raise ValueError(f"{name}={value!r} is not allowed; expected a number in (0, 1{']' if upper else ')'}.")
+    return float(value)
 
 
 def papernot_specs(spec):
@@ -304,7 +474,9 @@ def remove_model(name, source, x_adversary, *, preset="quick", architecture=zoo.
     ``architecture``
         For the attacks that train from scratch: ``"clone"`` (the source's own
         architecture, freshly initialised; the paper's surrogates share the source's
-        architecture) or a name of :mod:`cae.models`.
+        architecture) or a name of :mod:`cae.models`. For ``extract_prob`` /
+        ``extract_label``, ``"clone"`` picks the preset's first architecture (the
+        source's architecture is not a cae one, so any counts as another).
     ``test``
         ``(x_test, y_test)`` for the derived model's test accuracy (``metrics.json``).
         Without it, the first 1,000 adversary images labelled by the source stand in,
@@ -319,6 +491,11 @@ def remove_model(name, source, x_adversary, *, preset="quick", architecture=zoo.
     _check_attack(name)
     preset = presets.get(preset) if isinstance(preset, str) else preset
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
+    if REMOVAL_ATTACKS[name].architecture and architecture != zoo.CLONE:
+        # An attack with its own architecture setting: the source stays "clone" (its
+        # architecture is not a cae one, or not known), the derived model gets this one.
+        settings.setdefault("architecture", architecture)
+        architecture = zoo.CLONE
     source_spec = external_source(source, x_adversary, store, preset=preset, architecture=architecture, test=test)
     log.info("removal attack %s on external source %s with %d adversary images", name, source_spec.key,
              source_spec.split[1])
@@ -575,6 +752,17 @@ def adversarial_examples(model, x, labels, method="fgm", eps=ADVERSARIAL_EPS, ep
                          max_iter=ADVERSARIAL_MAX_ITER, seed=0, batch_size=128):
     """Untargeted L-inf adversarial examples against ``model`` with ART (FGM, PGD with
     one random start, or IGM = ART's BasicIterativeMethod), moving away from ``labels``."""
+    attack, num_classes = evasion_attack(model, method, eps, eps_step, max_iter, batch_size)
+    x = data.check_images(x)
+    labels = _check_labels(labels, len(x), num_classes)
+    return perturb(attack, x, labels, num_classes, eps, seed)
+
+
+def evasion_attack(model, method="fgm", eps=ADVERSARIAL_EPS, eps_step=ADVERSARIAL_EPS_STEP,
+                   max_iter=ADVERSARIAL_MAX_ITER, batch_size=128):
+    """The ART attack of :func:`adversarial_examples` on ``model``'s logits, and the
+    number of classes. The logits model shares ``model``'s weights, so the attack
+    follows them while ``model`` trains (adversarial extraction)."""
     import keras
 
     from cae.attacks import require_tensorflow
@@ -593,23 +781,25 @@ def adversarial_examples(model, x, labels, method="fgm", eps=ADVERSARIAL_EPS, ep
             raise ValueError(f"{name}={value!r} is not allowed; expected a number in (0, 1].")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"adversarial_max_iter={max_iter!r} is not allowed; expected a positive int.")
-    x = data.check_images(x)
     logits = models.logits_model(model)
     num_classes = int(logits.output_shape[-1])
-    labels = _check_labels(labels, len(x), num_classes)
     classifier = TensorFlowV2Classifier(
         model=logits, nb_classes=num_classes, input_shape=(32, 32, 3), clip_values=(0.0, 1.0),
         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum"),
     )
     common = {"eps": float(eps), "targeted": False, "batch_size": int(batch_size)}
     if method == "fgm":
-        attack = FastGradientMethod(classifier, norm=np.inf, **common)
-    elif method == "pgd":
-        attack = ProjectedGradientDescent(classifier, norm=np.inf, eps_step=float(eps_step), max_iter=max_iter,
-                                          num_random_init=1, verbose=False, **common)
-    else:
-        attack = BasicIterativeMethod(classifier, eps_step=float(eps_step), max_iter=max_iter, verbose=False,
-                                      **common)
+        return FastGradientMethod(classifier, norm=np.inf, **common), num_classes
+    if method == "pgd":
+        return ProjectedGradientDescent(classifier, norm=np.inf, eps_step=float(eps_step), max_iter=max_iter,
+                                        num_random_init=1, verbose=False, **common), num_classes
+    return BasicIterativeMethod(classifier, eps_step=float(eps_step), max_iter=max_iter, verbose=False,
+                                **common), num_classes
+
+
+def perturb(attack, x, labels, num_classes, eps, seed=0):
+    """``attack``'s examples of float images ``x`` away from int ``labels``, inside the
+    ε-ball (L-inf) and [0, 1]; ART's random starts seeded by ``seed``."""
     if len(x) == 0:
         return x.copy()
     from cae.attacks import _numpy_seed  # ART draws random starts from NumPy's global RNG
@@ -638,3 +828,211 @@ def _adversarial_set(store, spec, dataset, indices, parent):
         max_iter=spec.option("adversarial_max_iter", ADVERSARIAL_MAX_ITER), seed=spec.seed,
     )
     return np.concatenate([x, x_adv]), np.concatenate([y, y[pick]])
+
+
+# --------------------------------------------------------------------------- pruning
+_PRUNABLE = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+             "DepthwiseConv2D", "Dense")
+
+
+def _kernel_layers(model):
+    """The convolution and dense layers of ``model`` (nested models included), in order."""
+    import keras
+
+    kinds = tuple(getattr(keras.layers, kind) for kind in _PRUNABLE if hasattr(keras.layers, kind))
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, kinds):
+            out.append(layer)
+        elif hasattr(layer, "layers"):
+            out.extend(_kernel_layers(layer))
+    return out
+
+
+def prune_masks(model, fraction):
+    """Global magnitude pruning: for each convolution or dense layer of ``model`` (in
+    layer order), a float32 0/1 mask of its kernel's shape, zero at the ``ceil(fraction
+    · n)`` weights of smallest absolute value among all n kernel weights (ties: the
+    earlier weight in layer order first). ``model`` is not changed."""
+    fraction = _check_fraction("prune_fraction", fraction, upper=False)
+    kernels = [np.asarray(layer.kernel) for layer in _kernel_layers(model)]
+    if not kernels:
+        raise ValueError(f"model {model.name!r} has no convolution or dense kernels to prune.")
+    magnitudes = np.concatenate([np.abs(k).ravel() for k in kernels])
+    keep = np.ones(len(magnitudes), np.float32)
+    keep[np.argsort(magnitudes, kind="stable")[: int(np.ceil(fraction * len(magnitudes)))]] = 0.0
+    masks, start = [], 0
+    for kernel in kernels:
+        masks.append(keep[start:start + kernel.size].reshape(kernel.shape))
+        start += kernel.size
+    return masks
+
+
+def pruned_fraction(model):
+    """The fraction of ``model``'s convolution and dense kernel weights that are zero."""
+    kernels = [np.asarray(layer.kernel) for layer in _kernel_layers(model)]
+    return float(sum(np.sum(k == 0) for k in kernels) / sum(k.size for k in kernels))
+
+
+def _mask_pairs(model, parent, spec):
+    """(kernel variable of ``model``, mask from ``parent``'s weights) pairs."""
+    import keras
+
+    layers = _kernel_layers(model)
+    masks = prune_masks(parent, spec.option("prune_fraction"))
+    if len(layers) != len(masks) or any(tuple(l.kernel.shape) != m.shape for l, m in zip(layers, masks)):
+        raise ValueError("the pruned model's kernels do not match its parent's; it must be the parent's copy.")
+    return [(layer.kernel, keras.ops.convert_to_tensor(mask)) for layer, mask in zip(layers, masks)]
+
+
+def _apply_masks(pairs):
+    for variable, mask in pairs:
+        variable.assign(variable * mask)
+
+
+def _prune_build(store, spec, dataset, x, parent):
+    """The parent's copy with the mask applied (the mask is computed from the parent)."""
+    import keras
+
+    model = keras.models.clone_model(parent)
+    model.set_weights(parent.get_weights())
+    _apply_masks(_mask_pairs(model, parent, spec))
+    return model
+
+
+def _prune_fit(store, spec, model, x, y, parent, epoch):
+    """One epoch of fine-tuning, the mask re-applied after every batch."""
+    import keras
+
+    pairs = _mask_pairs(model, parent, spec)
+
+    class KeepPruned(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            _apply_masks(pairs)
+
+        def on_train_batch_end(self, batch, logs=None):
+            _apply_masks(pairs)
+
+    history = model.fit(x, y, batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0,
+                        callbacks=[KeepPruned()])
+    return history.history["loss"][-1]
+
+
+@zoo.training_set("prune", relabel=_hard_labels, build=_prune_build, fit=_prune_fit)
+def _prune_set(store, spec, dataset, indices, parent):
+    """Fine-pruning: the fine-tuning set of FTAL (D2 images, the source's hard labels)."""
+    return _source_labels(store, spec, dataset, indices, parent)
+
+
+# --------------------------------------------------------------------------- transfer learning
+def check_mapping(mapping, num_classes=None):
+    """A class mapping (one task class per source class) as an int64 array, checked:
+    integers 0..k-1, each used, k >= 2; ``num_classes`` entries when given."""
+    values = np.asarray(mapping) if not isinstance(mapping, (str, bytes)) else np.asarray([])
+    fix = ("give one task class per source class, numbered 0..k-1 with k >= 2, e.g. "
+           f"transfer_mapping={TRANSFER_MAPPING} for CIFAR-10's classes")
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or values.dtype == bool or len(values) < 2:
+        raise ValueError(f"transfer_mapping={mapping!r} is not a list of class indices; {fix}.")
+    if values.min() != 0 or set(values.tolist()) != set(range(int(values.max()) + 1)) or values.max() < 1:
+        raise ValueError(f"transfer_mapping={mapping!r} does not use every task class 0..{values.max()} "
+                         f"(or has fewer than 2); {fix}.")
+    if num_classes is not None and len(values) != num_classes:
+        raise ValueError(f"transfer_mapping has {len(values)} entries but the source has {num_classes} classes; "
+                         f"{fix}.")
+    return values.astype(np.int64)
+
+
+def task_mapping(attack_or_spec, **settings):
+    """The class mapping of a transfer-learning attack (its name, with ``settings``, or
+    a derived model's TrainSpec), or None for an attack that keeps the source's task."""
+    if isinstance(attack_or_spec, zoo.TrainSpec):
+        mapping = attack_or_spec.option("transfer_mapping") if attack_or_spec.labels == "transfer" else None
+    else:
+        attack = _check_attack(attack_or_spec)
+        mapping = settings.get("transfer_mapping", dict(attack.options).get("transfer_mapping"))
+    return None if mapping is None else check_mapping(mapping)
+
+
+def _task(spec, dataset):
+    return check_mapping(spec.option("transfer_mapping", TRANSFER_MAPPING), dataset.num_classes)
+
+
+def _transfer_build(store, spec, dataset, x, parent):
+    """The parent's layers up to the input of its ``logits`` layer (copied, with their
+    weights) under a new ``logits`` Dense layer of the task's classes and a softmax."""
+    import keras
+
+    from cae import models
+
+    classes = int(_task(spec, dataset).max()) + 1
+    copy = keras.models.clone_model(parent)
+    copy.set_weights(parent.get_weights())
+    features = models.last_layer(copy).input
+    keras.utils.set_random_seed(spec.seed)  # the new head is part of the spec
+    logits = keras.layers.Dense(classes, name="logits")(features)
+    probabilities = keras.layers.Activation("softmax", name="probabilities")(logits)
+    return keras.Model(copy.inputs, probabilities, name=f"{copy.name}_transfer")
+
+
+@zoo.training_set("transfer", build=_transfer_build, task=_task)
+def _transfer_set(store, spec, dataset, indices, parent):
+    """Transfer learning: D2 images with their ground-truth labels mapped to the task's."""
+    mapping = _task(spec, dataset)
+    x = data.to_float(dataset.x_train[indices])
+    return x, _onehot(mapping[dataset.y_train[indices]], int(mapping.max()) + 1)
+
+
+def map_fingerprint(fp, mapping=TRANSFER_MAPPING):
+    """``fp`` in a transferred model's label space: every key t becomes ``mapping[t]``
+    (targets likewise); the same inputs. The manifest's ``num_classes`` becomes the
+    task's, it records ``label_mapping`` and ``mapped_from`` (``fp``'s sha256), and the
+    calibration is dropped (it is of the source's label space; see the module doc)."""
+    from cae import fingerprint
+
+    if not isinstance(fp, fingerprint.Fingerprint):
+        raise TypeError(f"fp must be a Fingerprint (see cae.fingerprint.load), got {type(fp).__name__}.")
+    mapping = check_mapping(mapping, fp.num_classes)
+    manifest = {k: v for k, v in fp.manifest.items() if k != "calibration"}
+    manifest.update(num_classes=int(mapping.max()) + 1, label_mapping=mapping.tolist(), mapped_from=fp.sha256)
+    return fingerprint.Fingerprint(x=fp.x, keys=mapping[fp.keys], manifest=manifest, originals=fp.originals,
+                                   targets=None if fp.targets is None else mapping[fp.targets])
+
+
+def verify_transfer(suspect, fp, mapping=TRANSFER_MAPPING, threshold=None, batch_size=256):
+    """:func:`cae.fingerprint.verify` of a suspect that answers in a task's label space
+    (transfer learning), through ``mapping``: its ``retention`` and ``matches`` count the
+    keys t it answers with ``mapping[t]``. Without a calibration for that label space,
+    the verdict is the paper's rule alone (θ = ``threshold``, default
+    :data:`cae.fingerprint.DEFAULT_THRESHOLD`) and there is no p-value."""
+    from cae import fingerprint
+
+    return fingerprint.verify(suspect, map_fingerprint(fp, mapping), threshold=threshold, batch_size=batch_size)
+
+
+# --------------------------------------------------------------------------- adversarial extraction
+def _adversarial_extraction_fit(store, spec, model, x, y, parent, epoch):
+    """One epoch of adversarial extraction: in each batch the first ``adversarial_fraction``
+    of the images become adversarial examples of ``model`` itself (its weights at that
+    step), labelled with the source's label of the clean image."""
+    eps = spec.option("adversarial_eps", ADVERSARIAL_EPS)
+    fraction = _check_fraction("adversarial_fraction", spec.option("adversarial_fraction", ADVERSARIAL_FRACTION))
+    attack, num_classes = evasion_attack(
+        model, spec.option("adversarial_attack", "pgd"), eps,
+        spec.option("adversarial_eps_step", ADVERSARIAL_EPS_STEP),
+        spec.option("adversarial_max_iter", ADVERSARIAL_MAX_ITER), batch_size=spec.batch_size)
+    losses = []
+    for step, start in enumerate(range(0, len(x), spec.batch_size)):
+        xb, yb = x[start:start + spec.batch_size], y[start:start + spec.batch_size]
+        n = int(round(fraction * len(xb)))
+        if n:
+            seed = int(np.random.default_rng([spec.seed, epoch, step]).integers(2**31))
+            xb = np.concatenate([perturb(attack, xb[:n], yb[:n].argmax(axis=1), num_classes, eps, seed), xb[n:]])
+        losses.append(float(model.train_on_batch(xb, yb, return_dict=True)["loss"]))
+    return float(np.mean(losses))
+
+
+@zoo.training_set("adversarial_extraction", relabel=_hard_labels, fit=_adversarial_extraction_fit)
+def _adversarial_extraction_set(store, spec, dataset, indices, parent):
+    """Adversarial extraction: all of D2 with the source's hard labels; the adversarial
+    half of each batch is made while training (:func:`_adversarial_extraction_fit`)."""
+    return _source_labels(store, spec, dataset, indices, parent)

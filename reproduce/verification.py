@@ -24,8 +24,9 @@ from cae import evaluation, experiments, fingerprint, paths, removal, tables  # 
 
 
 def add_options(parser):
-    parser.add_argument("--attacks", nargs="+", default=list(removal.REMOVAL_ATTACKS),
-                        choices=list(removal.REMOVAL_ATTACKS), help="removal-attack models among the positives")
+    parser.add_argument("--attacks", nargs="+", default=list(removal.PAPER_ATTACKS),
+                        choices=[a for a in removal.REMOVAL_ATTACKS if a not in removal.OTHER_TASK],
+                        help="removal-attack models among the positives")
     parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
                         help="train N more independent references (D2, ground truth, other recipes in turn) as "
                              "negatives (default: the preset's extra_references)")

@@ -57,7 +57,7 @@ def _layer_weights(model):
 # --------------------------------------------------------------------------- specs
 def test_specs_of_attacks_and_rounds_are_distinct_and_name_their_parent():
     specs = {}
-    for name in removal.REMOVAL_ATTACKS:
+    for name in removal.PAPER_ATTACKS:  # the others: tests/test_removal_more.py
         out = removal.removal_spec(name, SOURCE, PRESET)
         for i, spec in enumerate(out if isinstance(out, list) else [out]):
             specs[(name, i)] = spec
