@@ -84,10 +84,15 @@ class _Meter:
         pick = zoo.test_subset(dataset, n)
         self.x_test, self.y_test = data.to_float(dataset.x_test[pick]), dataset.y_test[pick]
 
-    def __call__(self, model):
-        result = fingerprint.verify(model, self.fp)
-        return {"test_accuracy": float(np.mean(_labels(model, self.x_test) == self.y_test)),
-                "fidelity": float(np.mean(_labels(model, self.x_d1) == self.y_d1)),
+    def __call__(self, model, mapping=None):
+        """``mapping``: for a model of another label set (transfer learning), the map of
+        the source's classes to its own; labels, fidelity and keys are mapped first."""
+        if mapping is None:
+            result, mapped = fingerprint.verify(model, self.fp), (lambda labels: labels)
+        else:
+            result, mapped = removal.verify_transfer(model, self.fp, mapping), (lambda labels: mapping[labels])
+        return {"test_accuracy": float(np.mean(_labels(model, self.x_test) == mapped(self.y_test))),
+                "fidelity": float(np.mean(_labels(model, self.x_d1) == mapped(self.y_d1))),
                 "retention": result.retention, "matches": result.matches}
 
 
@@ -131,17 +136,20 @@ GROUP_COLUMNS = ["split", "role", "architecture", "models", "test_accuracy", "fi
 
 
 # --------------------------------------------------------------------------- Table V / VI
-def removal_models(context, attacks=tuple(removal.REMOVAL_ATTACKS), verbose=False):
-    """``{attack: derived model}``, trained or loaded through ``context.store``."""
+def removal_models(context, attacks=removal.PAPER_ATTACKS, verbose=False):
+    """``{attack: derived model}``, trained or loaded through ``context.store``
+    (``attacks``: names of :data:`cae.removal.REMOVAL_ATTACKS`, by default the paper's)."""
     return {name: removal.remove(name, context.specs["source"], context.preset, context.store, verbose=verbose)
             for name in attacks}
 
 
-def removal_rows(context, fp, attacks=tuple(removal.REMOVAL_ATTACKS), models=None):
+def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None):
     """Table V / VI: test accuracy, fidelity and retention of every removal attack's model,
     beside the paper's. ``models``: already derived models by attack (else trained or
     loaded). Column ``verified``: whether :func:`cae.fingerprint.verify` still calls
-    the model a surrogate (with the fingerprint's calibration)."""
+    the model a surrogate (with the fingerprint's calibration). A transfer-learning
+    model is measured in its task's label space (:func:`cae.removal.verify_transfer`:
+    test labels, the source's labels and the keys mapped); it has no calibrated verdict."""
     meter = _Meter(context, fp)
     paper = tables.PAPER_REMOVAL[tables.paper_dataset(context.preset.dataset)]
     source = meter(context.models["source"])
@@ -150,11 +158,18 @@ def removal_rows(context, fp, attacks=tuple(removal.REMOVAL_ATTACKS), models=Non
         model = (models or {}).get(name)
         if model is None:
             model = removal.remove(name, context.specs["source"], context.preset, context.store, verbose=False)
+        mapping = removal.task_mapping(removal.removal_spec(name, context.specs["source"], context.preset)) \
+            if name in removal.OTHER_TASK else None
         row = {"attack": removal.REMOVAL_ATTACKS[name].name, "family": removal.REMOVAL_ATTACKS[name].family,
-               **meter(model)}
-        row["Δ accuracy"] = row["test_accuracy"] - source["test_accuracy"]
+               **meter(model, mapping)}
+        # Against the source's accuracy on the same labels (a transferred model's: mapped).
+        row["Δ accuracy"] = row["test_accuracy"] - (source["test_accuracy"] if mapping is None else float(
+            np.mean(mapping[_labels(context.models["source"], meter.x_test)] == mapping[meter.y_test])))
         row.update(zip(("paper accuracy", "paper fidelity", "paper retention"), paper.get(name, (None,) * 3)))
-        row["verified"] = "yes" if fingerprint.verify(model, fp).is_surrogate else "NO (broken)"
+        if mapping is not None:
+            row["verified"] = f"– (task of {int(mapping.max()) + 1} classes; retention through the mapping)"
+        else:
+            row["verified"] = "yes" if fingerprint.verify(model, fp).is_surrogate else "NO (broken)"
         rows.append(row)
     return rows
 
