@@ -263,8 +263,9 @@ def _add_remove(subparsers):
     parser = subparsers.add_parser(
         "remove", help="run a removal attack on a model of your own (.keras) with the adversary's images",
         description="Derive a model from --model the way an adversary would (model extraction, fine-tuning, "
-                    "adversarial training, ensemble), to check that a fingerprint survives it. The derived "
-                    "model is cached in the zoo ($CAE_CACHE_DIR) and written to --out.",
+                    "adversarial training, ensemble; beyond the paper: fine-pruning, transfer learning, "
+                    "extraction into another architecture, adversarial extraction), to check that a fingerprint "
+                    "survives it. The derived model is cached in the zoo ($CAE_CACHE_DIR) and written to --out.",
     )
     parser.add_argument("attack", choices=list(removal.REMOVAL_ATTACKS))
     parser.add_argument("--model", required=True, help="the source model (.keras, loaded with safe_mode=True)")
@@ -319,10 +320,13 @@ def _remove(args):
     paths.atomic_save(pathlib.Path(args.out), derived.save, suffix=".keras")
     x_eval = data.to_float(test[0] if test else x[:1000])
     labels = zoo.predict(derived, x_eval).argmax(1)
-    agree = np.mean(labels == zoo.predict(source, x_eval).argmax(1))
-    accuracy = f", test accuracy {np.mean(labels == test[1]):.3f}" if test else ""
+    mapping = removal.task_mapping(args.attack)  # transfer learning: compared in the task's labels
+    mapped = (lambda y: y) if mapping is None else (lambda y: mapping[y])
+    agree = np.mean(labels == mapped(zoo.predict(source, x_eval).argmax(1)))
+    accuracy = f", test accuracy {np.mean(labels == mapped(np.asarray(test[1]))):.3f}" if test else ""
+    task = "" if mapping is None else f" (labels mapped to the task's {int(mapping.max()) + 1} classes)"
     print(f"{args.attack}: wrote {args.out}; agreement with the source {agree:.3f} on "
-          f"{len(x_eval)} {'test' if test else 'adversary'} images{accuracy}")
+          f"{len(x_eval)} {'test' if test else 'adversary'} images{accuracy}{task}")
     return 0
 
 
