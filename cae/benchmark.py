@@ -42,16 +42,16 @@ from cae import data, evaluation, experiments, fingerprint, paths, peers, remova
 
 log = logging.getLogger(__name__)
 
-# A later benchmark of fingerprinting methods (Guan, Liang & He, NeurIPS 2022: 156
-# CIFAR-10 models, AUC of stolen against irrelevant models) reports for this paper's
-# method, as stated in issue #19. Quoted, never measured here.
+# A later benchmark of fingerprinting methods (156 CIFAR-10 models, AUC of stolen against
+# irrelevant models; by its model count and rows, SAC's: Guan, Liang & He, NeurIPS 2022)
+# reports for this paper's method, as stated in issue #19. Quoted, never measured here.
 QUOTED_CIGM_AUC = {
     "fine-tuning": 1.00, "pruning": 0.95, "label-only extraction": 0.83, "probability extraction": 0.90,
     "adversarial extraction": 0.52, "transfer learning": 1.00,
 }
-QUOTED_SOURCE = ("quoted from a later benchmark of fingerprinting methods (Guan, Liang & He, NeurIPS 2022; "
-                 "156 CIFAR-10 models, AUC of stolen against irrelevant models), as stated in issue #19; "
-                 "not measured here")
+QUOTED_SOURCE = ("quoted from a later benchmark of fingerprinting methods (156 CIFAR-10 models, AUC of stolen "
+                 "against irrelevant models; by its model count and rows, that of SAC, Guan, Liang & He, "
+                 "NeurIPS 2022), as stated in issue #19; not measured here")
 # The quoted benchmark's row a derived model belongs to: by attack where the attack
 # names it, else by family (a family named like a row is that row). Model extraction
 # here learns the source's probabilities unless the attack says otherwise.
