@@ -212,10 +212,12 @@ def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None
         measured = meter(source)
         verdicts = [fingerprint.verify(_behind(r, kind, strength), fp, threshold=theta) for r in references]
         refs = [v.retention for v in verdicts]
+        own = fingerprint.verify(source, fp, threshold=theta)
         row = {"transformation": kind, "strength": strength, **measured,
                "Δ accuracy": measured["test_accuracy"] - (rows[0] if rows else measured)["test_accuracy"],
                "references' retention (max)": max(refs), "references' retentions": refs,
-               "verified": "yes" if fingerprint.verify(source, fp, threshold=theta).is_surrogate else "NO (broken)",
+               "verified": "yes" if own.is_surrogate else f"NO ({own.verdict})",
+               "p-value": getattr(own, "p_value", None),
                "references flagged": f"{sum(v.is_surrogate for v in verdicts)}/{len(refs)}"}
         rows.append(row)
     return rows
@@ -252,7 +254,7 @@ SEPARATION_COLUMNS = ["transformation", "strength", "AUC", "derived retention (m
                       "references' retention (max)", "references flagged", "AUC (LR)", "derived flagged (LR)",
                       "references flagged (LR)"]
 PREPROCESSING_COLUMNS = ["transformation", "strength", "test_accuracy", "fidelity", "retention", "Δ accuracy",
-                         "verified", "references' retention (max)", "references flagged"]
+                         "verified", "p-value", "references' retention (max)", "references flagged"]
 
 
 # --------------------------------------------------------------------------- verification
