@@ -51,7 +51,7 @@ def _parse(argv=None):
     parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N")
     parser.add_argument("--removal", default="",
                         help=f"comma-separated removal attacks among the derived models, or 'all' "
-                             f"({', '.join(removal.REMOVAL_ATTACKS)})")
+                             f"({', '.join(removal.REMOVAL_ATTACKS)}; 'paper' for the paper's ten)")
     parser.add_argument("--mistakes", type=experiments.count, default=0, metavar="N",
                         help="also score the fingerprint plus N test images the source misclassifies (keyed by "
                              "its wrong label; none of the images the zoo's metrics use)")
@@ -69,7 +69,9 @@ def main(argv=None):
     preset = presets.get(args.preset)
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
-    attacks = list(removal.REMOVAL_ATTACKS) if args.removal == "all" else [a for a in args.removal.split(",") if a]
+    attacks = list(removal.REMOVAL_ATTACKS) if args.removal == "all" else list(removal.PAPER_ATTACKS) \
+        if args.removal == "paper" else [a for a in args.removal.split(",") if a]
+    attacks = [a for a in attacks if a not in removal.OTHER_TASK]  # another label set: no keys to compare
     derived = {f"testing surrogate ({s.architecture})": m
                for s, m in zip(context.specs["test_surrogates"], context.models["test_surrogates"])}
     derived_names = list(derived)
