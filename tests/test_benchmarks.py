@@ -119,3 +119,18 @@ def test_separation_on_smoke(capsys):
     assert "derived 2 (" in out and "independent 2" in out  # testing surrogate + FTLL; reference + extra
     with pytest.raises(SystemExit, match="no validation models"):
         _load("separation").main(["--preset", "smoke", "--select", "valid"])
+
+
+@pytest.mark.realdata
+def test_agreement_on_smoke(capsys):
+    _needs_real_data()
+    rows, summary = _load("agreement").main(["--preset", "smoke", "--extra-references", "1", "--removal", "ftll",
+                                             "--images", "300"])
+    groups = [r["group"] for r in rows]
+    assert groups.count("extra_references") == 1 and groups.count("removal") == 1
+    assert {s["group"] for s in summary} == set(groups)
+    for row in rows:
+        assert 0.0 <= row["agreement"] <= 1.0 and 0.0 <= row["test accuracy"] <= 1.0
+    ftll = next(r for r in rows if r["group"] == "removal")
+    assert ftll["agreement"] > 0.5  # fine-tuning the last layer keeps most of the source's answers
+    assert "Agreement with the source" not in capsys.readouterr().err
