@@ -80,6 +80,131 @@ def model_specs(preset, source=None):
     return specs
 
 
+# --------------------------------------------------------------------------- robust C-IGM
+# Beyond the paper (issue 19): a C-IGM ensemble that also holds adversarially trained
+# surrogates and references, so that the fingerprint survives a thief who adversarially
+# trains its copy while extracting it (cae.removal's ``adv_extract``). ``members="paper"``
+# (the default everywhere) is the paper's ensemble; ``"robust"`` adds these models.
+MEMBERS = ("paper", "robust")
+ROBUST_GROUPS = ("robust_surrogates", "robust_references")
+# Their seeds: model_specs' groups use 0 and 1000-6999 (extra references continue from
+# 4000), cae.removal.REMOVAL_SEED 5000 onwards; these ranges no other model uses.
+ROBUST_SEEDS = {"robust_surrogates": 7000, "robust_references": 8000}
+
+
+def _adversarial_ground_truth(store, spec, dataset, indices, parent):
+    """A reference's training set under adversarial training: the ground truth of its
+    images; the adversarial half of each batch is made while it trains (the fit hook of
+    ``cae.removal``'s adversarial extraction)."""
+    x = data.to_float(dataset.x_train[indices])
+    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
+
+
+def _register_adversarial_ground_truth():
+    from cae import removal  # registers "adversarial_extraction" and its fit hook
+
+    fit = zoo.TRAINING_HOOKS["adversarial_extraction"]["fit"]
+    zoo.training_set("adversarial_ground_truth", fit=fit)(_adversarial_ground_truth)
+    return removal
+
+
+_register_adversarial_ground_truth()
+
+
+def _check_robust(preset, needed=False):
+    """``preset.robust_members`` and ``preset.robust_attack``, checked; ``needed``: the
+    robust ensemble was asked for, so there must be at least one of each."""
+    from cae import removal
+
+    count, attack = preset.robust_members, preset.robust_attack
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"preset {preset.name!r} has robust_members={count!r}; give a whole number of adversarially "
+                         "trained surrogates (and as many references), 0 or more, e.g. "
+                         "dataclasses.replace(preset, robust_members=2).")
+    if needed and count == 0:
+        raise ValueError(f"members='robust' needs adversarially trained members, but preset {preset.name!r} has "
+                         "robust_members=0; use dataclasses.replace(preset, robust_members=2) (or a preset that "
+                         "sets it, such as 'cpu'), or members='paper'.")
+    if attack not in removal.ADVERSARIAL_METHODS:
+        raise ValueError(f"preset {preset.name!r} has robust_attack={attack!r}; choose one of "
+                         f"{', '.join(removal.ADVERSARIAL_METHODS)} ('fgm', one step, is the cheap default).")
+    return count, attack
+
+
+def _check_members(members, method="cigm"):
+    if members not in MEMBERS:
+        raise ValueError(f"members={members!r} is not allowed; choose one of {', '.join(map(repr, MEMBERS))} "
+                         "('paper' is the paper's ensemble, 'robust' adds adversarially trained members).")
+    if members != "paper" and method != "cigm":
+        raise ValueError(f"members={members!r} applies to C-IGM's ensemble only; {method!r} attacks the source "
+                         "alone, so use members='paper' (the default) with it.")
+    return members
+
+
+def robust_member_specs(preset, source=None):
+    """Specs of the robust C-IGM's adversarially trained members:
+    ``{"robust_surrogates": [...], "robust_references": [...]}``, ``preset.robust_members``
+    of each (empty for 0).
+
+    Built like the training models of :func:`model_specs` (D1, ``preset.training_subset``
+    with a sample of their own, the architectures of ``train_surrogates`` /
+    ``train_references`` in turn, their epochs, the source's optimiser and learning
+    rate), with the recipe of the thief's adversarial extraction (``adv_extract``, see
+    :mod:`cae.removal`): in every batch the first ``ADVERSARIAL_FRACTION`` (half) of the
+    images are replaced by L-inf examples (ε = ``ADVERSARIAL_EPS``, 0.03) of the model
+    itself at its current weights, away from the batch's labels. Surrogates learn the
+    source's hard labels (label-only extraction: the ``adversarial_extraction`` training
+    set, adv_extract on D1); references learn the ground truth (the
+    ``adversarial_ground_truth`` training set, registered by this module). A reference
+    names the source as its parent only because the zoo asks every training set but
+    ``ground_truth`` for one: its labels never query the source (its metrics then hold its
+    fidelity to the source).
+
+    ``preset.robust_attack`` is the members' attack while training: ``"fgm"`` (the
+    default: one step, one extra gradient per adversarial image, affordable on a CPU) or
+    adv_extract's ``"pgd"`` (10 steps of 0.01, one random start; about ten extra
+    gradients) or ``"igm"``. ``source``: as in :func:`model_specs`. Seeds:
+    :data:`ROBUST_SEEDS`.
+    """
+    from cae import removal
+
+    count, attack = _check_robust(preset)
+    source = source or source_spec(preset)
+    adversarial = {"adversarial_attack": attack, "adversarial_eps": removal.ADVERSARIAL_EPS,
+                   "adversarial_fraction": removal.ADVERSARIAL_FRACTION}
+    if attack != "fgm":
+        adversarial.update(adversarial_eps_step=removal.ADVERSARIAL_EPS_STEP,
+                           adversarial_max_iter=removal.ADVERSARIAL_MAX_ITER)
+    subset = preset.training_subset
+    layout = {
+        "robust_surrogates": ("adversarial_extraction", "surrogate", preset.surrogate_epochs, preset.train_surrogates),
+        "robust_references": ("adversarial_ground_truth", "reference", preset.reference_epochs,
+                              preset.train_references),
+    }
+    specs = {}
+    for group, (labels, role, epochs, architectures) in layout.items():
+        if count and not architectures:
+            raise ValueError(f"preset {preset.name!r} has no {role}s among its training models to take the robust "
+                             f"members' architectures from; give it some, or robust_members=0.")
+        seed0 = ROBUST_SEEDS[group]
+        specs[group] = [
+            source.replace(
+                architecture=architectures[i % len(architectures)], data="D1", labels=labels, role=role,
+                epochs=epochs, seed=seed0 + i, parent=source.key, init="scratch", subset=subset, temperature=1.0,
+                options=tuple(sorted({**adversarial, **({"subset_seed": seed0 + i} if subset else {})}.items())),
+            )
+            for i in range(count)
+        ]
+    return specs
+
+
+def robust_models(context, verbose=False):
+    """The robust C-IGM's adversarially trained (surrogates, references) for ``context``'s
+    source (:func:`robust_member_specs`), trained through the zoo if not cached."""
+    specs = robust_member_specs(context.preset, context.specs["source"])
+    return tuple([context.store.get(s, verbose=verbose) for s in specs[group]] for group in ROBUST_GROUPS)
+
+
 def all_specs(specs):
     yield specs["source"]
     for group in GROUPS:
@@ -228,17 +353,26 @@ def _cached(path, compute, required=()):
     return result
 
 
-def cigm_ensemble(context, dropout=None, aggregate="mean"):
+def cigm_ensemble(context, dropout=None, aggregate="mean", members="paper"):
+    """C-IGM's ensemble of the source and the training models (:func:`cae.ensemble.compose`).
+    ``members="robust"`` also holds the adversarially trained surrogates and references
+    of :func:`robust_models` (after the paper's, in each group; trained if not cached)."""
     from cae import ensemble
 
     preset = context.preset
+    surrogates, references = context.models["train_surrogates"], context.models["train_references"]
+    if _check_members(members) == "robust":
+        _check_robust(preset, needed=True)
+        robust_surrogates, robust_references = robust_models(context)
+        surrogates, references = [*surrogates, *robust_surrogates], [*references, *robust_references]
     return ensemble.compose(
-        context.models["source"], context.models["train_surrogates"], context.models["train_references"],
+        context.models["source"], surrogates, references,
         dropout=preset.dropout if dropout is None else dropout, seed=preset.split_seed, aggregate=aggregate,
     )
 
 
-def run_attack(context, method, eps, target="most_conferrable", dropout=None, transform="none", aggregate="mean"):
+def run_attack(context, method, eps, target="most_conferrable", dropout=None, transform="none", aggregate="mean",
+               members="paper"):
     """Per-example results of ``method`` at ``eps`` on the attack inputs (cached).
 
     Returns arrays: ``x_adv``; ``success`` (the source's label changed, within the
@@ -246,7 +380,11 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
     the fingerprint would use); for C-IGM ``target`` (the class it aimed for); and the
     labels of every group of models on ``x_adv``. ``transform``: C-IGM's
     (:class:`cae.attacks.CIGM`); ``"none"`` is the paper's attack; ``aggregate``: how the
-    ensemble combines its members (:func:`cae.ensemble.compose`; ``"mean"`` is the paper's).
+    ensemble combines its members (:func:`cae.ensemble.compose`; ``"mean"`` is the paper's);
+    ``members``: the ensemble's models (:func:`cigm_ensemble`): ``"paper"`` or ``"robust"``,
+    the robust C-IGM, whose result also holds the labels of its adversarially trained
+    members (``robust_surrogates``, ``robust_references``) and is cached under its own
+    name and key (``cigm-robust-*.npz``; the paper's keeps its own).
     """
     from cae import attacks
 
@@ -260,28 +398,39 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
         params += (transform,)
     if method == "cigm" and aggregate != "mean":
         params += ("aggregate", aggregate)
+    robust = _check_members(members, method) == "robust"
+    if robust:  # named by its members' specs: another count or attack is another run
+        _check_robust(preset, needed=True)
+        robust_specs = robust_member_specs(preset, context.specs["source"])
+        params += ("members", members, {g: [s.key for s in robust_specs[g]] for g in ROBUST_GROUPS})
     constraint = "project" if method == "cigm" else attacks.ATTACKS[method].constraint
     # Attacks whose ε only filters their output (or is ignored) run once, unbounded, for every ε.
     limit = dict(preset.baseline_inputs).get(method)
     key = context.key(*params, preset.attack_iterations, float(eps) if constraint == "project" else None, limit)
-    path = context.folder() / f"{method}-{key}.npz"
+    path = context.folder() / f"{method}{'-' + members if robust else ''}-{key}.npz"
     x, y = context.x[:limit], context.y[:limit]
 
     def compute():
         log.info("attack %s at eps=%s on %d inputs", method, eps, len(x))
         extra = {}
         if method == "cigm":
-            attack = attacks.CIGM(cigm_ensemble(context, rate, aggregate), eps, max_iter=preset.attack_iterations,
-                                  target=target, transform=transform, seed=preset.split_seed, verbose=True)
+            attack = attacks.CIGM(cigm_ensemble(context, rate, aggregate, members), eps,
+                                  max_iter=preset.attack_iterations, target=target, transform=transform,
+                                  seed=preset.split_seed, verbose=True)
             x_adv = attack.generate(x, y)
             extra["target"] = np.asarray(attack.targets_, dtype=np.int64)
+            if robust:
+                from cae import scores
+
+                extra.update(zip(ROBUST_GROUPS, (scores.predict_labels(m, x_adv) for m in robust_models(context))))
         else:
             x_adv, _ = attacks.baseline(method, context.models["source"], x, eps, y=y,
                                         max_iter=preset.attack_iterations, seed=preset.split_seed,
                                         **overrides)
         return {"x_adv": np.asarray(x_adv, np.float32), **extra, **_predictions(context, x_adv)}
 
-    required = ("x_adv", "source_labels", *GROUPS) + (("target",) if method == "cigm" else ())
+    required = ("x_adv", "source_labels", *GROUPS) + (("target",) if method == "cigm" else ()) \
+        + (ROBUST_GROUPS if robust else ())
     result = dict(_cached(path, compute, required))
     norm = "inf" if method == "cigm" else attacks.ATTACKS[method].norm
     within = attacks.perturbation_norm(x, result["x_adv"], norm) <= eps * (1 + 1e-5) + 1e-6

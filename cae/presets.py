@@ -94,6 +94,12 @@ class Preset:
     # Knockoff's transfer set: "" = D2; else a dataset whose training pool has more classes
     # than the source's task (the paper: "nine times more classes").
     knockoff_transfer: str = ""
+    # The robust C-IGM (beyond the paper; cae.experiments.run_attack(..., members="robust")):
+    # this many adversarially trained surrogates and as many references join its ensemble
+    # (cae.experiments.robust_member_specs: D1, adversarial extraction's recipe); 0: none.
+    robust_members: int = 0
+    # Their attack while training: "fgm" (one step, for CPUs), or adv_extract's "pgd" / "igm".
+    robust_attack: str = "fgm"
 
     def summary(self):
         return dataclasses.asdict(self)
@@ -156,6 +162,8 @@ PRESETS = {
         # conferrability on them at ε 0.15 is 0.178 with the transform, 0.157 without
         # (0.195 / 0.159 at ε 0.08); the testing models were not consulted.
         transform="shift+flip",
+        # The robust C-IGM's 2 + 2 adversarially trained members (not measured yet).
+        robust_members=2,
         learning_rate=4e-3,
         augment="crop+flip",
         attack_inputs=200,
