@@ -488,11 +488,42 @@ def retentions(result, keep, group):
     return [float(np.mean(labels[keep] == t)) for labels in result[group]]
 
 
-def extract(context, eps=None, tau=None, target="most_conferrable", transform=None):
+def natural_mistakes(context, n):
+    """``n`` images the source misclassifies (float32, and their indices into the
+    training pool), from the pool's images in neither D1 nor D2: the defender's own
+    held-out data, which no model of the zoo trained on. Drawn in a fixed seeded order."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"mistakes={n!r} is not allowed; expected a positive number of images (0 turns them off).")
+    dataset, spec = context.dataset, context.specs["source"]
+    defender, adversary, seed = spec.split
+    d1, d2 = data.split_indices(len(dataset.y_train), (defender, adversary), seed)
+    pool = np.setdiff1d(np.arange(len(dataset.y_train)), np.concatenate([d1, d2]))
+    pool = np.random.default_rng([seed, 2]).permutation(pool)
+    chosen = []
+    for start in range(0, len(pool), 2048):
+        batch = pool[start:start + 2048]
+        labels = zoo.predict(context.models["source"], data.to_float(dataset.x_train[batch])).argmax(axis=1)
+        chosen.extend(batch[labels != dataset.y_train[batch]])
+        if len(chosen) >= n:
+            break
+    if len(chosen) < n:
+        raise ValueError(f"only {len(chosen)} images outside D1 and D2 are misclassified by the source; ask for at "
+                         f"most {len(chosen)} mistakes (a preset whose D1 and D2 fill the pool has none).")
+    chosen = np.asarray(chosen[:n], dtype=np.int64)
+    return data.to_float(dataset.x_train[chosen]), chosen
+
+
+def extract(context, eps=None, tau=None, target="most_conferrable", transform=None, mistakes=0):
     """Alg. 2 on the preset's zoo: C-IGM (``transform``: the preset's by default) on
     the training models' ensemble, keep examples with Confer(training surrogates,
     training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
-    verification (:func:`calibration_models`). Returns a calibrated Fingerprint."""
+    verification (:func:`calibration_models`). Returns a calibrated Fingerprint.
+
+    ``mistakes`` (beyond the paper; 0 is the paper's): also key that many natural images
+    the source misclassifies (:func:`natural_mistakes`) by its wrong label. A derived
+    model tends to copy the source's mistakes, an independent one makes its own
+    (``benchmarks/agreement.py``: 7-11 points apart on cpu, against 4 for agreement
+    overall); they are calibrated like the adversarial keys."""
     from cae import fingerprint
 
     preset = context.preset
@@ -512,6 +543,16 @@ def extract(context, eps=None, tau=None, target="most_conferrable", transform=No
     )
     log.info("extract: %d of %d adversarial examples have conferrability >= %.2f on the training models",
              int(keep.sum()), int(result["success"].sum()), tau)
+    if mistakes:
+        x_m, indices = natural_mistakes(context, mistakes)
+        keys_m = zoo.predict(context.models["source"], x_m).argmax(axis=1)
+        created = {**fp.manifest["created_with"], "mistakes": int(len(x_m)),
+                   "mistakes_pool_indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
+        fp = fingerprint.create(context.models["source"], np.concatenate([fp.x, x_m]), attack=fp.manifest["attack"],
+                                epsilon=fp.manifest["epsilon"], tau=fp.manifest["tau"], dataset=fp.manifest["dataset"],
+                                source_model_hash=fp.manifest["source_model_hash"], created_with=created,
+                                targets=None if fp.targets is None else np.concatenate([fp.targets, keys_m]),
+                                originals=None if fp.originals is None else np.concatenate([fp.originals, x_m]))
     surrogates, references, described = calibration_models(context)
     transformations = affordable_transformations(context)
     described += (f"; references also behind {len(transformations)} input transformations that cost the source at "

@@ -101,6 +101,35 @@ def test_extract_then_verify(context, tmp_path):
     assert loaded.manifest["created_with"]["transform"] == context.preset.transform
 
 
+def test_natural_mistakes_come_from_outside_d1_and_d2_and_are_misclassified(context):
+    import dataclasses
+
+    untrained = models.build("cnn", context.dataset.num_classes, seed=99)  # misclassifies most images
+    weak = dataclasses.replace(context, models={**context.models, "source": untrained})
+    x_m, indices = experiments.natural_mistakes(weak, 3)
+    spec = context.specs["source"]
+    d1, d2 = (zoo.split_of(context.dataset, spec.replace(data=d)) for d in ("D1", "D2"))
+    assert len(indices) == 3 and not set(indices) & (set(d1) | set(d2))  # no zoo model trained on them
+    assert np.all(untrained.predict(x_m, verbose=0).argmax(axis=1) != context.dataset.y_train[indices])
+    with pytest.raises(ValueError, match="mistakes=-1 is not allowed"):
+        experiments.natural_mistakes(context, -1)
+    with pytest.raises(ValueError, match="ask for at most"):
+        experiments.natural_mistakes(context, 10_000)
+
+
+def test_extract_with_natural_mistakes_keys_them_by_the_sources_label(context, monkeypatch):
+    plain = experiments.extract(context, eps=0.25, tau=0.0)
+    x_m = context.dataset.x_test[:3].astype(np.float32) / 255.0
+    monkeypatch.setattr(experiments, "natural_mistakes", lambda c, n: (x_m[:n], np.arange(n)))
+    fp = experiments.extract(context, eps=0.25, tau=0.0, mistakes=3)
+    assert fp.n == plain.n + 3 and fp.manifest["created_with"]["mistakes"] == 3
+    np.testing.assert_allclose(fp.x[-3:], x_m)
+    np.testing.assert_array_equal(fp.keys[-3:], context.models["source"].predict(x_m, verbose=0).argmax(axis=1))
+    np.testing.assert_array_equal(fp.keys[:-3], plain.keys)
+    assert fp.calibration.surrogate_matches.shape[1] == fp.n  # the mistakes are calibrated like the rest
+    assert fingerprint.verify(context.models["source"], fp).retention == 1.0
+
+
 def test_extract_calibrates_on_the_validation_models_when_the_preset_has_them(context):
     import dataclasses
 
