@@ -3,7 +3,9 @@
     python benchmarks/separation.py --preset cpu --eps 0.08,0.15 --transforms none,shift+flip \
         --select train,valid --extra-references 6 --removal all
 
-For every ε, C-IGM variant (``--transforms``, see :class:`cae.attacks.CIGM`) and
+For every ε, C-IGM variant (``--transforms``, see :class:`cae.attacks.CIGM`; ``--aggregates``,
+see :func:`cae.ensemble.compose`; ``--targets``; ``--members``: the paper's ensemble or
+the robust one with adversarially trained members, :func:`cae.experiments.cigm_ensemble`) and
 selection rule (``--select``), the fingerprint is extracted and scored on held-out
 models only:
 
@@ -44,6 +46,9 @@ def _parse(argv=None):
     parser.add_argument("--aggregates", default="mean",
                         help="comma-separated ways the C-IGM ensemble combines its members: mean (the paper's), "
                              "geometric, worst (cae.ensemble.compose)")
+    parser.add_argument("--members", default="paper",
+                        help="comma-separated ensembles: paper (the training models), robust (plus the preset's "
+                             "adversarially trained members, cae.experiments.robust_models)")
     parser.add_argument("--targets", default="most_conferrable",
                         help="comma-separated C-IGM target rules (cae.attacks.CIGM.TARGETS)")
     parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
@@ -106,12 +111,13 @@ def main(argv=None):
     epsilons = [float(e) for e in args.eps.split(",")] if args.eps else [preset.epsilon]
     rows, per_model = [], []
     for eps in epsilons:
-        variants = [(t, a, g) for t in args.transforms.split(",") for a in args.aggregates.split(",")
-                    for g in args.targets.split(",")]
-        for transform, aggregate, target in variants:
+        variants = [(t, a, g, m) for t in args.transforms.split(",") for a in args.aggregates.split(",")
+                    for g in args.targets.split(",") for m in args.members.split(",")]
+        for transform, aggregate, target, members in variants:
             began = time.time()
+            extra = {} if members == "paper" else {"members": members}
             result = experiments.run_attack(context, "cigm", eps, target=target, transform=transform,
-                                            aggregate=aggregate)
+                                            aggregate=aggregate, **extra)
             seconds = time.time() - began
             ok = result["success"]
             x_ok, t_ok = result["x_adv"][ok], result["t"][ok]
@@ -130,7 +136,7 @@ def main(argv=None):
                 elif rule != "train":
                     raise SystemExit(f"unknown selection rule {rule!r}; use train or valid.")
                 row = {"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
-                       "select": rule, "attack s": round(seconds),
+                       "members": members, "select": rule, "attack s": round(seconds),
                        "kept": int(keep.sum()), **{f"confer {g}": c for g, c in confer.items()}}
                 if keep.sum() == 0:
                     rows.append(row)
@@ -181,7 +187,7 @@ def main(argv=None):
                 rows.append(row)
                 for n in suspects:
                     per_model.append({"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
-                                      "select": rule, "model": n,
+                                      "members": members, "select": rule, "model": n,
                                       "flagged (retention)": n in flagged.get("retention", ()),
                                       "flagged (LR)": n in flagged.get("lr", ()),
                                       "kind": "derived" if n in derived else "independent",
