@@ -9,22 +9,29 @@ from cae import experiments, fingerprint, models, presets, zoo
 from test_zoo import synthetic
 
 
-@pytest.fixture(scope="module")
-def context(tmp_path_factory):
+def toy_context(tmp_path_factory, **changes):
+    """A toy preset's prepared context on synthetic data (one model per group), in a
+    fresh cache; a generator for module fixtures. ``changes`` override preset fields."""
     root = tmp_path_factory.mktemp("cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("CAE_CACHE_DIR", str(root))
     mp.setenv("CAE_RESULTS_DIR", str(root / "results"))
-    preset = dataclasses.replace(
-        presets.get("quick"), name="toy", dataset="synthetic", defender_size=192, adversary_size=192,
+    settings = dict(
+        name="toy", dataset="synthetic", defender_size=192, adversary_size=192,
         source_epochs=3, surrogate_epochs=2, reference_epochs=2, train_surrogates=("cnn",),
         train_references=("cnn",), test_surrogates=("cnn",), test_references=("cnn",), attack_inputs=12,
         attack_iterations=30, batch_size=32, learning_rate=0.01, evaluate_on=0, training_subset=0,
         valid_surrogates=(), valid_references=(),
     )
+    preset = dataclasses.replace(presets.get("quick"), **{**settings, **changes})
     store = zoo.Zoo(root / "zoo", datasets={"synthetic": synthetic(n_train=400, n_test=64, colour=True)})
     yield experiments.prepare(preset, verbose=False, store=store)
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    yield from toy_context(tmp_path_factory)
 
 
 def test_specs_roles_and_parents(context):

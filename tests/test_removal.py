@@ -328,3 +328,16 @@ def test_ensemble_attack_averages_its_members(world):
     assert not np.allclose(outputs[0], outputs[1], atol=1e-4)
     np.testing.assert_allclose(ensemble.predict(x, verbose=0), np.mean(outputs, axis=0), atol=1e-6)
     _assert_source_unchanged(world)
+
+
+def record_perturbations(monkeypatch):
+    """Records every ``removal.perturb`` call as (images, labels, perturbed images)."""
+    calls, real = [], removal.perturb
+
+    def observed(attack, x, labels, num_classes, eps, seed=0):
+        out = real(attack, x, labels, num_classes, eps, seed)
+        calls.append((x.copy(), labels.copy(), out))
+        return out
+
+    monkeypatch.setattr(removal, "perturb", observed)
+    return calls

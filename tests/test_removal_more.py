@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cae import data, experiments, fingerprint, models, presets, removal, zoo
-from test_removal import CLASSES, PRESET, SOURCE, synthetic
+from test_removal import CLASSES, PRESET, SOURCE, record_perturbations, synthetic, world  # noqa: F401 (world: fixture)
 
 NEW_ATTACKS = ("prune20", "prune50", "prune80", "transfer", "extract_prob", "extract_label", "adv_extract")
 # Keys of the paper's attacks on the toy source before these attacks were added: existing
@@ -20,13 +20,6 @@ PAPER_KEYS = {
 TASK = (0, 1, 1, 2)  # the toy dataset's 4 classes into 3
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    dataset = synthetic()
-    store = zoo.Zoo(tmp_path_factory.mktemp("zoo"), evaluate_on=16, datasets={"synthetic": dataset})
-    source = store.get(SOURCE, verbose=False)
-    return {"store": store, "dataset": dataset, "source": source,
-            "weights": [w.copy() for w in source.get_weights()]}
 
 
 def _assert_source_unchanged(world):
@@ -233,14 +226,7 @@ def test_remove_model_passes_the_architecture_to_extraction(world, tmp_path):
 @pytest.mark.parametrize("method", ["fgm", "pgd"])
 def test_adversarial_extraction_trains_on_adversarial_halves_and_is_cached(world, monkeypatch, method):
     store, source = world["store"], world["source"]
-    calls, real = [], removal.perturb
-
-    def observed(attack, x, labels, num_classes, eps, seed=0):
-        out = real(attack, x, labels, num_classes, eps, seed)
-        calls.append((x.copy(), labels.copy(), out))
-        return out
-
-    monkeypatch.setattr(removal, "perturb", observed)
+    calls = record_perturbations(monkeypatch)
     settings = {"adversarial_attack": method} if method != "pgd" else {}  # PGD is the default
     model = removal.remove("adv_extract", SOURCE, PRESET, store, verbose=False, **settings)
     spec = removal.removal_spec("adv_extract", SOURCE, PRESET, **settings)

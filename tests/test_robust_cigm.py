@@ -7,27 +7,15 @@ import numpy as np
 import pytest
 
 from cae import ensemble, experiments, presets, removal, zoo
-from test_zoo import synthetic
+from test_experiments import toy_context
+from test_removal import record_perturbations
 
 EPS = 0.1
 
 
 @pytest.fixture(scope="module")
 def context(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CAE_CACHE_DIR", str(root))
-    mp.setenv("CAE_RESULTS_DIR", str(root / "results"))
-    preset = dataclasses.replace(
-        presets.get("quick"), name="toy", dataset="synthetic", defender_size=192, adversary_size=192,
-        source_epochs=3, surrogate_epochs=2, reference_epochs=2, train_surrogates=("cnn",),
-        train_references=("cnn",), test_surrogates=("cnn",), test_references=("cnn",), attack_inputs=8,
-        attack_iterations=10, batch_size=32, learning_rate=0.01, evaluate_on=0, training_subset=0,
-        valid_surrogates=(), valid_references=(), robust_members=1,
-    )
-    store = zoo.Zoo(root / "zoo", datasets={"synthetic": synthetic(n_train=400, n_test=64, colour=True)})
-    yield experiments.prepare(preset, verbose=False, store=store)
-    mp.undo()
+    yield from toy_context(tmp_path_factory, attack_inputs=8, attack_iterations=10, robust_members=1)
 
 
 def _every_existing_spec(preset, specs):
@@ -84,14 +72,7 @@ def test_pgd_members_take_adv_extracts_steps_and_none_by_default():
 
 
 def test_members_are_trained_adversarially_through_the_zoo_and_cached(context, monkeypatch):
-    calls, real = [], removal.perturb
-
-    def observed(attack, x, labels, num_classes, eps, seed=0):
-        out = real(attack, x, labels, num_classes, eps, seed)
-        calls.append((x.copy(), labels.copy(), out))
-        return out
-
-    monkeypatch.setattr(removal, "perturb", observed)
+    calls = record_perturbations(monkeypatch)
     specs = experiments.robust_member_specs(context.preset, context.specs["source"])
     surrogates, references = experiments.robust_models(context)
     assert len(surrogates) == len(references) == 1
