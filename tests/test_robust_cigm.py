@@ -39,7 +39,7 @@ def test_robust_specs_are_new_models_of_the_training_recipe(name):
     for spec in robust["robust_surrogates"] + robust["robust_references"]:
         assert spec.data == "D1" and spec.parent == source.key and spec.init == "scratch"
         assert spec.subset == preset.training_subset
-        assert spec.option("adversarial_attack") == "fgm" and spec.option("adversarial_eps") == 0.03
+        assert spec.option("adversarial_attack") == "pgd" and spec.option("adversarial_eps") == 0.03
         assert spec.option("adversarial_fraction") == 0.5
         assert (spec.option("subset_seed") is not None) == bool(preset.training_subset)
         assert "fit" in zoo.TRAINING_HOOKS[spec.labels]  # adversarial halves while it trains
@@ -60,9 +60,9 @@ def test_robust_specs_are_new_models_of_the_training_recipe(name):
 def test_pgd_members_take_adv_extracts_steps_and_none_by_default():
     cpu = presets.get("cpu")
     assert presets.Preset.robust_members == 0 and presets.get("quick").robust_members == 0
-    assert cpu.robust_attack == "fgm"
-    pgd = experiments.robust_member_specs(dataclasses.replace(cpu, robust_attack="pgd"))
-    fgm = experiments.robust_member_specs(cpu)
+    assert cpu.robust_attack == "pgd"
+    pgd = experiments.robust_member_specs(cpu)
+    fgm = experiments.robust_member_specs(dataclasses.replace(cpu, robust_attack="fgm"))
     for spec in pgd["robust_surrogates"]:
         assert (spec.option("adversarial_eps_step"), spec.option("adversarial_max_iter")) == (0.01, 10)
     assert fgm["robust_surrogates"][0].option("adversarial_max_iter") is None
