@@ -169,7 +169,12 @@ def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None):
         if mapping is not None:
             row["verified"] = f"– (task of {int(mapping.max()) + 1} classes; retention through the mapping)"
         else:
-            row["verified"] = "yes" if fingerprint.verify(model, fp).is_surrogate else "NO (broken)"
+            verdict = fingerprint.verify(model, fp)
+            # Broken: retention below θ (Alg. 1). At or above θ without a small enough
+            # p-value the fingerprint is intact but the evidence is not: inconclusive.
+            row["verified"] = "yes" if verdict.is_surrogate else "NO (broken)" \
+                if verdict.retention < verdict.threshold else "NO (inconclusive)" if verdict.p_value is None \
+                else f"NO (inconclusive, p-value {verdict.p_value:.3g})"
         rows.append(row)
     return rows
 

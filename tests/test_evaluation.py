@@ -157,7 +157,10 @@ def test_removal_rows_put_paper_numbers_beside_ours(context, fp):
     assert [r["attack"] for r in rows] == ["Source (no attack)", "FTLL"]
     ftll = rows[1]
     assert (ftll["paper accuracy"], ftll["paper fidelity"], ftll["paper retention"]) == (0.775, 0.935, 1.00)
-    assert ftll["verified"] == ("yes" if fingerprint.verify(derived, fp).is_surrogate else "NO (broken)")
+    verdict = fingerprint.verify(derived, fp)
+    assert ftll["verified"] == ("yes" if verdict.is_surrogate else "NO (broken)" if verdict.retention < verdict.threshold
+                                else "NO (inconclusive)" if verdict.p_value is None
+                                else f"NO (inconclusive, p-value {verdict.p_value:.3g})")
     assert ftll["retention"] == fingerprint.verify(derived, fp).retention
     assert rows[0]["retention"] == 1.0 and rows[0]["fidelity"] == 1.0
     assert ftll["Δ accuracy"] == pytest.approx(ftll["test_accuracy"] - rows[0]["test_accuracy"])
