@@ -32,6 +32,7 @@ all.
 """
 
 import argparse
+import dataclasses
 import logging
 import time
 
@@ -49,6 +50,9 @@ def _parse(argv=None):
     parser.add_argument("--members", default="paper",
                         help="comma-separated ensembles: paper (the training models), robust (plus the preset's "
                              "adversarially trained members, cae.experiments.robust_models)")
+    parser.add_argument("--robust-members", type=experiments.count, default=None, metavar="N",
+                        help="with --members robust: N adversarially trained surrogates and N references "
+                             "(default: the preset's robust_members)")
     parser.add_argument("--targets", default="most_conferrable",
                         help="comma-separated C-IGM target rules (cae.attacks.CIGM.TARGETS)")
     parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
@@ -72,6 +76,8 @@ def main(argv=None):
     from cae import data, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats, tables, zoo
 
     preset = presets.get(args.preset)
+    if args.robust_members is not None:
+        preset = dataclasses.replace(preset, robust_members=args.robust_members)
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
     attacks = list(removal.REMOVAL_ATTACKS) if args.removal == "all" else list(removal.PAPER_ATTACKS) \
