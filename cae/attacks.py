@@ -25,12 +25,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from cae import data, ensemble as ensemble_lib, models
+from cae import data, ensemble as ensemble_lib, models, presets
 
 log = logging.getLogger(__name__)
 
 # The perturbation budgets swept in Section IV-C / Figure 4 (pixel units in [0, 1]).
-EPSILONS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
+EPSILONS = presets.EPSILONS
 CONSTRAINTS = ("project", "filter", "none")
 
 
@@ -156,12 +156,11 @@ def _labels(y, n, num_classes, name="y"):
     return y.astype(np.int64)
 
 
-def _onehot(labels, num_classes):
-    return np.eye(num_classes, dtype=np.float32)[labels]
+_onehot = data.onehot
 
 
 def _predict(model, x, batch_size):
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    return data.predict(model, x, batch_size)
 
 
 @contextlib.contextmanager

@@ -112,6 +112,17 @@ ARCHIVES = {
 }
 
 
+def onehot(labels, num_classes):
+    """float32 (n, num_classes) one-hot rows of int ``labels``."""
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def predict(model, x, batch_size=512):
+    """Outputs of a Keras ``model`` on float images, batched, as a NumPy array: the one
+    predict helper of the package."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
 def names():
     return tuple(ARCHIVES)
 

@@ -49,7 +49,7 @@ import zlib
 import numpy as np
 
 import cae
-from cae import paths
+from cae import data, paths
 from cae import stats
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 FORMAT = "cae-fingerprint"
 FORMAT_VERSION = 2  # 2: the manifest may hold a typed calibration (Calibration)
 READABLE_VERSIONS = (1, 2)
-IMAGE_SHAPE = (32, 32, 3)
+IMAGE_SHAPE = data.IMAGE_SHAPE
 ARRAY_ORDER = ("x", "keys", "targets", "originals")
 MANIFEST_FIELDS = (
     "num_classes", "dataset", "epsilon", "tau", "source_model_hash", "attack",

@@ -223,7 +223,7 @@ def _num_classes(model):
 
 
 def _predict(model, x, batch_size=256):
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64)
+    return data.predict(model, x, batch_size).astype(np.float64)
 
 
 def probabilities(suspect, x, num_classes=None, batch_size=256):

@@ -36,9 +36,10 @@ import urllib.request
 
 import numpy as np
 
+from cae.data import IMAGE_SHAPE
+
 log = logging.getLogger(__name__)
 
-IMAGE_SHAPE = (32, 32, 3)
 GARBAGE_MODES = ("not_json", "no_predictions", "wrong_length", "non_numeric",
                  "out_of_range", "ragged")
 

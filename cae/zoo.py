@@ -264,9 +264,7 @@ def test_subset(dataset, n=None, seed=0):
     return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
-def predict(model, x, batch_size=512):
-    """Softmax outputs of ``model`` on float images, batched."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+predict = data.predict
 
 
 def channel_stats(x):
