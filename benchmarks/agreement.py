@@ -34,18 +34,13 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     import numpy as np
 
-    from cae import data, evaluation, experiments, paths, presets, removal, tables, zoo
+    from cae import benchmark, evaluation, experiments, paths, presets, removal, tables, zoo
 
     preset = presets.get(args.preset)
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
-    dataset = context.dataset
-    # Test images the zoo's metrics do not use (as the separation benchmark's mistakes).
-    pool = np.setdiff1d(np.arange(len(dataset.y_test)), zoo.test_subset(dataset, preset.evaluate_on or None))
-    if not len(pool):
-        pool = np.arange(len(dataset.y_test))
-    pool = pool[: args.images]
-    x, y = data.to_float(dataset.x_test[pool]), dataset.y_test[pool]
+    x, y = benchmark.natural_pool(context)  # test images the zoo's metrics do not use
+    x, y = x[: args.images], y[: args.images]
     source = zoo.predict(context.models["source"], x).argmax(axis=1)
     wrong = source != y
     named = []
@@ -54,9 +49,7 @@ def main(argv=None):
     for spec in experiments.extra_reference_specs(context.specs, args.extra_references):
         named.append(("extra_references", f"{spec.architecture}, {spec.optimizer}, {spec.augment}",
                       context.store.get(spec, verbose=False)))
-    attacks = list(removal.REMOVAL_ATTACKS) if args.removal == "all" else list(removal.PAPER_ATTACKS) \
-        if args.removal == "paper" else [a for a in args.removal.split(",") if a]
-    attacks = [a for a in attacks if a not in removal.OTHER_TASK]
+    attacks = [a for a in removal.attack_list(args.removal or "none") if a not in removal.OTHER_TASK]
     for name, model in evaluation.removal_models(context, attacks).items():
         named.append(("removal", removal.REMOVAL_ATTACKS[name].name, model))
     rows = []
@@ -71,7 +64,7 @@ def main(argv=None):
         summary.append({"group": group, "models": len(members),
                         **{f"{k} (min–max)": f"{min(r[k] for r in members):.3f}–{max(r[k] for r in members):.3f}"
                            for k in ("test accuracy", "agreement", "agreement on the source's mistakes")}})
-    notes = (f"{len(pool)} test images the zoo's metrics do not use; the source gets {int(wrong.sum())} wrong "
+    notes = (f"{len(y)} test images the zoo's metrics do not use; the source gets {int(wrong.sum())} wrong "
              f"(accuracy {1 - wrong.mean():.3f}). Wall time {time.time() - started:.0f} s.\n")
     tables.write("agreement", preset.name, summary, f"Agreement with the source, by group (preset {preset.name})",
                  notes=notes)

@@ -73,16 +73,14 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     import numpy as np
 
-    from cae import data, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats, tables, zoo
+    from cae import benchmark, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats, tables, zoo
 
     preset = presets.get(args.preset)
     if args.robust_members is not None:
         preset = dataclasses.replace(preset, robust_members=args.robust_members)
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
-    attacks = list(removal.REMOVAL_ATTACKS) if args.removal == "all" else list(removal.PAPER_ATTACKS) \
-        if args.removal == "paper" else [a for a in args.removal.split(",") if a]
-    attacks = [a for a in attacks if a not in removal.OTHER_TASK]  # another label set: no keys to compare
+    attacks = [a for a in removal.attack_list(args.removal or "none") if a not in removal.OTHER_TASK]  # another label set: no keys to compare
     derived = {f"testing surrogate ({s.architecture})": m
                for s, m in zip(context.specs["test_surrogates"], context.models["test_surrogates"])}
     derived_names = list(derived)
@@ -101,11 +99,9 @@ def main(argv=None):
           f"{accuracy['source']:.3f}; derived {len(derived)} ({len(usable)} usable), independent {len(independent)}")
     mistakes = None
     if args.mistakes:  # natural images the source gets wrong: a derived model tends to copy its mistakes
-        dataset = context.dataset
-        pool = np.setdiff1d(np.arange(len(dataset.y_test)), zoo.test_subset(dataset, preset.evaluate_on or None))
-        x_pool = data.to_float(dataset.x_test[pool])
+        x_pool, y_pool = benchmark.natural_pool(context)  # test images the zoo's metrics do not use
         source_labels = zoo.predict(context.models["source"], x_pool).argmax(axis=1)
-        wrong = np.flatnonzero(source_labels != dataset.y_test[pool])[: args.mistakes]
+        wrong = np.flatnonzero(source_labels != y_pool)[: args.mistakes]
         x_m, key_m = x_pool[wrong], source_labels[wrong]
         suspects_all = {**{n: derived[n] for n in usable}, **independent}
         mistakes = {"key": key_m, **{n: zoo.predict(m, x_m).argmax(axis=1) == key_m for n, m in suspects_all.items()},

@@ -159,8 +159,7 @@ def _labels(y, n, num_classes, name="y"):
 _onehot = data.onehot
 
 
-def _predict(model, x, batch_size):
-    return data.predict(model, x, batch_size)
+_predict = data.predict
 
 
 @contextlib.contextmanager

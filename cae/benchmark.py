@@ -332,11 +332,18 @@ def _choices(text, allowed, what):
     return chosen
 
 
+def _attack_list(text):
+    try:
+        return removal.attack_list(text, "--removal")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_options(parser):
     parser.add_argument("--methods", default="all", type=lambda t: _choices(t, peers.PEERS, "--methods"),
                         help=f"comma-separated peer methods, or 'all' ({', '.join(peers.PEERS)})")
     parser.add_argument("--removal", default="all",
-                        type=lambda t: [] if t == "none" else _choices(t, removal.REMOVAL_ATTACKS, "--removal"),
+                        type=_attack_list,
                         help=f"comma-separated removal attacks among the derived models, 'all' or 'none' "
                              f"({', '.join(removal.REMOVAL_ATTACKS)})")
     parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",

@@ -234,16 +234,18 @@ class ConferrabilityScores(layers.Layer):
 
     def call(self, inputs):
         inputs = list(inputs)
-        agree = ops.stack(inputs[: self.num_surrogates], axis=0)
-        disagree = 1.0 - ops.stack(inputs[self.num_surrogates:], axis=0) if len(inputs) > self.num_surrogates else None
-        if self.aggregate == "mean":
-            combine = lambda p: ops.mean(p, axis=0)  # noqa: E731 - eqs. 16-17
-        elif self.aggregate == "geometric":
-            combine = lambda p: ops.exp(ops.mean(ops.log(ops.maximum(p, 1e-12)), axis=0))  # noqa: E731
-        else:
-            combine = lambda p: ops.min(p, axis=0)  # noqa: E731
-        surrogate = combine(agree)
-        return surrogate if disagree is None else combine(disagree) * surrogate
+        surrogate = self._combine(ops.stack(inputs[: self.num_surrogates], axis=0))
+        if len(inputs) == self.num_surrogates:
+            return surrogate
+        return self._combine(1.0 - ops.stack(inputs[self.num_surrogates:], axis=0)) * surrogate
+
+    def _combine(self, agreement):
+        """One group's (members, n, K) agreement terms combined into (n, K)."""
+        if self.aggregate == "mean":  # eqs. 16-17
+            return ops.mean(agreement, axis=0)
+        if self.aggregate == "geometric":
+            return ops.exp(ops.mean(ops.log(ops.maximum(agreement, 1e-12)), axis=0))
+        return ops.min(agreement, axis=0)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])

@@ -136,6 +136,18 @@ GROUP_COLUMNS = ["split", "role", "architecture", "models", "test_accuracy", "fi
 
 
 # --------------------------------------------------------------------------- Table V / VI
+def verified(result):
+    """A table's "verified" cell for a :class:`cae.fingerprint.VerifyResult`: "yes" when
+    verification calls the model a surrogate; "NO (broken)" when its score is below θ
+    (Alg. 1); "NO (inconclusive, p-value ...)" when it is at or above θ but the p-value
+    is too large for a verdict (the fingerprint is intact, the evidence is not)."""
+    if result.is_surrogate:
+        return "yes"
+    if result.score < result.threshold:
+        return "NO (broken)"
+    return "NO (inconclusive)" if result.p_value is None else f"NO (inconclusive, p-value {result.p_value:.3g})"
+
+
 def removal_models(context, attacks=removal.PAPER_ATTACKS, verbose=False):
     """``{attack: derived model}``, trained or loaded through ``context.store``
     (``attacks``: names of :data:`cae.removal.REMOVAL_ATTACKS`, by default the paper's)."""
@@ -169,12 +181,7 @@ def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None):
         if mapping is not None:
             row["verified"] = f"– (task of {int(mapping.max()) + 1} classes; retention through the mapping)"
         else:
-            verdict = fingerprint.verify(model, fp)
-            # Broken: retention below θ (Alg. 1). At or above θ without a small enough
-            # p-value the fingerprint is intact but the evidence is not: inconclusive.
-            row["verified"] = "yes" if verdict.is_surrogate else "NO (broken)" \
-                if verdict.retention < verdict.threshold else "NO (inconclusive)" if verdict.p_value is None \
-                else f"NO (inconclusive, p-value {verdict.p_value:.3g})"
+            row["verified"] = verified(fingerprint.verify(model, fp))
         rows.append(row)
     return rows
 
@@ -221,7 +228,7 @@ def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None
         row = {"transformation": kind, "strength": strength, **measured,
                "Δ accuracy": measured["test_accuracy"] - (rows[0] if rows else measured)["test_accuracy"],
                "references' retention (max)": max(refs), "references' retentions": refs,
-               "verified": "yes" if own.is_surrogate else f"NO ({own.verdict})",
+               "verified": verified(own),
                "p-value": getattr(own, "p_value", None),
                "references flagged": f"{sum(v.is_surrogate for v in verdicts)}/{len(refs)}"}
         rows.append(row)

@@ -296,6 +296,20 @@ OTHER_TASK = tuple(name for name, attack in REMOVAL_ATTACKS.items() if attack.la
 _EXTRA_OPTIONS = {"knockoff": ("knockoff_transfer",), "transfer": ("train_last_only",)}
 
 
+def attack_list(text, what="removal attacks"):
+    """Removal attacks named by a command line: ``"all"``, ``"paper"`` (the paper's,
+    :data:`PAPER_ATTACKS`), ``"none"`` or a comma-separated list of names. ``what``
+    names the option in the error."""
+    if text in ("all", "paper", "none"):
+        return {"all": list(REMOVAL_ATTACKS), "paper": list(PAPER_ATTACKS), "none": []}[text]
+    chosen = [name.strip() for name in str(text).split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in REMOVAL_ATTACKS]
+    if unknown or not chosen:
+        raise ValueError(f"{what} {text!r}: give a comma-separated list of {', '.join(REMOVAL_ATTACKS)}, "
+                         "or 'all', 'paper' or 'none'.")
+    return chosen
+
+
 def rows():
     """The attacks' settings as plain dicts, in the order of Tables V and VI."""
     return [attack.row() for attack in REMOVAL_ATTACKS.values()]
