@@ -44,6 +44,8 @@ def _parse(argv=None):
     parser.add_argument("--preset", default="cpu", choices=sorted(presets.PRESETS))
     parser.add_argument("--eps", default=None, help="comma-separated ε (default: the preset's)")
     parser.add_argument("--transforms", default="none,shift+flip", help="comma-separated C-IGM transforms")
+    parser.add_argument("--dropouts", default=None,
+                        help="comma-separated rates of the ensemble's dropout (default: the preset's, the paper's 0.5)")
     parser.add_argument("--aggregates", default="mean",
                         help="comma-separated ways the C-IGM ensemble combines its members: mean (the paper's), "
                              "geometric, worst (cae.ensemble.compose)")
@@ -113,13 +115,14 @@ def main(argv=None):
     epsilons = [float(e) for e in args.eps.split(",")] if args.eps else [preset.epsilon]
     rows, per_model = [], []
     for eps in epsilons:
-        variants = [(t, a, g, m) for t in args.transforms.split(",") for a in args.aggregates.split(",")
-                    for g in args.targets.split(",") for m in args.members.split(",")]
-        for transform, aggregate, target, members in variants:
+        dropouts = [float(d) for d in args.dropouts.split(",")] if args.dropouts else [preset.dropout]
+        variants = [(t, a, g, m, d) for t in args.transforms.split(",") for a in args.aggregates.split(",")
+                    for g in args.targets.split(",") for m in args.members.split(",") for d in dropouts]
+        for transform, aggregate, target, members, dropout in variants:
             began = time.time()
             extra = {} if members == "paper" else {"members": members}
             result = experiments.run_attack(context, "cigm", eps, target=target, transform=transform,
-                                            aggregate=aggregate, **extra)
+                                            aggregate=aggregate, dropout=dropout, **extra)
             seconds = time.time() - began
             ok = result["success"]
             x_ok, t_ok = result["x_adv"][ok], result["t"][ok]
@@ -138,7 +141,7 @@ def main(argv=None):
                 elif rule != "train":
                     raise SystemExit(f"unknown selection rule {rule!r}; use train or valid.")
                 row = {"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
-                       "members": members, "select": rule, "attack s": round(seconds),
+                       "members": members, "dropout": dropout, "select": rule, "attack s": round(seconds),
                        "kept": int(keep.sum()), **{f"confer {g}": c for g, c in confer.items()}}
                 if keep.sum() == 0:
                     rows.append(row)
@@ -189,7 +192,7 @@ def main(argv=None):
                 rows.append(row)
                 for n in suspects:
                     per_model.append({"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
-                                      "members": members, "select": rule, "model": n,
+                                      "members": members, "dropout": dropout, "select": rule, "model": n,
                                       "flagged (retention)": n in flagged.get("retention", ()),
                                       "flagged (LR)": n in flagged.get("lr", ()),
                                       "kind": "derived" if n in derived else "independent",

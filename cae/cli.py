@@ -282,6 +282,9 @@ def _add_remove(subparsers):
                         help="sizes and schedules of the attack (epochs, fine-tuning examples, ...)")
     parser.add_argument("--architecture", default=zoo.CLONE,
                         help="architecture of the models trained from scratch: 'clone' (the source's) or a cae one")
+    parser.add_argument("--mapping", metavar="CLASSES",
+                        help="transfer only: the task class of each of the source's classes, comma-separated "
+                             f"(default {','.join(map(str, removal.TRANSFER_MAPPING))}, CIFAR-10's five pairs)")
     parser.add_argument("--out", required=True, help="where to write the derived model (.keras)")
     parser.set_defaults(handler=_remove)
 
@@ -320,13 +323,24 @@ def _remove(args):
     from cae import data, paths, removal, zoo
 
     _check_keras_out(args.out)
+    settings = {}
+    if args.mapping is not None:
+        if removal.task_mapping(args.attack) is None:
+            raise ValueError(f"--mapping is for the transfer attack; {args.attack} keeps the source's classes.")
+        try:
+            settings["transfer_mapping"] = tuple(int(c) for c in args.mapping.split(","))
+        except ValueError:
+            raise ValueError(f"--mapping {args.mapping!r}: give one whole number per source class, "
+                             "comma-separated (e.g. 0,1,2,3,4,3,2,4,0,1).") from None
     source, (x,), test = _own_model_and_data(args, ["x"])
+    if settings:
+        removal.check_mapping(settings["transfer_mapping"], source.output_shape[-1])
     derived = removal.remove_model(args.attack, source, x, preset=args.preset, architecture=args.architecture,
-                                   test=test, verbose=args.verbose)
+                                   test=test, verbose=args.verbose, **settings)
     paths.atomic_save(pathlib.Path(args.out), derived.save, suffix=".keras")
     x_eval = data.to_float(test[0] if test else x[:1000])
     labels = zoo.predict(derived, x_eval).argmax(1)
-    mapping = removal.task_mapping(args.attack)  # transfer learning: compared in the task's labels
+    mapping = removal.task_mapping(args.attack, **settings)  # transfer learning: compared in the task's labels
     mapped = (lambda y: y) if mapping is None else (lambda y: mapping[y])
     agree = np.mean(labels == mapped(zoo.predict(source, x_eval).argmax(1)))
     accuracy = f", test accuracy {np.mean(labels == mapped(np.asarray(test[1]))):.3f}" if test else ""
@@ -379,8 +393,10 @@ def _add_zoo(subparsers):
                        help="with --ray: CPUs of each task, and TensorFlow's threads (default: 1)")
     train.add_argument("--gpus-per-task", type=float, default=0.0,
                        help="with --ray: GPUs of each task; 0.5 puts two models on a GPU (default: 0)")
-    train.add_argument("--removal", action="store_true",
-                       help="also train the models of the removal attacks (Tables V and VI), after the source")
+    train.add_argument("--removal", nargs="?", const="paper", metavar="ATTACKS",
+                       help="also train removal attacks' models, after the source: alone, the paper's (Tables V "
+                            "and VI); or 'all' (with pruning, transfer learning, extraction into other "
+                            "architectures, adversarial extraction) or a comma-separated list")
     train.set_defaults(handler=_zoo_train)
     plan = commands.add_parser(
         "plan", help="models, parameters, FLOPs and projected wall time of a preset's zoo (trains nothing)",
@@ -391,7 +407,8 @@ def _add_zoo(subparsers):
     plan.add_argument("--gpu-throughput", type=float, metavar="IMG_PER_S",
                       help="ResNet-20 training images per second on one GPU (other architectures scale by FLOPs)")
     plan.add_argument("--workers", type=int, default=4, help="workers (machines or GPUs) to project for (default: 4)")
-    plan.add_argument("--removal", action="store_true", help="include the removal attacks' models")
+    plan.add_argument("--removal", nargs="?", const="paper", metavar="ATTACKS",
+                      help="include removal attacks' models: alone, the paper's; or 'all' or a comma-separated list")
     plan.add_argument("--measure-seconds", type=float, default=3.0,
                       help="seconds of training to time per architecture (default: 3)")
     plan.add_argument("--remeasure", action="store_true", help="time the architectures again instead of reusing "

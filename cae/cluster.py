@@ -122,27 +122,44 @@ def ordered(specs):
     return out
 
 
-def removal_specs(preset, source=None):
-    """The specs of every removal attack of Tables V / VI on the preset's source (the
-    ensemble attack's members, Papernot's rounds), parents before children."""
+def removal_attacks(removal):
+    """The removal attacks a ``removal`` setting names: False / None none, True the
+    paper's (Tables V / VI), or a list of names or a command line's text (``"all"``,
+    ``"paper"``, ``"none"``, comma-separated names; :func:`cae.removal.attack_list`)."""
+    from cae import removal as removal_lib
+
+    if removal is None or removal is False:
+        return []
+    if removal is True:
+        return list(removal_lib.PAPER_ATTACKS)
+    if isinstance(removal, str):
+        return removal_lib.attack_list(removal)
+    return removal_lib.attack_list(",".join(removal))
+
+
+def removal_specs(preset, source=None, attacks=True):
+    """The specs of the removal attacks ``attacks`` names (:func:`removal_attacks`; by
+    default the paper's, of Tables V / VI) on the preset's source (the ensemble
+    attack's members, Papernot's rounds), parents before children."""
     from cae import experiments, removal
 
     source = source or experiments.source_spec(preset)
     specs = []
-    for name in removal.PAPER_ATTACKS:
+    for name in removal_attacks(attacks):
         made = removal.removal_spec(name, source, preset)
         specs.extend(made if isinstance(made, list) else [made])
     return ordered(specs)
 
 
 def preset_specs(preset, removal=False, source=None):
-    """Every model of the preset's zoo (:func:`cae.experiments.model_specs`), then, with
-    ``removal``, its removal attacks' models; parents before children."""
+    """Every model of the preset's zoo (:func:`cae.experiments.model_specs`), then the
+    models of the removal attacks ``removal`` names (:func:`removal_attacks`); parents
+    before children."""
     from cae import experiments
 
     specs = list(experiments.all_specs(experiments.model_specs(preset, source)))
-    if removal:
-        specs += removal_specs(preset, source or specs[0])
+    if removal_attacks(removal):
+        specs += removal_specs(preset, source or specs[0], removal)
     return ordered(specs)
 
 
@@ -346,7 +363,8 @@ def _message(err):
 
 def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_task=1, gpus_per_task=0.0,
                  verbose=True):
-    """Train the preset's zoo (and, with ``removal``, its removal attacks' models).
+    """Train the preset's zoo (and the models of the removal attacks ``removal`` names,
+    :func:`removal_attacks`).
 
     ``address`` None trains serially in this process, as ``cae zoo train`` always did
     (``CAE_THREADS`` sets TensorFlow's threads); otherwise on Ray (:func:`train`).
@@ -357,7 +375,7 @@ def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_ta
     if address is None:
         zoo.set_threads_from_env()
         experiments.train_zoo(preset, store=store, verbose=verbose)
-        for spec in removal_specs(preset) if removal else ():
+        for spec in removal_specs(preset, attacks=removal) if removal_attacks(removal) else ():
             store.get(spec, verbose=verbose)
         return None
     return train(preset_specs(preset, removal=removal), store=store, address=address,

@@ -85,7 +85,7 @@ def model_specs(preset, source=None):
 # surrogates and references, so that the fingerprint survives a thief who adversarially
 # trains its copy while extracting it (cae.removal's ``adv_extract``). ``members="paper"``
 # (the default everywhere) is the paper's ensemble; ``"robust"`` adds these models.
-MEMBERS = ("paper", "robust")
+MEMBERS = ("paper", "robust", "snapshots")
 ROBUST_GROUPS = ("robust_surrogates", "robust_references")
 # Their seeds: model_specs' groups use 0 and 1000-6999 (extra references continue from
 # 4000), cae.removal.REMOVAL_SEED 5000 onwards; these ranges no other model uses.
@@ -134,7 +134,8 @@ def _check_robust(preset, needed=False):
 def _check_members(members, method="cigm"):
     if members not in MEMBERS:
         raise ValueError(f"members={members!r} is not allowed; choose one of {', '.join(map(repr, MEMBERS))} "
-                         "('paper' is the paper's ensemble, 'robust' adds adversarially trained members).")
+                         "('paper' is the paper's ensemble, 'robust' adds adversarially trained members, "
+                         "'snapshots' the training models' earlier selves).")
     if members != "paper" and method != "cigm":
         raise ValueError(f"members={members!r} applies to C-IGM's ensemble only; {method!r} attacks the source "
                          "alone, so use members='paper' (the default) with it.")
@@ -196,6 +197,29 @@ def robust_member_specs(preset, source=None):
             for i in range(count)
         ]
     return specs
+
+
+def snapshot_specs(preset, source=None):
+    """The training models' specs with option ``snapshots=preset.snapshot_epochs``
+    (``{"train_surrogates": [...], "train_references": [...]}``): the same models, trained
+    again under their own keys so that the zoo keeps each one's earlier selves."""
+    if not preset.snapshot_epochs:
+        raise ValueError(f"preset {preset.name!r} has no snapshot_epochs; set them (e.g. "
+                         "dataclasses.replace(preset, snapshot_epochs=(4, 7))) to use members='snapshots'.")
+    specs = model_specs(preset, source)
+    return {group: [spec.replace(options=tuple(sorted({**dict(spec.options),
+                                                       "snapshots": tuple(preset.snapshot_epochs)}.items())))
+                    for spec in specs[group]]
+            for group in ("train_surrogates", "train_references")}
+
+
+def snapshot_models(context, verbose=False):
+    """The snapshot C-IGM's (surrogates, references): each training model, then its
+    snapshots (:func:`snapshot_specs`), trained through the zoo if not cached."""
+    specs = snapshot_specs(context.preset, context.specs["source"])
+    return tuple([model for spec in specs[group]
+                  for model in (context.store.get(spec, verbose=verbose), *context.store.snapshots(spec, verbose))]
+                 for group in ("train_surrogates", "train_references"))
 
 
 def robust_models(context, verbose=False):
@@ -365,6 +389,8 @@ def cigm_ensemble(context, dropout=None, aggregate="mean", members="paper"):
         _check_robust(preset, needed=True)
         robust_surrogates, robust_references = robust_models(context)
         surrogates, references = [*surrogates, *robust_surrogates], [*references, *robust_references]
+    elif members == "snapshots":  # the training models retrained with their earlier selves kept
+        surrogates, references = snapshot_models(context)
     return ensemble.compose(
         context.models["source"], surrogates, references,
         dropout=preset.dropout if dropout is None else dropout, seed=preset.split_seed, aggregate=aggregate,
@@ -403,11 +429,14 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
         _check_robust(preset, needed=True)
         robust_specs = robust_member_specs(preset, context.specs["source"])
         params += ("members", members, {g: [s.key for s in robust_specs[g]] for g in ROBUST_GROUPS})
+    elif members == "snapshots":
+        params += ("members", members, [s.key for group in snapshot_specs(preset, context.specs["source"]).values()
+                                        for s in group])
     constraint = "project" if method == "cigm" else attacks.ATTACKS[method].constraint
     # Attacks whose ε only filters their output (or is ignored) run once, unbounded, for every ε.
     limit = dict(preset.baseline_inputs).get(method)
     key = context.key(*params, preset.attack_iterations, float(eps) if constraint == "project" else None, limit)
-    path = context.folder() / f"{method}{'-' + members if robust else ''}-{key}.npz"
+    path = context.folder() / f"{method}{'' if members == 'paper' else '-' + members}-{key}.npz"
     x, y = context.x[:limit], context.y[:limit]
 
     def compute():

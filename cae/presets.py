@@ -103,6 +103,10 @@ class Preset:
     # reported 0.00 % success on every batch logged (a copy confident on its training
     # images leaves FGM no gradient), against about 39 % for PGD in adv_extract's batches.
     robust_attack: str = "pgd"
+    # C-IGM with snapshot members (beyond the paper; run_attack(..., members="snapshots")):
+    # each training model is also taken as it was after these epochs (its earlier selves
+    # join the ensemble beside it; cae.experiments.snapshot_models).
+    snapshot_epochs: tuple = ()
 
     def summary(self):
         return dataclasses.asdict(self)
@@ -167,6 +171,7 @@ PRESETS = {
         transform="shift+flip",
         # The robust C-IGM's 2 + 2 adversarially trained members (not measured yet).
         robust_members=2,
+        snapshot_epochs=(4, 7),
         learning_rate=4e-3,
         augment="crop+flip",
         attack_inputs=200,

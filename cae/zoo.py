@@ -139,6 +139,11 @@ class TrainSpec:
             raise ValueError(f"TrainSpec.augment is {self.augment!r}; expected one of {AUGMENTATIONS}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be positive.")
+        snapshots = self.option("snapshots", ())
+        if not isinstance(snapshots, (tuple, list)) or not all(
+                isinstance(e, int) and not isinstance(e, bool) and 1 <= e < self.epochs for e in snapshots):
+            raise ValueError(f"TrainSpec option snapshots={snapshots!r}; expected a tuple of epochs in "
+                             f"1..{self.epochs - 1} after which to keep the model (snapshot-<epoch>.keras).")
 
     def option(self, name, default=None):
         return dict(self.options).get(name, default)
@@ -158,7 +163,11 @@ TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "jagielski_tem
                  "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
                  "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts",
                  "external_weights", "label_smoothing", "prune_fraction", "transfer_mapping",
-                 "adversarial_fraction", "mixup")
+                 "adversarial_fraction", "mixup", "schedule", "ema", "snapshots")
+# Learning-rate schedules (option ``schedule``): cosine decay from the start (the default),
+# or one cycle: a linear warm-up over the first fifth of the steps, then cosine decay to 0
+# (the shape of the fastest CIFAR-10 trainers' schedules).
+SCHEDULES = ("cosine", "onecycle")
 # TrainSpec.architecture of a model trained from scratch with its parent's architecture
 # (re-initialised), for sources that are not cae architectures (cae.removal.remove_model).
 CLONE = "clone"
@@ -353,6 +362,24 @@ class Zoo:
         return models.load(self.root / key / "model.keras")
 
     # ------------------------------------------------------------------ training
+    def snapshots(self, spec, verbose=True):
+        """The models a spec with option ``snapshots`` kept after those epochs (trained
+        first if needed), in epoch order."""
+        import keras
+
+        from cae import models
+
+        self.get(spec, verbose=verbose)
+        out = []
+        for epoch in spec.option("snapshots", ()):
+            path = self.folder(spec) / f"snapshot-{epoch}.keras"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing although {spec.key} is trained; delete "
+                                        f"{self.folder(spec)} and train it again to restore its snapshots.")
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+            out.append(models.check_interface(model, where=str(path)))
+        return out
+
     def get(self, spec, verbose=True):
         """The trained model for ``spec``; trains (or resumes) it if not complete."""
         if not self.complete(spec):
@@ -404,6 +431,8 @@ class Zoo:
             paths.atomic_save(folder / checkpoint, model.save, suffix=".keras")
             paths.atomic_write_json(folder / "progress.json", {"epoch": epoch + 1, "checkpoint": checkpoint,
                                     "seconds": spent_before + time.time() - started})
+            if epoch + 1 in spec.option("snapshots", ()):  # kept: an earlier self, e.g. an extra ensemble member
+                paths.atomic_save(folder / f"snapshot-{epoch + 1}.keras", model.save, suffix=".keras")
             for old in folder.glob("checkpoint-*.keras"):
                 if old.name != checkpoint:
                     old.unlink(missing_ok=True)
@@ -471,14 +500,10 @@ class Zoo:
         if spec.option("train_last_only"):
             for layer in model.layers:
                 layer.trainable = layer is models.last_layer(model)
-        steps = spec.epochs * int(np.ceil(len(x) / spec.batch_size))
-        schedule = keras.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
-        optimizer = {"adam": keras.optimizers.Adam, "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9)}[
-            spec.optimizer](schedule)
-        smoothing = float(spec.option("label_smoothing", 0.0))
-        model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing))
+        model.compile(optimizer=_optimizer(spec, int(np.ceil(len(x) / spec.batch_size)), keras),
+                      loss=keras.losses.CategoricalCrossentropy(
+                          label_smoothing=float(spec.option("label_smoothing", 0.0))))
         return model
-
     def _evaluate(self, spec, model, dataset, parent):
         import keras
 
@@ -503,6 +528,28 @@ class Zoo:
     # ------------------------------------------------------------------ housekeeping
     def remove(self, spec):
         shutil.rmtree(self.folder(spec), ignore_errors=True)
+
+
+def _optimizer(spec, steps_per_epoch, keras):
+    """The spec's optimiser and learning-rate schedule. Option ``ema`` (a momentum, e.g.
+    0.99) keeps an exponential moving average of the weights, which replaces them at the
+    end of every epoch (Keras finalises the average after each ``fit``; the zoo fits one
+    epoch at a time)."""
+    steps = spec.epochs * steps_per_epoch
+    shape = spec.option("schedule", "cosine")
+    if shape not in SCHEDULES:
+        raise ValueError(f"TrainSpec option schedule={shape!r}; expected one of {SCHEDULES}.")
+    if shape == "onecycle":
+        warmup = max(1, steps // 5)
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, steps - warmup, warmup_target=spec.learning_rate,
+                                                          warmup_steps=warmup)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
+    ema = spec.option("ema")
+    extra = {} if not ema else {"use_ema": True, "ema_momentum": float(ema)}
+    if spec.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, **extra)
+    return keras.optimizers.Adam(schedule, **extra)
 
 
 def set_threads_from_env():

@@ -134,3 +134,24 @@ def test_agreement_on_smoke(capsys):
     ftll = next(r for r in rows if r["group"] == "removal")
     assert ftll["agreement"] > 0.5  # fine-tuning the last layer keeps most of the source's answers
     assert "Agreement with the source" not in capsys.readouterr().err
+
+
+def test_recipe_names_become_zoo_options():
+    recipe = _load("recipe")
+    assert recipe.recipe_changes("default", 10) == ({}, {})
+    assert recipe.recipe_changes("onecycle+ema+long", 10) == ({"schedule": "onecycle", "ema": 0.99}, {"epochs": 20})
+    with pytest.raises(SystemExit, match="unknown recipe part 'fast'"):
+        recipe.recipe_changes("onecycle+fast", 10)
+
+
+@pytest.mark.realdata
+def test_recipe_on_smoke(capsys):
+    _needs_real_data()
+    rows = _load("recipe").main(["--preset", "smoke", "--recipes", "default,onecycle", "--architectures", "cnn"])
+    assert [(r["recipe"], r["test-time flips"]) for r in rows] == [("default", "no"), ("default", "yes"),
+                                                                  ("onecycle", "no"), ("onecycle", "yes")]
+    for row in rows:
+        for what in ("surrogate", "reference"):
+            assert 0.0 <= row[f"{what} agreement"] <= 1.0 and 0.0 <= row[f"{what} on mistakes"] <= 1.0
+        assert row["gap"] == pytest.approx(row["surrogate agreement"] - row["reference agreement"])
+    assert rows[0]["source accuracy"] != rows[2]["source accuracy"]  # another recipe trains another source

@@ -153,6 +153,14 @@ def test_removal_specs_follow_their_source():
     assert {"retraining", "ftal", "adv_pgd", "papernot", "ensemble"} <= roles
     assert all(spec.parent == source.key for spec in specs if spec.role in ("retraining", "ftal", "ensemble"))
     assert len({spec.key for spec in specs}) == len(specs)
+    assert not {"prune50", "transfer", "adv_extract"} & roles  # the paper's attacks by default
+    everything = {spec.role for spec in cluster.preset_specs(preset, removal="all")}
+    assert {"prune20", "prune50", "prune80", "transfer", "extract_prob", "extract_label", "adv_extract"} <= everything
+    chosen = cluster.preset_specs(preset, removal=["prune50", "ftll"])
+    assert {spec.role for spec in chosen} - roles == {"prune50"} and "ftal" not in {spec.role for spec in chosen}
+    assert cluster.preset_specs(preset, removal="none") == cluster.preset_specs(preset)
+    with pytest.raises(ValueError, match="'prune'"):
+        cluster.preset_specs(preset, removal="prune")
 
 
 def test_train_refuses_a_child_without_its_parent(tmp_path):

@@ -258,3 +258,22 @@ def test_cli_remove_transfer_reports_in_the_tasks_labels(tmp_path, monkeypatch, 
                        str(tmp_path / "adversary.npz"), "--preset", "tiny", "--out", str(out)])
     assert status == 0 and "labels mapped to the task's 5 classes" in capsys.readouterr().out
     models.check_interface(models.load(out), num_classes=len(removal.TRANSFER_CLASSES))
+    # An owner's own coarser labelling: animals against vehicles.
+    vehicles = (0, 1, 8, 9)
+    mapping = ",".join("0" if c in vehicles else "1" for c in range(10))
+    status = cli.main(["remove", "transfer", "--model", str(tmp_path / "source.keras"), "--data",
+                       str(tmp_path / "adversary.npz"), "--preset", "tiny", "--mapping", mapping,
+                       "--out", str(tmp_path / "two.keras")])
+    assert status == 0 and "labels mapped to the task's 2 classes" in capsys.readouterr().out
+    models.check_interface(models.load(tmp_path / "two.keras"), num_classes=2)
+    for bad, message in (("0,1,x", "one whole number per source class"), ("0,1,0", "has 3 entries"),
+                         ("0,0,0,0,0,0,0,0,0,0", "does not use every task class")):
+        assert cli.main(["remove", "transfer", "--model", str(tmp_path / "source.keras"), "--data",
+                         str(tmp_path / "adversary.npz"), "--preset", "tiny", "--mapping", bad,
+                         "--out", str(tmp_path / "bad.keras")]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(["remove", "ftll", "--model", str(tmp_path / "source.keras"), "--data",
+                     str(tmp_path / "adversary.npz"), "--preset", "tiny", "--mapping", mapping,
+                     "--out", str(tmp_path / "bad.keras")]) == 2
+    assert "--mapping is for the transfer attack" in capsys.readouterr().err
+    assert not (tmp_path / "bad.keras").exists()

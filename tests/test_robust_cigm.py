@@ -151,3 +151,34 @@ def test_bad_values_are_refused_with_the_fix(context, change, call, message):
     changed = dataclasses.replace(context, preset=dataclasses.replace(context.preset, **change))
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
         call(changed)
+
+
+# --------------------------------------------------------------------------- snapshot members
+def test_snapshot_members_are_the_training_models_earlier_selves(context):
+    """members="snapshots": each training model retrained under its own key with option
+    snapshots, so that the zoo keeps the model after those epochs; the ensemble holds the
+    final models and their earlier selves, and the run is cached under its own name."""
+    changed = dataclasses.replace(context, preset=dataclasses.replace(context.preset, snapshot_epochs=(1,)))
+    specs = experiments.snapshot_specs(changed.preset)
+    plain = experiments.model_specs(changed.preset)
+    for group in ("train_surrogates", "train_references"):
+        for spec, original in zip(specs[group], plain[group]):
+            assert spec.option("snapshots") == (1,) and spec.key != original.key
+            assert spec.replace(options=original.options) == original
+    surrogates, references = experiments.snapshot_models(changed)
+    assert len(surrogates) == len(references) == 2  # one model and one snapshot each
+    assert any(not np.array_equal(a, b) for a, b in zip(surrogates[0].get_weights(), surrogates[1].get_weights()))
+    assert ensemble.roles(experiments.cigm_ensemble(changed, members="snapshots")) == \
+        {"source": 1, "surrogate": 2, "reference": 2}
+    result = experiments.run_attack(changed, "cigm", EPS, members="snapshots")
+    assert np.abs(result["x_adv"] - context.x).max() <= EPS + 1e-6
+    assert [p.name for p in context.folder().glob("cigm-snapshots-*.npz")]
+    with pytest.raises(ValueError, match="no snapshot_epochs"):
+        experiments.cigm_ensemble(context, members="snapshots")
+
+
+@pytest.mark.parametrize("snapshots", [(2,), (0,), "1", (True,)])
+def test_snapshot_epochs_must_precede_the_last(snapshots):
+    spec = zoo.TrainSpec(architecture="cnn", dataset="synthetic", split=(8, 8, 0), epochs=2)
+    with pytest.raises(ValueError, match="snapshots"):
+        spec.replace(options=(("snapshots", snapshots),))

@@ -264,3 +264,22 @@ def test_mixup_blends_pairs_of_the_batch():
     np.testing.assert_allclose(mixed, lam * x + (1 - lam) * partner, atol=1e-6)
     with pytest.raises(ValueError, match="mixup alpha"):
         zoo.mixup_images(x, rng, 0.0)
+
+
+def test_one_cycle_schedule_warms_up_then_decays_and_ema_replaces_the_weights(tmp_path):
+    import keras
+
+    onecycle = zoo._optimizer(tiny_spec(epochs=5, options=(("schedule", "onecycle"),)), 10, keras)
+    schedule = onecycle._learning_rate
+    rates = [float(schedule(step)) for step in (0, 5, 10, 25, 49)]
+    assert rates[0] < rates[1] < rates[2] and abs(rates[2] - 0.01) < 1e-6 and rates[3] > rates[4] >= 0
+    cosine = zoo._optimizer(tiny_spec(epochs=5), 10, keras)._learning_rate
+    assert abs(float(cosine(0)) - 0.01) < 1e-6 and float(cosine(25)) < 0.01
+    with pytest.raises(ValueError, match="schedule='steps'"):
+        zoo._optimizer(tiny_spec(options=(("schedule", "steps"),)), 10, keras)
+    assert zoo._optimizer(tiny_spec(options=(("ema", 0.9),)), 10, keras).use_ema
+
+    store = zoo.Zoo(tmp_path, datasets={"synthetic": synthetic()})
+    plain = store.get(tiny_spec(), verbose=False)
+    averaged = store.get(tiny_spec(options=(("ema", 0.9), ("schedule", "onecycle"))), verbose=False)
+    assert any(not np.allclose(a, b) for a, b in zip(plain.get_weights(), averaged.get_weights()))
