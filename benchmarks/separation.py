@@ -180,10 +180,11 @@ def main(argv=None):
                     row[f"flagged independent ({statistic})"] = f"{len(names & set(negatives))}/{len(negatives)}"
                 if mistakes is not None and lr:
                     plus = {n: np.concatenate([matches[n], mistakes[n]]) for n in suspects}
-                    p = stats.match_rates(np.concatenate([result["valid_surrogates"][:, keep] == result["t"][keep],
-                                                          mistakes["valid_surrogates"]], axis=1))
-                    q = stats.match_rates(np.concatenate([result["valid_references"][:, keep] == result["t"][keep],
-                                                          mistakes["valid_references"]], axis=1))
+                    p, q = stats.lr_rates(
+                        np.concatenate([result["valid_surrogates"][:, keep] == result["t"][keep],
+                                        mistakes["valid_surrogates"]], axis=1),
+                        np.concatenate([result["valid_references"][:, keep] == result["t"][keep],
+                                        mistakes["valid_references"]], axis=1))
                     row["AUC retention +mistakes"] = stats.roc_auc([plus[n].mean() for n in positives],
                                                                    [plus[n].mean() for n in negatives])
                     row["AUC LR +mistakes"] = stats.roc_auc(

@@ -620,7 +620,8 @@ class Calibration:
     reference (a reference verified against the fingerprint is left out of its own
     null). ``alpha``: the false-positive rate θ is chosen for, and the largest p-value
     behind a verdict. Everything else is derived: smoothed per-fingerprint rates
-    (:func:`cae.stats.match_rates`), each reference's score, θ per statistic
+    (:func:`cae.stats.match_rates`; the p-values' null), the likelihood ratio's weights
+    (:attr:`lr_rates`), each reference's score, θ per statistic
     (:func:`cae.stats.choose_threshold`).
     """
 
@@ -673,13 +674,20 @@ class Calibration:
     def reference_rates(self):
         return stats.match_rates(self.reference_matches)
 
+    @property
+    def lr_rates(self):
+        """The likelihood ratio's per-fingerprint rates ``(p, q)``: shrunk toward each
+        group's mean, and ``p >= q`` on every key (:func:`cae.stats.lr_rates`)."""
+        return stats.lr_rates(self.surrogate_matches, self.reference_matches)
+
     def score(self, matches, statistic="retention"):
         """A suspect's score from its bool (n,) matches: retention, or the likelihood
-        ratio per fingerprint (:func:`cae.stats.likelihood_ratio` / n)."""
+        ratio per fingerprint (:func:`cae.stats.likelihood_ratio` / n, with
+        :attr:`lr_rates`)."""
         matches = np.asarray(matches, bool)
         if statistic == "retention":
             return float(matches.mean())
-        return float(stats.likelihood_ratio(matches, self.surrogate_rates, self.reference_rates)) / self.n
+        return float(stats.likelihood_ratio(matches, *self.lr_rates)) / self.n
 
     @property
     def conditions(self):
@@ -731,8 +739,8 @@ class Calibration:
             if statistic == "retention":
                 values.append(stats.poisson_binomial_p_value(int(matches.sum()), rates, spread=spread))
             else:
-                values.append(stats.likelihood_ratio_p_value(score * self.n, self.surrogate_rates,
-                                                             self.reference_rates, null=rates, spread=spread))
+                values.append(stats.likelihood_ratio_p_value(score * self.n, *self.lr_rates, null=rates,
+                                                             spread=spread))
         return max(values)
 
     def verdict(self, score, p_value, p_value_derived, threshold, alpha):

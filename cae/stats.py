@@ -254,6 +254,64 @@ def match_rates(matches, prior=0.5):
     return (matches.astype(bool).sum(axis=0) + prior) / (matches.shape[0] + 2 * prior)
 
 
+def _log_beta(a, b):
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+# Prior strengths (pseudo-models) searched by :func:`shrunk_rates`, from almost none to
+# so many that every key gets the group's mean rate.
+_STRENGTHS = np.logspace(-1, 4, 121)
+
+
+def shrunk_rates(matches, prior=0.5):
+    """Per-fingerprint match rates of a group of calibration models, shrunk toward the
+    group's mean rate as far as the group's own data say (empirical Bayes).
+
+    A key's count of matching models is modelled as beta-binomial: each key has its own
+    rate, drawn from a Beta with the group's mean μ and strength s (pseudo-models). s is
+    the one that makes the group's counts most likely (a grid search); the rates are then
+    ``(count + μ s) / (models + s)``. With few models, keys whose counts differ no more
+    than chance would make them get nearly the mean (their differences are noise); keys
+    that really differ keep their own rates. With one model nothing tells keys apart, and
+    every key gets the mean. ``prior`` smooths μ away from 0 and 1. Strictly inside (0, 1).
+    """
+    matches = np.asarray(matches)
+    if matches.ndim != 2 or matches.shape[0] == 0:
+        raise ValueError(f"matches has shape {matches.shape}; expected (models, fingerprints) with at least "
+                         "one model.")
+    models, n = matches.shape
+    counts = matches.astype(bool).sum(axis=0)
+    mean = (counts.sum() + prior) / (models * n + 2 * prior)
+    histogram = np.bincount(counts, minlength=models + 1)
+
+    def log_likelihood(strength):
+        a, b = mean * strength, (1 - mean) * strength
+        return sum(h * (_log_beta(k + a, models - k + b) - _log_beta(a, b))
+                   for k, h in enumerate(histogram) if h)
+
+    values = np.array([log_likelihood(s) for s in _STRENGTHS])
+    # Ties (e.g. one model: every strength explains the counts equally): the strongest.
+    strength = _STRENGTHS[np.flatnonzero(values >= values.max() - 1e-9)[-1]]
+    return (counts + mean * strength) / (models + strength)
+
+
+def lr_rates(surrogate_matches, reference_matches):
+    """The rates ``(p, q)`` the likelihood-ratio statistic weighs keys with: each group's
+    :func:`shrunk_rates`, and on keys where the calibration references matched more often
+    than the surrogates both set to their mean (such a key weighs nothing). A key is the
+    source's label, which a derived model is never less likely to give than an
+    independent one; without this, a suspect that reproduces every key could score below
+    one that misses some. With ``p >= q`` on every key the statistic never falls when a
+    suspect matches one key more."""
+    p, q = shrunk_rates(surrogate_matches), shrunk_rates(reference_matches)
+    if p.shape != q.shape:
+        raise ValueError(f"surrogate and reference matches cover {p.shape[0]} and {q.shape[0]} fingerprints.")
+    low = p < q
+    p, q = p.copy(), q.copy()
+    p[low] = q[low] = (p[low] + q[low]) / 2
+    return p, q
+
+
 def likelihood_ratio(matches, p, q):
     """Per-fingerprint log-likelihood ratio of "derived" against "independent".
 

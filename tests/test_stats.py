@@ -264,6 +264,50 @@ def test_likelihood_ratio_weighs_only_informative_keys_and_its_p_value_bounds_th
         stats.likelihood_ratio([1], [1.0], [0.5])
 
 
+def test_shrunk_rates_pool_keys_that_differ_by_chance_and_keep_keys_that_differ():
+    from cae import stats
+
+    rng = np.random.default_rng(0)
+    # Every key at the same rate 0.6, three models: differences between keys are noise.
+    alike = rng.random((3, 200)) < 0.6
+    shrunk = stats.shrunk_rates(alike)
+    assert np.ptp(shrunk) < 0.1 and abs(shrunk.mean() - alike.mean()) < 0.02
+    assert np.ptp(stats.match_rates(alike)) > 0.5  # Jeffreys' rates jump with every count
+    # Half the keys at 0.95, half at 0.05, twenty models: the rates follow the keys.
+    rates = np.repeat([0.95, 0.05], 100)
+    differ = rng.random((20, 200)) < rates
+    assert np.abs(stats.shrunk_rates(differ) - rates).mean() < 0.06
+    # One model tells keys apart no better than chance: every key gets the mean.
+    one = stats.shrunk_rates(differ[:1])
+    assert np.ptp(one) < 1e-3 and 0 < one[0] < 1
+    with pytest.raises(ValueError, match="expected \\(models, fingerprints\\)"):
+        stats.shrunk_rates(np.zeros(5, bool))
+
+
+def test_the_likelihood_ratio_never_falls_when_a_suspect_matches_one_key_more():
+    """Keys the calibration references matched more often than its surrogates weigh
+    nothing: a suspect that reproduces every key scores highest."""
+    from cae import stats
+
+    rng = np.random.default_rng(1)
+    surrogates = rng.random((3, 80)) < rng.uniform(0.3, 1.0, 80)
+    references = rng.random((3, 80)) < rng.uniform(0.3, 1.0, 80)  # often above the surrogates
+    p, q = stats.lr_rates(surrogates, references)
+    assert np.all(p >= q)
+    raw_p, raw_q = stats.match_rates(surrogates), stats.match_rates(references)
+    assert np.any(raw_p < raw_q)  # the case the projection is for
+    everything = stats.likelihood_ratio(np.ones(80, bool), p, q)
+    for _ in range(20):
+        suspect = rng.random(80) < 0.7
+        score = stats.likelihood_ratio(suspect, p, q)
+        assert score <= everything
+        more = suspect.copy()
+        more[np.flatnonzero(~suspect)[:1]] = True
+        assert stats.likelihood_ratio(more, p, q) >= score
+    with pytest.raises(ValueError, match="cover 80 and 79"):
+        stats.lr_rates(surrogates, references[:, :79])
+
+
 def test_the_model_spread_keeps_p_values_honest_when_models_differ_as_a_whole():
     """Independent models differ as a whole (one is closer to the source on every key):
     with keys taken as independent given the model, 1 % p-values accuse far more than
