@@ -55,6 +55,11 @@ def _parse(argv=None):
     parser.add_argument("--robust-members", type=experiments.count, default=None, metavar="N",
                         help="with --members robust: N adversarially trained surrogates and N references "
                              "(default: the preset's robust_members)")
+    parser.add_argument("--training-models", type=experiments.count, default=None, metavar="N",
+                        help="N training surrogates and N training references (the ensemble's), the preset's "
+                             "architectures in turn (default: the preset's)")
+    parser.add_argument("--training-epochs", type=experiments.count, default=None, metavar="E",
+                        help="epochs of the training models only (default: the preset's)")
     parser.add_argument("--targets", default="most_conferrable",
                         help="comma-separated C-IGM target rules (cae.attacks.CIGM.TARGETS)")
     parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
@@ -80,6 +85,13 @@ def main(argv=None):
     preset = presets.get(args.preset)
     if args.robust_members is not None:
         preset = dataclasses.replace(preset, robust_members=args.robust_members)
+    if args.training_models:  # count against quality at equal CPU time
+        cycle = lambda group: tuple(getattr(preset, group)[i % len(getattr(preset, group))]
+                                    for i in range(args.training_models))
+        preset = dataclasses.replace(preset, train_surrogates=cycle("train_surrogates"),
+                                     train_references=cycle("train_references"))
+    if args.training_epochs:
+        preset = dataclasses.replace(preset, training_epochs=args.training_epochs)
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
     attacks = [a for a in removal.attack_list(args.removal or "none") if a not in removal.OTHER_TASK]  # another label set: no keys to compare

@@ -59,8 +59,10 @@ def model_specs(preset, source=None):
     specs = {"source": source}
     subset = preset.training_subset
     layout = {
-        "train_surrogates": ("D1", "distill", "surrogate", preset.surrogate_epochs, 1000, subset),
-        "train_references": ("D1", "ground_truth", "reference", preset.reference_epochs, 2000, subset),
+        "train_surrogates": ("D1", "distill", "surrogate", preset.training_epochs or preset.surrogate_epochs,
+                             1000, subset),
+        "train_references": ("D1", "ground_truth", "reference", preset.training_epochs or preset.reference_epochs,
+                             2000, subset),
         "valid_surrogates": ("D1", "distill", "surrogate", preset.surrogate_epochs, 5000, 0),
         "valid_references": ("D1", "ground_truth", "reference", preset.reference_epochs, 6000, 0),
         "test_surrogates": ("D2", "distill", "surrogate", preset.surrogate_epochs, 3000, 0),

@@ -66,6 +66,9 @@ class Preset:
     # D1 examples (0 = all of D1): a cheaper way to afford more of them on a CPU. Testing
     # models always use all of D2.
     training_subset: int = 0
+    # Epochs of the training models (the ensemble's) when not those of the other groups
+    # (0 = surrogate_epochs / reference_epochs): more, cheaper members at equal CPU time.
+    training_epochs: int = 0
     batch_size: int = 128
     learning_rate: float = 2e-3
     optimizer: str = "adam"

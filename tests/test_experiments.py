@@ -174,3 +174,14 @@ def test_summarise_reports_a_bootstrap_interval_around_the_mean(context):
     row = experiments.summarise(result)
     low, high = row["conferrable_ci"]
     assert low <= row["conferrable"] <= high
+
+
+def test_training_epochs_change_only_the_ensembles_models():
+    preset = presets.get("cpu")
+    before = experiments.model_specs(preset)
+    after = experiments.model_specs(dataclasses.replace(preset, training_epochs=5))
+    for group in experiments.GROUPS:
+        changed = group.startswith("train_")
+        assert all((s.epochs == 5) == changed for s in after[group])
+        assert all((a.key != b.key) == changed for a, b in zip(before[group], after[group]))
+    assert after["source"] == before["source"]
