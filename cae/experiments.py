@@ -15,12 +15,11 @@ import zlib
 
 import numpy as np
 
-from cae import data, paths, presets, stats, zoo
+from cae import attacks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal, scores, stats, tables, zoo
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("train_surrogates", "train_references", "valid_surrogates", "valid_references",
-          "test_surrogates", "test_references")
+GROUPS = presets.GROUPS
 
 
 def git_revision():
@@ -92,30 +91,9 @@ ROBUST_GROUPS = ("robust_surrogates", "robust_references")
 ROBUST_SEEDS = {"robust_surrogates": 7000, "robust_references": 8000}
 
 
-def _adversarial_ground_truth(store, spec, dataset, indices, parent):
-    """A reference's training set under adversarial training: the ground truth of its
-    images; the adversarial half of each batch is made while it trains (the fit hook of
-    ``cae.removal``'s adversarial extraction)."""
-    x = data.to_float(dataset.x_train[indices])
-    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
-
-
-def _register_adversarial_ground_truth():
-    from cae import removal  # registers "adversarial_extraction" and its fit hook
-
-    fit = zoo.TRAINING_HOOKS["adversarial_extraction"]["fit"]
-    zoo.training_set("adversarial_ground_truth", fit=fit)(_adversarial_ground_truth)
-    return removal
-
-
-_register_adversarial_ground_truth()
-
-
 def _check_robust(preset, needed=False):
     """``preset.robust_members`` and ``preset.robust_attack``, checked; ``needed``: the
     robust ensemble was asked for, so there must be at least one of each."""
-    from cae import removal
-
     count, attack = preset.robust_members, preset.robust_attack
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"preset {preset.name!r} has robust_members={count!r}; give a whole number of adversarially "
@@ -155,7 +133,7 @@ def robust_member_specs(preset, source=None):
     itself at its current weights, away from the batch's labels. Surrogates learn the
     source's hard labels (label-only extraction: the ``adversarial_extraction`` training
     set, adv_extract on D1); references learn the ground truth (the
-    ``adversarial_ground_truth`` training set, registered by this module). A reference
+    ``adversarial_ground_truth`` training set, registered by :mod:`cae.removal`). A reference
     names the source as its parent only because the zoo asks every training set but
     ``ground_truth`` for one: its labels never query the source (its metrics then hold its
     fidelity to the source).
@@ -166,8 +144,6 @@ def robust_member_specs(preset, source=None):
     gradients) or ``"igm"``. ``source``: as in :func:`model_specs`. Seeds:
     :data:`ROBUST_SEEDS`.
     """
-    from cae import removal
-
     count, attack = _check_robust(preset)
     source = source or source_spec(preset)
     adversarial = {"adversarial_attack": attack, "adversarial_eps": removal.ADVERSARIAL_EPS,
@@ -219,13 +195,49 @@ def train_zoo(preset, store=None, verbose=True, source=None):
     todo = [s for s in all_specs(specs) if not store.complete(s)]
     log.info("zoo: %d models, %d to train", sum(1 for _ in all_specs(specs)), len(todo))
     if todo and os.environ.get("CAE_RAY"):  # "local" or a Ray cluster's address (cae.cluster)
-        from cae import cluster
-
         cluster.train(todo, store=store, address=os.environ["CAE_RAY"], verbose=verbose)
     models = {"source": store.get(specs["source"], verbose=verbose)}
     for group in GROUPS:
         models[group] = [store.get(s, verbose=verbose) for s in specs[group]]
     return models, specs, store
+
+
+def removal_specs(preset, source=None):
+    """The specs of every removal attack of Tables V / VI on the preset's source (the
+    ensemble attack's members, Papernot's rounds), parents before children."""
+    source = source or source_spec(preset)
+    specs = []
+    for name in removal.PAPER_ATTACKS:
+        made = removal.removal_spec(name, source, preset)
+        specs.extend(made if isinstance(made, list) else [made])
+    return cluster.ordered(specs)
+
+
+def preset_specs(preset, removal=False, source=None):
+    """Every model of the preset's zoo (:func:`model_specs`), then, with
+    ``removal``, its removal attacks' models; parents before children."""
+    specs = list(all_specs(model_specs(preset, source)))
+    if removal:
+        specs += removal_specs(preset, source or specs[0])
+    return cluster.ordered(specs)
+
+
+def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_task=1, gpus_per_task=0.0,
+                 verbose=True):
+    """Train the preset's zoo (and, with ``removal``, its removal attacks' models).
+
+    ``address`` None trains serially in this process, as ``cae zoo train`` always did
+    (``CAE_THREADS`` sets TensorFlow's threads); otherwise on Ray (:func:`cae.cluster.train`).
+    """
+    store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
+    if address is None:
+        zoo.set_threads_from_env()
+        train_zoo(preset, store=store, verbose=verbose)
+        for spec in removal_specs(preset) if removal else ():
+            store.get(spec, verbose=verbose)
+        return None
+    return cluster.train(preset_specs(preset, removal=removal), store=store, address=address,
+                         cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, verbose=verbose)
 
 
 def attack_inputs(preset, dataset, source, spec=None):
@@ -306,8 +318,6 @@ def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE,
     the model counts, epochs and attack settings; its sizes shrink to the pool's.
     Everything is cached under the source's weight hash and the data's hash.
     """
-    from cae import removal
-
     half = len(x) // 2
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
     spec = removal.external_source(source, x, store, preset=preset, architecture=architecture or zoo.CLONE,
@@ -321,8 +331,6 @@ def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE,
 
 
 def _predictions(context, x_adv):
-    from cae import scores
-
     out = {"source_labels": scores.predict_labels([context.models["source"]], x_adv)[0]}
     for group in GROUPS:
         members = context.models[group]
@@ -357,8 +365,6 @@ def cigm_ensemble(context, dropout=None, aggregate="mean", members="paper"):
     """C-IGM's ensemble of the source and the training models (:func:`cae.ensemble.compose`).
     ``members="robust"`` also holds the adversarially trained surrogates and references
     of :func:`robust_models` (after the paper's, in each group; trained if not cached)."""
-    from cae import ensemble
-
     preset = context.preset
     surrogates, references = context.models["train_surrogates"], context.models["train_references"]
     if _check_members(members) == "robust":
@@ -386,8 +392,6 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
     members (``robust_surrogates``, ``robust_references``) and is cached under its own
     name and key (``cigm-robust-*.npz``; the paper's keeps its own).
     """
-    from cae import attacks
-
     preset = context.preset
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -420,8 +424,6 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
             x_adv = attack.generate(x, y)
             extra["target"] = np.asarray(attack.targets_, dtype=np.int64)
             if robust:
-                from cae import scores
-
                 extra.update(zip(ROBUST_GROUPS, (scores.predict_labels(m, x_adv) for m in robust_models(context))))
         else:
             x_adv, _ = attacks.baseline(method, context.models["source"], x, eps, y=y,
@@ -445,8 +447,6 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
 def summarise(result, prefix="test"):
     """Mean transferability (over the group's references) and conferrability of the
     successful examples of one attack run (Section IV-C, Table II)."""
-    from cae import scores, stats
-
     ok = result["success"]
     t = result["t"][ok]
     row = {"examples": int(len(ok)), "successful": int(ok.sum()), "success_rate": float(ok.mean())}
@@ -469,15 +469,11 @@ def summarise(result, prefix="test"):
 def fingerprint_mask(result, tau):
     """Alg. 2's filter on a C-IGM run (as :func:`cae.fingerprint.extract` applies it):
     successful examples with Confer(training surrogates, training references) >= τ."""
-    from cae import fingerprint
-
     return fingerprint.extract_mask(training_conferrability(result), tau, result["success"])
 
 
 def training_conferrability(result):
     """Confer(training surrogates, training references) of every example of a C-IGM run."""
-    from cae import scores
-
     return scores.confer(result["train_surrogates"], result["train_references"], result["t"])
 
 
@@ -524,8 +520,6 @@ def extract(context, eps=None, tau=None, target="most_conferrable", transform=No
     model tends to copy the source's mistakes, an independent one makes its own
     (``benchmarks/agreement.py``: 7-11 points apart on cpu, against 4 for agreement
     overall); they are calibrated like the adversarial keys."""
-    from cae import fingerprint
-
     preset = context.preset
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
@@ -572,8 +566,6 @@ def affordable_transformations(context, max_drop=MAX_ACCURACY_DROP):
     could put in front of a stolen model for free. Verification is calibrated on the
     references behind each of them, so that none of them turns an independent model
     into an accused one."""
-    from cae import preprocessing
-
     pick = zoo.test_subset(context.dataset, context.preset.evaluate_on or None)
     x, y = data.to_float(context.dataset.x_test[pick]), context.dataset.y_test[pick]
     source = context.models["source"]
@@ -670,8 +662,6 @@ def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True
     beside the paper's (Table II). ``baselines=False`` scores C-IGM alone.
     ``transforms``: C-IGM variants to report (default: the paper's, then the preset's
     when it differs); each is its own row, named after the variant."""
-    from cae import tables
-
     eps = context.preset.epsilon if eps is None else eps
     if transforms is None:
         transforms = tuple(dict.fromkeys(("none", context.preset.transform)))

@@ -13,6 +13,10 @@
 
 import dataclasses
 
+# The preset's groups of surrogates and references (fields of Preset naming each model's
+# architecture), in the order the runner trains and reports them.
+GROUPS = ("train_surrogates", "train_references", "valid_surrogates", "valid_references",
+          "test_surrogates", "test_references")
 # Table I's sweep of the perturbation bound (L-inf, pixel units in [0, 1]).
 EPSILONS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 PAPER_ARCHITECTURES = ("resnet20", "resnet56", "densenet", "vgg16", "vgg19", "mobilenetv2")

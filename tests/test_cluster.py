@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from cae import cluster, models, plan, presets, zoo
+from cae import cluster, experiments, models, plan, presets, zoo
 from test_zoo import synthetic, tiny_spec
 
 needs_ray = pytest.mark.skipif(not cluster.ray_available(),
@@ -146,7 +146,7 @@ def test_ordered_puts_parents_first_and_adds_papernot_rounds():
 
 def test_removal_specs_follow_their_source():
     preset = presets.get("smoke")
-    specs = cluster.preset_specs(preset, removal=True)
+    specs = experiments.preset_specs(preset, removal=True)
     source = specs[0]
     assert source.role == "source"
     roles = {spec.role for spec in specs}
