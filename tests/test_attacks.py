@@ -5,32 +5,18 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
-from keras import layers
 
 from cae import attacks as A
 from cae import ensemble as E
+from helpers import tiny_batchnorm_model
 
 K = 10
 N = 6
 
 
-def tiny_model(seed, num_classes=K):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(4, 3, strides=2)(inputs)
-    bn = layers.BatchNormalization()
-    x = layers.GlobalAveragePooling2D()(layers.ReLU()(bn(x)))
-    logits = layers.Dense(num_classes, name="logits")(x)
-    model = keras.Model(inputs, layers.Activation("softmax", name="probabilities")(logits))
-    rng = np.random.default_rng(seed)
-    bn.moving_mean.assign(rng.normal(size=4).astype("float32"))
-    bn.moving_variance.assign(rng.uniform(0.2, 2.0, size=4).astype("float32"))
-    return model
-
-
 @pytest.fixture(scope="module")
 def members():
-    return [tiny_model(seed) for seed in range(5)]
+    return [tiny_batchnorm_model(seed) for seed in range(5)]
 
 
 @pytest.fixture(scope="module")
