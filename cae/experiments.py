@@ -113,7 +113,7 @@ def _check_members(members, method="cigm"):
     if members not in MEMBERS:
         raise ValueError(f"members={members!r} is not allowed; choose one of {', '.join(map(repr, MEMBERS))} "
                          "('paper' is the paper's ensemble, 'robust' adds adversarially trained members).")
-    if members != "paper" and method != "cigm":
+    if members != "paper" and attacks.registered(method).on != "ensemble":
         raise ValueError(f"members={members!r} applies to C-IGM's ensemble only; {method!r} attacks the source "
                          "alone, so use members='paper' (the default) with it.")
     return members
@@ -264,10 +264,6 @@ def run_key(*parts):
 
 
 # --------------------------------------------------------------------------- attacks
-METHODS = ("cigm", "igm", "pgd", "deepfool", "cw")
-METHOD_NAMES = {"cigm": "C-IGM", "igm": "IGM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}
-
-
 @dataclasses.dataclass
 class Context:
     """Everything the attack stages need, loaded once: preset, models, specs, inputs."""
@@ -393,50 +389,42 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
     name and key (``cigm-robust-*.npz``; the paper's keeps its own).
     """
     preset = context.preset
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    entry = attacks.registered(method)
     rate = preset.dropout if dropout is None else dropout
-    overrides = dict(dict(preset.baseline_overrides).get(method, ()))
-    params = ("cigm", target, rate) if method == "cigm" else (method, attacks.ATTACKS[method], overrides)
-    if method == "cigm" and transform != "none":
-        params += (transform,)
-    if method == "cigm" and aggregate != "mean":
-        params += ("aggregate", aggregate)
     robust = _check_members(members, method) == "robust"
+    if entry.on == "ensemble":  # C-IGM: the paper's transform and aggregate leave its key as it was
+        params = (method, target, rate) + ((transform,) if transform != "none" else ()) \
+            + (("aggregate", aggregate) if aggregate != "mean" else ())
+        settings = {"target": target, "transform": transform, "verbose": True}
+    else:
+        settings = dict(dict(preset.baseline_overrides).get(method, ()))
+        params = (method, entry.attack.params, settings)
     if robust:  # named by its members' specs: another count or attack is another run
         _check_robust(preset, needed=True)
         robust_specs = robust_member_specs(preset, context.specs["source"])
         params += ("members", members, {g: [s.key for s in robust_specs[g]] for g in ROBUST_GROUPS})
-    constraint = "project" if method == "cigm" else attacks.ATTACKS[method].constraint
     # Attacks whose ε only filters their output (or is ignored) run once, unbounded, for every ε.
     limit = dict(preset.baseline_inputs).get(method)
-    key = context.key(*params, preset.attack_iterations, float(eps) if constraint == "project" else None, limit)
+    key = context.key(*params, preset.attack_iterations, float(eps) if entry.eps_rule == "project" else None, limit)
     path = context.folder() / f"{method}{'-' + members if robust else ''}-{key}.npz"
     x, y = context.x[:limit], context.y[:limit]
 
     def compute():
         log.info("attack %s at eps=%s on %d inputs", method, eps, len(x))
-        extra = {}
-        if method == "cigm":
-            attack = attacks.CIGM(cigm_ensemble(context, rate, aggregate, members), eps,
-                                  max_iter=preset.attack_iterations, target=target, transform=transform,
-                                  seed=preset.split_seed, verbose=True)
-            x_adv = attack.generate(x, y)
-            extra["target"] = np.asarray(attack.targets_, dtype=np.int64)
-            if robust:
-                extra.update(zip(ROBUST_GROUPS, (scores.predict_labels(m, x_adv) for m in robust_models(context))))
-        else:
-            x_adv, _ = attacks.baseline(method, context.models["source"], x, eps, y=y,
-                                        max_iter=preset.attack_iterations, seed=preset.split_seed,
-                                        **overrides)
+        model = cigm_ensemble(context, rate, aggregate, members) if entry.on == "ensemble" \
+            else context.models["source"]
+        attack = entry.attack(model, eps, max_iter=preset.attack_iterations, seed=preset.split_seed, **settings)
+        x_adv = attack.generate(x, y)
+        extra = {name: np.asarray(getattr(attack, attribute), dtype=np.int64) for name, attribute in entry.outputs}
+        if robust:
+            extra.update(zip(ROBUST_GROUPS, (scores.predict_labels(m, x_adv) for m in robust_models(context))))
         return {"x_adv": np.asarray(x_adv, np.float32), **extra, **_predictions(context, x_adv)}
 
-    required = ("x_adv", "source_labels", *GROUPS) + (("target",) if method == "cigm" else ()) \
+    required = ("x_adv", "source_labels", *GROUPS, *(name for name, _ in entry.outputs)) \
         + (ROBUST_GROUPS if robust else ())
     result = dict(_cached(path, compute, required))
-    norm = "inf" if method == "cigm" else attacks.ATTACKS[method].norm
-    within = attacks.perturbation_norm(x, result["x_adv"], norm) <= eps * (1 + 1e-5) + 1e-6
-    if constraint == "none":
+    within = attacks.perturbation_norm(x, result["x_adv"], entry.norm) <= eps * (1 + 1e-5) + 1e-6
+    if entry.eps_rule == "none":
         within[:] = True
     result["success"] = (result["source_labels"] != y) & within
     result["t"] = result["source_labels"]
@@ -658,25 +646,30 @@ def script_args(description, argv=None, extra=None):
 
 
 def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True, transforms=None):
-    """One row per method: our transferability / conferrability on the testing models
-    beside the paper's (Table II). ``baselines=False`` scores C-IGM alone.
-    ``transforms``: C-IGM variants to report (default: the paper's, then the preset's
-    when it differs); each is its own row, named after the variant."""
+    """One row per attack of :data:`cae.attacks.REGISTRY`: our transferability /
+    conferrability on the testing models beside the paper's (Table II; blank where the
+    paper has no number). ``baselines=False`` scores the ensemble attack (C-IGM) alone.
+    ``transforms`` and ``targets``: C-IGM variants to report (default transforms: the
+    paper's, then the preset's when it differs); each is its own row, named after the
+    variant."""
     eps = context.preset.epsilon if eps is None else eps
     if transforms is None:
         transforms = tuple(dict.fromkeys(("none", context.preset.transform)))
-    paper = tables.PAPER_TABLE2[tables.paper_dataset(context.preset.dataset)]
+    dataset = tables.paper_dataset(context.preset.dataset)
     rows = []
-    runs = [("cigm", t, f) for f in transforms for t in targets]
-    runs += [(m, None, None) for m in METHODS if m != "cigm" and baselines]
+    ensemble = [m for m, entry in attacks.REGISTRY.items() if entry.on == "ensemble"]
+    runs = [(m, t, f) for m in ensemble for f in transforms for t in targets]
+    runs += [(m, None, None) for m, entry in attacks.REGISTRY.items() if entry.on == "source" and baselines]
     for method, target, transform in runs:
-        options = {"target": target, "transform": transform} if method == "cigm" else {}
+        entry = attacks.REGISTRY[method]
+        variant = entry.on == "ensemble"
+        options = {"target": target, "transform": transform} if variant else {}
         result = run_attack(context, method, eps, **options)
         test, train = summarise(result, "test"), summarise(result, "train")
-        details = [f"t: {target}"] * (method == "cigm" and len(targets) > 1)
-        details += [f"transform: {transform}"] * (method == "cigm" and transform != "none")
-        name = METHOD_NAMES[method] + (f" ({', '.join(details)})" if details else "")
-        paper_transfer, paper_confer = paper[METHOD_NAMES[method]] if transform in (None, "none") else (None, None)
+        details = [f"t: {target}"] * (variant and len(targets) > 1)
+        details += [f"transform: {transform}"] * (variant and transform != "none")
+        name = entry.name + (f" ({', '.join(details)})" if details else "")
+        paper_transfer, paper_confer = entry.paper_scores(dataset) if transform in (None, "none") else (None, None)
         rows.append({
             "method": name, "successful": f"{test['successful']}/{test['examples']}",
             "transferable": test["transferable"], "conferrable": test["conferrable"],
@@ -689,9 +682,10 @@ def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True
 
 def table2_notes(context, rows):
     # The best C-IGM row against every baseline (the paper's C-IGM is the first row).
-    best = max((r for r in rows if r["method"].startswith("C-IGM")), key=lambda r: r["conferrable"])
+    name = attacks.REGISTRY["cigm"].name
+    best = max((r for r in rows if r["method"].startswith(name)), key=lambda r: r["conferrable"])
     cigm = best["conferrable"]
-    others = {r["method"]: r["conferrable"] for r in rows if not r["method"].startswith("C-IGM")}
+    others = {r["method"]: r["conferrable"] for r in rows if not r["method"].startswith(name)}
     beaten = [m for m, c in others.items() if not (cigm > c)]
     verdict = (f"{best['method']}'s conferrability is above every baseline's, as in the paper." if not beaten
                else f"{best['method']}'s conferrability is NOT above: {', '.join(beaten)}.")

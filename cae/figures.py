@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from cae import experiments, paths, scores, tables
+from cae import attacks, experiments, paths, scores, tables
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +299,7 @@ def plot_decision_space(space, title=None, panel_size=2.6):
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8,
                   frameon=False)
     names = space.class_names
-    method = {"igm": "IGM", "cigm": "C-IGM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}.get(
-        space.method, space.method)
+    method = attacks.REGISTRY[space.method].name if space.method in attacks.REGISTRY else space.method
     figure.suptitle(title or (
         f"Figure 5 — decision space around attack input #{space.index} ({names[space.label]} → "
         f"{names[space.key]}), {method} ε = {space.eps:g}, {dataset_title(space.dataset)}, "
