@@ -76,7 +76,7 @@ def _timed(command, env, log):
 
 def main(argv=None):
     args = _parse(argv)
-    from cae import experiments, presets
+    from cae import cluster, experiments, presets
 
     preset = presets.get(args.preset)
     specs = experiments.preset_specs(preset)

@@ -15,7 +15,8 @@ import zlib
 
 import numpy as np
 
-from cae import attacks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal, scores, stats, tables, zoo
+from cae import (attacks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal, scores,
+                 stats, zoo)
 
 log = logging.getLogger(__name__)
 
@@ -655,7 +656,7 @@ def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True
     eps = context.preset.epsilon if eps is None else eps
     if transforms is None:
         transforms = tuple(dict.fromkeys(("none", context.preset.transform)))
-    dataset = tables.paper_dataset(context.preset.dataset)
+    dataset = presets.paper_dataset(context.preset.dataset)
     rows = []
     ensemble = [m for m, entry in attacks.REGISTRY.items() if entry.on == "ensemble"]
     runs = [(m, t, f) for m in ensemble for f in transforms for t in targets]

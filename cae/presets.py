@@ -44,6 +44,12 @@ def _cycle(architectures, count):
     return tuple(architectures[i % len(architectures)] for i in range(count))
 
 
+def paper_dataset(dataset):
+    """The paper's dataset to compare a run on ``dataset`` with: CIFAR-10 runs are compared
+    with CINIC-10 (same ten classes; the paper has no CIFAR-10 experiment)."""
+    return "imagenet32" if dataset == "imagenet32" else "cinic10"
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """One experiment's scale. Every trained model's spec is derived from it."""

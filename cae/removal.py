@@ -1044,8 +1044,8 @@ def _adversarial_extraction_fit(store, spec, model, x, y, parent, epoch):
     return float(np.mean(losses))
 
 
-@zoo.training_set("adversarial_extraction", relabel=_hard_labels, options=_ADVERSARIAL_OPTIONS + ("adversarial_fraction",),
-                  fit=_adversarial_extraction_fit)
+@zoo.training_set("adversarial_extraction", relabel=_hard_labels,
+                  options=_ADVERSARIAL_OPTIONS + ("adversarial_fraction",), fit=_adversarial_extraction_fit)
 def _adversarial_extraction_set(store, spec, dataset, indices, parent):
     """Adversarial extraction: all of D2 with the source's hard labels; the adversarial
     half of each batch is made while training (:func:`_adversarial_extraction_fit`)."""

@@ -32,12 +32,6 @@ PAPER_REMOVAL = {
 }
 
 
-def paper_dataset(dataset):
-    """The paper's dataset to compare with: CIFAR-10 runs are compared with CINIC-10
-    (same ten classes; the paper has no CIFAR-10 experiment)."""
-    return "imagenet32" if dataset == "imagenet32" else "cinic10"
-
-
 def _fmt(value):
     if value is None:
         return "–"

@@ -151,8 +151,8 @@ class TrainSpec:
             raise ValueError(f"TrainSpec.data is {self.data!r}; expected 'D1' or 'D2'.")
         if self.labels not in TRAINING_SETS:
             raise ValueError(f"TrainSpec.labels is {self.labels!r}; expected one of {tuple(TRAINING_SETS)}. "
-                             "The removal attacks' training sets are registered by cae.removal: import it "
-                             "before building such a spec.")
+                             "The removal attacks' training sets are registered when cae.removal is imported: "
+                             "import cae.removal before building such a spec.")
         if (self.labels != "ground_truth" or self.init == "parent") and not self.parent:
             raise ValueError("TrainSpec needs parent= (the parent model's key) to distill or fine-tune.")
         allowed = TRAIN_OPTIONS + TRAINING_OPTIONS[self.labels]
