@@ -147,6 +147,31 @@ def test_cae_imports_have_no_cycles():
         visit(name, [])
 
 
+# cae's modules in layers (the README's order): a module imports only modules of earlier layers.
+LAYERS = (
+    ("__init__", "paths", "presets", "pins", "errors"),
+    ("imagenet32",),
+    ("data", "preprocessing"),
+    ("models", "ensemble", "stats", "scores", "tables", "remote"),
+    ("zoo", "fingerprint", "attacks"),
+    ("removal",),
+    ("cluster",),
+    ("experiments", "peers"),
+    ("plan", "figures", "evaluation"),
+    ("benchmark",),
+    ("cli",),
+)
+
+
+def test_cae_imports_point_down_the_layers():
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    modules = _modules()
+    assert set(modules) == set(layer), "place every module of cae/ in LAYERS"
+    upward = [f"cae.{name} imports cae.{module} (line {line})" for name, tree in modules.items()
+              for module, line, _ in _cae_imports(tree) if layer[module] >= layer[name] and module != name]
+    assert not upward, "; ".join(upward)
+
+
 def test_cae_imports_are_at_the_top_unless_they_start_keras():
     """An import of a cae module inside a function is there only to keep Keras from
     starting when a lighter module is imported (``cae data``, the zoo's training
