@@ -79,7 +79,7 @@ def main(argv=None):
     from cae import cluster, experiments, presets
 
     preset = presets.get(args.preset)
-    specs = cluster.preset_specs(preset)
+    specs = experiments.preset_specs(preset)
     workers = max(1, (os.cpu_count() or 1) // args.cpus_per_task)
     print(f"# cae revision {experiments.git_revision()}, preset {preset.name}: {len(specs)} models; "
           f"{os.cpu_count()} CPUs, {args.cpus_per_task} per task (Ray: {workers} at once)", flush=True)

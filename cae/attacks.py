@@ -11,8 +11,16 @@ M_E of :func:`cae.ensemble.compose` with the linear targeted loss L_E = -M_E(x) 
 ``backend="compiled"`` runs the same iteration, written with ``keras.ops``, as one
 compiled TensorFlow loop. With dropout off both produce the same examples.
 
-:func:`baseline` runs IGM, PGD, DeepFool and CW-L2 through ART, untargeted, on the
-source model alone (Section IV-C).
+The baselines IGM, PGD, DeepFool and CW-L2 (:class:`IGM`, :class:`PGD`,
+:class:`DeepFool`, :class:`CarliniL2`) run through ART, untargeted, on the source model
+alone (Section IV-C). Every attack is a class in ART's style: its parameters
+(``attack_params``), checked by ``_check_params`` (a ``ValueError`` naming the argument,
+the value and what is allowed), and ``generate(x, y=None)``.
+
+:data:`REGISTRY` lists every attack the runner knows, with its name in tables, the norm
+of its ε, how it is held to ε and the paper's Table II numbers: the runner
+(:func:`cae.experiments.run_attack`), Table II and the figures read it. A new attack is a
+class here and an entry there (a baseline also a row of :data:`ATTACKS`).
 """
 
 import contextlib
@@ -40,7 +48,7 @@ class AttackParams:
     """One row of Table I plus the ART settings that the paper leaves at their defaults.
 
     ``norm`` is Table I's q: the norm in which the budget ε is measured. ``constraint``
-    is how :func:`baseline` holds an attack to ε (see there). ``art`` holds the other
+    is how a baseline is held to ε (see :class:`BaselineAttack`). ``art`` holds the other
     keyword arguments given to the ART class, as ``(name, value)`` pairs.
     """
 
@@ -559,81 +567,254 @@ class CIGM:
 
 
 # --------------------------------------------------------------------------- baselines
-def baseline(name, model, x, eps, y=None, *, batch_size=32, constraint=None, seed=0,
-             compiled_gradient=True, verbose=False, **overrides):
-    """Run a known attack untargeted on the source ``model`` alone, through ART.
+class BaselineAttack:
+    """A baseline of the paper (Section IV-C, Table I): an untargeted attack on the source
+    model alone, run through ART. Subclasses give their row of :data:`ATTACKS` (``params``)
+    and build their ART attack (:meth:`_art_attack`); the rest is shared.
 
-    ``name`` is a key of :data:`ATTACKS` (``"igm"``, ``"pgd"``, ``"deepfool"``,
-    ``"cw"``), with Table I's parameters; ``overrides`` change them (e.g. ``max_iter``).
     All attacks run on a ``TensorFlowV2Classifier`` of the model's logits (DeepFool and
     CW-L2 need logits; IGM and PGD use the cross-entropy on logits, which has the same
     gradient direction as on the probabilities but does not vanish where the softmax
-    saturates), ``clip_values=(0, 1)``. ``y``: the labels to move away from (default:
-    the model's own predictions).
+    saturates), ``clip_values=(0, 1)``.
 
-    ε and ``constraint`` (default: the attack's ``AttackParams.constraint``):
-    IGM (L-inf) and PGD (L2) take ε themselves. DeepFool and CW-L2 have no ε in ART;
-    the paper "select[s] only successful adversarial examples from the attack outputs
-    for varying perturbation distances", which we read as ``"filter"``: the attack
-    runs once, unbounded, and an example is successful only if its perturbation is
-    within ε in the attack's norm q (Table I: L-inf for DeepFool, L2 for CW-L2) and
-    it changes the model's label; the examples are returned unchanged. (ART's DeepFool
-    always moves away from the model's own prediction, whatever ``y``.) ``"project"``
-    instead projects every perturbation onto the ε-ball (and [0, 1]) and judges
-    success there; ``"none"`` ignores ε.
+    ε and ``constraint`` (default: the attack's ``AttackParams.constraint``): IGM (L-inf)
+    and PGD (L2) take ε themselves. DeepFool and CW-L2 have no ε in ART; the paper
+    "select[s] only successful adversarial examples from the attack outputs for varying
+    perturbation distances", which we read as ``"filter"``: the attack runs once,
+    unbounded, and an example is successful only if its perturbation is within ε in the
+    attack's norm q (Table I: L-inf for DeepFool, L2 for CW-L2) and it changes the
+    model's label; the examples are returned unchanged. (ART's DeepFool always moves
+    away from the model's own prediction, whatever ``y``.) ``"project"`` instead
+    projects every perturbation onto the ε-ball (and [0, 1]) and judges success there;
+    ``"none"`` ignores ε.
 
-    Returns ``(x_adv, success)``: float32 examples and a bool mask of the successful
-    ones (the model's label differs from ``y`` and the ε rule holds).
+    The ART settings of Table I (``params.art_kwargs()``: ``max_iter`` and the others)
+    are attack parameters too, with Table I's values as defaults. :meth:`generate`
+    returns the examples; ``success_`` then holds the bool mask of the successful ones
+    (the model's label differs from ``y`` and the ε rule holds) and ``labels_`` the
+    labels moved away from.
     """
-    _check_choice("name", name, tuple(ATTACKS))
-    params = ATTACKS[name]
-    _check_positive_int("batch_size", batch_size)
-    _check_seed(seed)
-    constraint = params.constraint if constraint is None else constraint
-    _check_choice("constraint", constraint, CONSTRAINTS)
-    # The largest distance between two images in [0, 1]: 1 in L-inf, sqrt(32*32*3) in L2.
-    _check_positive_number("eps", eps, upper=1.0 if params.norm == "inf" else float(np.sqrt(32 * 32 * 3)))
-    kwargs = params.art_kwargs()
-    unknown = sorted(set(overrides) - set(kwargs))
-    if unknown:
-        raise ValueError(
-            f"{', '.join(unknown)} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
-            f"of {params.method}; it takes {', '.join(sorted(kwargs))}."
-        )
-    kwargs.update(overrides)
-    x = data.check_images(x)
-    logits = models.logits_model(model)
-    num_classes = int(logits.output_shape[-1])
-    if y is not None:
-        labels = _labels(y, len(x), num_classes)
-    if len(x) == 0:
-        return x.copy(), np.zeros(0, dtype=bool)
-    if y is None:
-        labels = np.argmax(_predict(logits, x, batch_size), axis=1).astype(np.int64)
 
-    from art.attacks import evasion
+    params: AttackParams  # the attack's row of Table I (ATTACKS)
+    common_params = ("eps", "constraint", "batch_size", "seed", "compiled_gradient", "verbose")
 
-    loss = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum")
-    classifier = _tensorflow_classifier(logits, loss, compiled_gradient=compiled_gradient)
-    attack_cls = getattr(evasion, params.art_class)
-    common = {"batch_size": int(batch_size), "verbose": verbose}
-    if name == "igm":
-        attack = attack_cls(classifier, eps=float(eps), targeted=False, **common, **kwargs)
-    elif name == "pgd":
-        attack = attack_cls(classifier, norm=2, eps=float(eps), targeted=False, **common, **kwargs)
-    elif name == "deepfool":
+    def __init__(self, model, eps, *, constraint=None, batch_size=32, seed=0, compiled_gradient=True,
+                 verbose=False, **art_params):
+        self.model = model
+        self.eps = eps
+        self.constraint = self.params.constraint if constraint is None else constraint
+        self.batch_size = batch_size
+        self.seed = seed
+        self.compiled_gradient = compiled_gradient
+        self.verbose = verbose
+        self._check_art_names(art_params)
+        for name, value in {**self.params.art_kwargs(), **art_params}.items():
+            setattr(self, name, value)
+        self._check_params()
+        self.success_ = None
+        self.labels_ = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The parameters set_params takes: the common ones, then the attack's ART settings.
+        cls.attack_params = cls.common_params + tuple(cls.params.art_kwargs())
+
+    def set_params(self, **kwargs):
+        """Change attack parameters (names in ``attack_params``) and check them; a refused
+        change leaves the attack as it was."""
+        self._check_art_names({k: v for k, v in kwargs.items() if k not in self.common_params})
+        before = {name: getattr(self, name) for name in kwargs}
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+        try:
+            self._check_params()
+        except ValueError:
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+
+    def _check_art_names(self, names):
+        unknown = sorted(set(names) - set(self.params.art_kwargs()))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
+                f"of {self.params.method}; it takes {', '.join(sorted(self.params.art_kwargs()))}."
+            )
+
+    def _check_params(self):
+        _check_positive_int("batch_size", self.batch_size)
+        _check_seed(self.seed)
+        _check_choice("constraint", self.constraint, CONSTRAINTS)
+        # The largest distance between two images in [0, 1]: 1 in L-inf, sqrt(32*32*3) in L2.
+        upper = 1.0 if self.params.norm == "inf" else float(np.sqrt(32 * 32 * 3))
+        _check_positive_number("eps", self.eps, upper=upper)
+        for name in ("compiled_gradient", "verbose"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; expected True or False.")
+
+    def _art_kwargs(self):
+        """The ART settings (Table I's and any changed), as keyword arguments."""
+        return {name: getattr(self, name) for name in self.params.art_kwargs()}
+
+    def _art_attack(self, classifier, num_classes, common):
+        """The ART attack on ``classifier``; ``common``: ``batch_size`` and ``verbose``."""
+        raise NotImplementedError
+
+    def generate(self, x, y=None):
+        """Adversarial examples (float32) of ``x`` (float32 (N, 32, 32, 3) in [0, 1]),
+        moving away from ``y`` (int or one-hot labels; default: the model's own)."""
+        x = data.check_images(x)
+        logits = models.logits_model(self.model)
+        num_classes = int(logits.output_shape[-1])
+        if y is not None:
+            labels = _labels(y, len(x), num_classes)
+        if len(x) == 0:
+            self.labels_, self.success_ = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+            return x.copy()
+        if y is None:
+            labels = np.argmax(_predict(logits, x, self.batch_size), axis=1).astype(np.int64)
+
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum")
+        classifier = _tensorflow_classifier(logits, loss, compiled_gradient=self.compiled_gradient)
+        attack = self._art_attack(classifier, num_classes, {"batch_size": int(self.batch_size),
+                                                            "verbose": self.verbose})
+        with _numpy_seed(self.seed):
+            x_adv = attack.generate(x, y=_onehot(labels, num_classes)).astype(np.float32)
+
+        eps, norm = float(self.eps), self.params.norm
+        if self.constraint == "project":
+            x_adv = np.clip(x + _project(x_adv - x, eps, norm), 0.0, 1.0).astype(np.float32)
+        success = np.argmax(_predict(logits, x_adv, self.batch_size), axis=1) != labels
+        if self.constraint == "filter":
+            # A float32 tolerance: a perturbation of exactly ε may round just above it.
+            success &= perturbation_norm(x, x_adv, norm) <= eps * (1 + 1e-5) + 1e-7
+        log.info("%s eps=%.3g: %d/%d successful", self.params.method, eps, int(success.sum()), len(x))
+        self.labels_, self.success_ = labels, success
+        return x_adv
+
+
+class IGM(BaselineAttack):
+    """IGM, iterative FGSM in L-inf (Kurakin, Goodfellow & Bengio, 2017): ART's
+    ``BasicIterativeMethod``, untargeted, within the L-inf ε-ball."""
+
+    params = ATTACKS["igm"]
+
+    def _art_attack(self, classifier, num_classes, common):
+        from art.attacks.evasion import BasicIterativeMethod
+
+        return BasicIterativeMethod(classifier, eps=float(self.eps), targeted=False, **common, **self._art_kwargs())
+
+
+class PGD(BaselineAttack):
+    """PGD in L2 (Madry et al., 2018): ART's ``ProjectedGradientDescent``, untargeted,
+    with ε and the step α in L2 and one random start in the ε-ball."""
+
+    params = ATTACKS["pgd"]
+
+    def _art_attack(self, classifier, num_classes, common):
+        from art.attacks.evasion import ProjectedGradientDescent
+
+        return ProjectedGradientDescent(classifier, norm=2, eps=float(self.eps), targeted=False, **common,
+                                        **self._art_kwargs())
+
+
+class DeepFool(BaselineAttack):
+    """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, 2016): ART's ``DeepFool`` on the
+    logits, without ε; an example counts if its L-inf perturbation is within ε."""
+
+    params = ATTACKS["deepfool"]
+
+    def _art_attack(self, classifier, num_classes, common):
+        from art.attacks.evasion import DeepFool as ArtDeepFool
+
+        kwargs = self._art_kwargs()
         kwargs["nb_grads"] = min(int(kwargs["nb_grads"]), num_classes)
-        attack = attack_cls(classifier, **common, **kwargs)
-    else:
-        attack = attack_cls(classifier, targeted=False, **common, **kwargs)
-    with _numpy_seed(seed):
-        x_adv = attack.generate(x, y=_onehot(labels, num_classes)).astype(np.float32)
+        return ArtDeepFool(classifier, **common, **kwargs)
 
-    if constraint == "project":
-        x_adv = np.clip(x + _project(x_adv - x, float(eps), params.norm), 0.0, 1.0).astype(np.float32)
-    success = np.argmax(_predict(logits, x_adv, batch_size), axis=1) != labels
-    if constraint == "filter":
-        # A float32 tolerance: a perturbation of exactly ε may round just above it.
-        success &= perturbation_norm(x, x_adv, params.norm) <= float(eps) * (1 + 1e-5) + 1e-7
-    log.info("%s eps=%.3g: %d/%d successful", params.method, eps, int(success.sum()), len(x))
-    return x_adv, success
+
+class CarliniL2(BaselineAttack):
+    """CW-L2 (Carlini & Wagner, 2017): ART's ``CarliniL2Method`` on the logits, untargeted,
+    without ε; its outputs are not filtered by ε (see :data:`ATTACKS`)."""
+
+    params = ATTACKS["cw"]
+
+    def _art_attack(self, classifier, num_classes, common):
+        from art.attacks.evasion import CarliniL2Method
+
+        return CarliniL2Method(classifier, targeted=False, **common, **self._art_kwargs())
+
+
+def baseline(name, model, x, eps, y=None, **settings):
+    """Run baseline ``name`` (a key of :data:`ATTACKS`: ``"igm"``, ``"pgd"``,
+    ``"deepfool"``, ``"cw"``) untargeted on the source ``model`` alone: its class of
+    :data:`REGISTRY` with ``settings`` (see :class:`BaselineAttack`; Table I's ART
+    settings, e.g. ``max_iter``, among them). Returns ``(x_adv, success)``."""
+    _check_choice("name", name, tuple(ATTACKS))
+    attack = REGISTRY[name].attack(model, eps, **settings)
+    x_adv = attack.generate(x, y)
+    return x_adv, attack.success_
+
+
+# --------------------------------------------------------------------------- registry
+# What an attack of the registry attacks (Registered.on).
+ATTACKED_MODELS = ("ensemble", "source")
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    """One attack as the runner (:func:`cae.experiments.run_attack`), the tables and the
+    figures see it.
+
+    ``attack``: its class, ``attack(model, eps, **params).generate(x, y)``. ``name``: its
+    name in tables and figures. ``norm``: the norm ε is measured in (Table I's q,
+    ``"inf"`` or ``"2"``). ``eps_rule``: how the attack is held to ε (one of
+    :data:`CONSTRAINTS`, see :class:`BaselineAttack`); ``"project"`` attacks run once per
+    ε, the others once for every ε. ``on``: what it attacks, ``"ensemble"`` (the training
+    models' ensemble, :func:`cae.experiments.cigm_ensemble`; the run then also takes
+    C-IGM's target rule and transform) or ``"source"`` (the source model alone).
+    ``outputs``: ``(name, attribute)`` pairs of per-example int arrays the attack leaves
+    on itself after :meth:`generate`, kept with the run (C-IGM's target classes).
+    ``paper``: Table II of the paper at ε = 0.15, ``((dataset, (transferable,
+    conferrable)), ...)`` for the paper's datasets (``"cinic10"``, ``"imagenet32"``);
+    empty for an attack the paper did not run.
+    """
+
+    attack: type
+    name: str
+    norm: str
+    eps_rule: str
+    on: str
+    outputs: tuple = ()
+    paper: tuple = ()
+
+    def __post_init__(self):
+        _check_choice("norm", self.norm, ("inf", "2"))
+        _check_choice("eps_rule", self.eps_rule, CONSTRAINTS)
+        _check_choice("on", self.on, ATTACKED_MODELS)
+
+    def paper_scores(self, dataset):
+        """The paper's (transferable, conferrable) on ``dataset``; (None, None) where it has none."""
+        return dict(self.paper).get(dataset, (None, None))
+
+
+def _baseline_entry(cls, paper):
+    """A baseline's registry entry: name, norm and ε rule from its row of Table I."""
+    return Registered(cls, cls.params.method, cls.params.norm, cls.params.constraint, "source", paper=paper)
+
+
+# Every attack the runner knows, in Table II's order: C-IGM, then the baselines.
+REGISTRY = {
+    "cigm": Registered(CIGM, "C-IGM", "inf", "project", "ensemble", outputs=(("target", "targets_"),),
+                       paper=(("cinic10", (0.492, 0.469)), ("imagenet32", (0.508, 0.419)))),
+    "igm": _baseline_entry(IGM, paper=(("cinic10", (0.752, 0.197)), ("imagenet32", (0.357, 0.250)))),
+    "pgd": _baseline_entry(PGD, paper=(("cinic10", (0.111, 0.101)), ("imagenet32", (0.135, 0.155)))),
+    "deepfool": _baseline_entry(DeepFool, paper=(("cinic10", (0.033, 0.036)), ("imagenet32", (0.045, 0.029)))),
+    "cw": _baseline_entry(CarliniL2, paper=(("cinic10", (0.864, 0.115)), ("imagenet32", (0.438, 0.352)))),
+}
+
+
+def registered(method):
+    """The :data:`REGISTRY` entry of ``method``, or a ValueError naming the known ones."""
+    if method not in REGISTRY:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(REGISTRY)}.")
+    return REGISTRY[method]

@@ -9,10 +9,10 @@ One sub-command group per noun or verb (``cae data``, ``cae zoo``, ``cae extract
    the result to stdout and returns the exit status (0 on success);
 3. append ``_add_<group>`` to ``_GROUPS``.
 
-Handlers import heavy modules (Keras, ART) inside themselves, so that ``cae data``
-stays fast. Expected failures are raised as ``ValueError`` (``cae.data.DataError`` is
-one): :func:`main` prints them as one line on stderr and exits with status 2, without
-a traceback.
+Handlers import heavy modules (Keras, ART, and cae's modules that import them) inside
+themselves, so that ``cae data`` stays fast. Expected failures are raised as
+``ValueError`` (``cae.data.DataError`` is one): :func:`main` prints them as one line
+on stderr and exits with status 2, without a traceback.
 """
 
 import argparse
@@ -24,7 +24,11 @@ import zipfile
 
 import numpy as np
 
-from cae import __version__
+from cae import __version__, data, fingerprint, paths, presets, remote, removal, zoo
+
+# cae's modules that import Keras (attacks, experiments, models, plan, preprocessing) are
+# imported inside the handlers that need them, so that `cae data` and `cae --help` start
+# without Keras and TensorFlow.
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,6 @@ USAGE_ERROR = 2
 
 # --------------------------------------------------------------------------- data
 def _add_data(subparsers):
-    from cae import data
-
     group = subparsers.add_parser("data", help="inspect and fetch the datasets")
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -65,8 +67,6 @@ def _add_data(subparsers):
 
 
 def _data_info(args):
-    from cae import data
-
     source = data.locate(args.name, args.path)
     info = data.load(args.name, args.path).info()
     info["source"] = str(source)
@@ -85,16 +85,12 @@ def _data_info(args):
 
 
 def _data_fetch(args):
-    from cae import data
-
     print(data.fetch(args.name, args.dir, timeout=args.timeout, if_missing=args.if_missing))
     return 0
 
 
 # --------------------------------------------------------------------------- extract
 def _add_extract(subparsers):
-    from cae import presets
-
     parser = subparsers.add_parser(
         "extract", help="extract a fingerprint of a preset's source model (Alg. 2)",
         description="Train (or reuse) the preset's source and training models, run C-IGM on "
@@ -122,7 +118,7 @@ def _add_extract(subparsers):
 
 
 def _extract(args):
-    from cae import attacks, experiments, fingerprint, presets
+    from cae import attacks, experiments
 
     preset = presets.get(args.preset)
     # Checked before the zoo is trained, which can take hours.
@@ -144,8 +140,6 @@ def _extract(args):
         raise ValueError("--model and --data go together (and --test needs them): the model to fingerprint "
                          "and its labelled data; without them cae extract fingerprints the preset's source.")
     if args.model:
-        from cae import zoo
-
         source, (x, y), test = _own_model_and_data(args, ["x", "y"])
         context = experiments.external_context(
             source, x, y, preset, test=test, verbose=args.verbose,
@@ -214,8 +208,6 @@ def _load_suspect(path, num_classes):
 
 
 def _verify(args):
-    from cae import fingerprint
-
     fp = fingerprint.load(args.fingerprint)
     if args.max_queries is not None and args.max_queries < 0:
         raise ValueError(f"--max-queries is {args.max_queries}; give a number of queries >= 0.")
@@ -231,8 +223,6 @@ def _verify(args):
                              "--max-queries or use a smaller fingerprint.")
         suspect = _load_suspect(args.model, fp.num_classes)
     else:
-        from cae import remote
-
         suspect = remote.TFServingClient(args.url, timeout=args.timeout, batch_size=args.batch_size,
                                          max_queries=args.max_queries, num_classes=fp.num_classes)
     result = fingerprint.verify(suspect, fp, threshold=args.threshold, batch_size=args.batch_size,
@@ -264,8 +254,6 @@ def describe(result):
 
 # --------------------------------------------------------------------------- remove
 def _add_remove(subparsers):
-    from cae import presets, removal, zoo
-
     parser = subparsers.add_parser(
         "remove", help="run a removal attack on a model of your own (.keras) with the adversary's images",
         description="Derive a model from --model the way an adversary would (model extraction, fine-tuning, "
@@ -320,8 +308,6 @@ def _check_keras_out(out):
 
 
 def _remove(args):
-    from cae import data, paths, removal, zoo
-
     _check_keras_out(args.out)
     settings = {}
     if args.mapping is not None:
@@ -368,7 +354,7 @@ def _add_preprocess(subparsers):
 
 
 def _preprocess(args):
-    from cae import models, paths, preprocessing
+    from cae import models, preprocessing
 
     _check_keras_out(args.out)
     preprocessing.transform(args.kind, args.strength)  # a bad kind or strength fails before loading
@@ -380,8 +366,6 @@ def _preprocess(args):
 
 # --------------------------------------------------------------------------- zoo
 def _add_zoo(subparsers):
-    from cae import presets
-
     group = subparsers.add_parser("zoo", help="train and list a preset's models")
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train = commands.add_parser("train", help="train (or resume) every model of a preset")
@@ -422,15 +406,15 @@ def _add_zoo(subparsers):
 
 
 def _zoo_train(args):
-    from cae import cluster, presets
+    from cae import experiments
 
-    cluster.train_preset(presets.get(args.preset), address=args.ray, removal=args.removal,
-                         cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, verbose=True)
+    experiments.train_preset(presets.get(args.preset), address=args.ray, removal=args.removal,
+                                 cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, verbose=True)
     return _zoo_list(argparse.Namespace(preset=args.preset, json=False))
 
 
 def _zoo_plan(args):
-    from cae import plan, presets, zoo
+    from cae import plan
 
     zoo.set_threads_from_env()  # time the architectures with the threads training will use
     result = plan.plan(presets.get(args.preset), removal=args.removal, workers=args.workers,
@@ -440,7 +424,7 @@ def _zoo_plan(args):
 
 
 def _zoo_list(args):
-    from cae import experiments, presets, zoo
+    from cae import experiments
 
     preset = presets.get(args.preset)
     store = zoo.Zoo()

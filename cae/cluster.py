@@ -42,7 +42,7 @@ import os
 import sys
 import time
 
-from cae import paths, zoo
+from cae import paths, removal, zoo  # removal registers its training sets in the zoo (workers train them)
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,6 @@ def dependencies(spec):
     keys = [spec.parent] if spec.parent else []
     rounds = spec.option("papernot_rounds")
     if spec.labels == "papernot" and isinstance(rounds, int) and rounds > 0:
-        from cae import removal
-
         keys.append(removal.papernot_specs(spec)[-2].key)
     return keys
 
@@ -96,8 +94,6 @@ def ordered(specs):
     A Papernot round's earlier rounds are added when missing. A dependency that is not
     among the specs must already be in the zoo; :func:`train` checks that.
     """
-    from cae import removal
-
     by_key = {}
     for spec in specs:
         rounds = spec.option("papernot_rounds") if spec.labels == "papernot" else None
@@ -120,47 +116,6 @@ def ordered(specs):
     for spec in by_key.values():
         visit(spec, frozenset())
     return out
-
-
-def removal_attacks(removal):
-    """The removal attacks a ``removal`` setting names: False / None none, True the
-    paper's (Tables V / VI), or a list of names or a command line's text (``"all"``,
-    ``"paper"``, ``"none"``, comma-separated names; :func:`cae.removal.attack_list`)."""
-    from cae import removal as removal_lib
-
-    if removal is None or removal is False:
-        return []
-    if removal is True:
-        return list(removal_lib.PAPER_ATTACKS)
-    if isinstance(removal, str):
-        return removal_lib.attack_list(removal)
-    return removal_lib.attack_list(",".join(removal))
-
-
-def removal_specs(preset, source=None, attacks=True):
-    """The specs of the removal attacks ``attacks`` names (:func:`removal_attacks`; by
-    default the paper's, of Tables V / VI) on the preset's source (the ensemble
-    attack's members, Papernot's rounds), parents before children."""
-    from cae import experiments, removal
-
-    source = source or experiments.source_spec(preset)
-    specs = []
-    for name in removal_attacks(attacks):
-        made = removal.removal_spec(name, source, preset)
-        specs.extend(made if isinstance(made, list) else [made])
-    return ordered(specs)
-
-
-def preset_specs(preset, removal=False, source=None):
-    """Every model of the preset's zoo (:func:`cae.experiments.model_specs`), then the
-    models of the removal attacks ``removal`` names (:func:`removal_attacks`); parents
-    before children."""
-    from cae import experiments
-
-    specs = list(experiments.all_specs(experiments.model_specs(preset, source)))
-    if removal_attacks(removal):
-        specs += removal_specs(preset, source or specs[0], removal)
-    return ordered(specs)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -243,8 +198,6 @@ def _train_task(spec, settings, datasets, *_dependencies):
     started = time.time()
     os.environ.update(settings["environment"])
     threads = configure_worker(settings["cpus"], settings["gpus"])
-    import cae.removal  # noqa: F401  (registers the removal attacks' training sets, as building a spec does)
-
     store = zoo.Zoo(settings["root"], evaluate_on=settings["evaluate_on"], datasets=datasets or None)
     trained = not store.complete(spec)
     if trained:
@@ -359,24 +312,3 @@ def _message(err):
     """The error's own message: the last line of the traceback Ray passes on."""
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[-1] if lines else type(err).__name__
-
-
-def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_task=1, gpus_per_task=0.0,
-                 verbose=True):
-    """Train the preset's zoo (and the models of the removal attacks ``removal`` names,
-    :func:`removal_attacks`).
-
-    ``address`` None trains serially in this process, as ``cae zoo train`` always did
-    (``CAE_THREADS`` sets TensorFlow's threads); otherwise on Ray (:func:`train`).
-    """
-    from cae import experiments
-
-    store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
-    if address is None:
-        zoo.set_threads_from_env()
-        experiments.train_zoo(preset, store=store, verbose=verbose)
-        for spec in removal_specs(preset, attacks=removal) if removal_attacks(removal) else ():
-            store.get(spec, verbose=verbose)
-        return None
-    return train(preset_specs(preset, removal=removal), store=store, address=address,
-                 cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, verbose=verbose)

@@ -25,7 +25,8 @@ import zlib
 
 import numpy as np
 
-from cae import paths
+from cae import imagenet32, paths
+from cae.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 )
-
-
-class DataError(ValueError):
-    """A dataset file is missing, corrupt or not what it claims to be."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -400,9 +397,7 @@ def _read_cinic10(source, key):
 
 
 def _read_imagenet32(source, key):
-    from cae import imagenet32
-
-    return imagenet32.read(source, key)
+    return Dataset("imagenet32", *imagenet32.read(source), imagenet32.CLASS_NAMES, key)
 
 
 _READERS = {"cifar10": _read_cifar10, "cinic10": _read_cinic10, "imagenet32": _read_imagenet32}

@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from cae import data, experiments, fingerprint, removal, stats, tables, zoo
+from cae import data, experiments, fingerprint, models, preprocessing, presets, removal, stats, tables, zoo
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def group_rows(context, fp):
     paper's retention bracket where the paper gives one.
     """
     meter = _Meter(context, fp)
-    paper = PAPER_GROUP_RETENTION.get(tables.paper_dataset(context.preset.dataset), {})
+    paper = PAPER_GROUP_RETENTION.get(presets.paper_dataset(context.preset.dataset), {})
     source = meter(context.models["source"])
     rows = [{"split": "source", "role": "source", "architecture": context.specs["source"].architecture,
              "models": 1, **{k: f"{source[k]:.3f}" for k in ("test_accuracy", "fidelity", "retention")},
@@ -163,7 +163,7 @@ def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None):
     model is measured in its task's label space (:func:`cae.removal.verify_transfer`:
     test labels, the source's labels and the keys mapped); it has no calibrated verdict."""
     meter = _Meter(context, fp)
-    paper = tables.PAPER_REMOVAL[tables.paper_dataset(context.preset.dataset)]
+    paper = tables.PAPER_REMOVAL[presets.paper_dataset(context.preset.dataset)]
     source = meter(context.models["source"])
     rows = [{"attack": "Source (no attack)", "family": "–", **source, "Δ accuracy": 0.0}]
     for name in attacks:
@@ -194,14 +194,10 @@ REMOVAL_COLUMNS = ["attack", "family", "test_accuracy", "fidelity", "retention",
 def _preprocessing_conditions(sweeps):
     """``("none", "–")`` (untransformed) then every (kind, strength) of ``sweeps``
     (default :data:`cae.preprocessing.SWEEPS`)."""
-    from cae import preprocessing
-
     return [("none", "–")] + [(k, s) for k, strengths in (sweeps or preprocessing.SWEEPS).items() for s in strengths]
 
 
 def _behind(model, kind, strength):
-    from cae import preprocessing
-
     return model if kind == "none" else preprocessing.wrap(model, kind, strength)
 
 
@@ -357,8 +353,6 @@ def detector_game(context, eps_values=(0.05, 0.15, 0.25), steps=400, train_fract
     (0.5 = cannot tell them apart; 1.0 = the adversary can detect and evade queries).
     """
     import keras
-
-    from cae import models
 
     if not 0 < train_fraction < 1:
         raise ValueError(f"train_fraction={train_fraction!r}; expected a number in (0, 1).")

@@ -15,12 +15,12 @@ import zlib
 
 import numpy as np
 
-from cae import data, paths, presets, stats, zoo
+from cae import (attacks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal, scores,
+                 stats, zoo)
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("train_surrogates", "train_references", "valid_surrogates", "valid_references",
-          "test_surrogates", "test_references")
+GROUPS = presets.GROUPS
 
 
 def git_revision():
@@ -94,30 +94,9 @@ ROBUST_GROUPS = ("robust_surrogates", "robust_references")
 ROBUST_SEEDS = {"robust_surrogates": 7000, "robust_references": 8000}
 
 
-def _adversarial_ground_truth(store, spec, dataset, indices, parent):
-    """A reference's training set under adversarial training: the ground truth of its
-    images; the adversarial half of each batch is made while it trains (the fit hook of
-    ``cae.removal``'s adversarial extraction)."""
-    x = data.to_float(dataset.x_train[indices])
-    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
-
-
-def _register_adversarial_ground_truth():
-    from cae import removal  # registers "adversarial_extraction" and its fit hook
-
-    fit = zoo.TRAINING_HOOKS["adversarial_extraction"]["fit"]
-    zoo.training_set("adversarial_ground_truth", fit=fit)(_adversarial_ground_truth)
-    return removal
-
-
-_register_adversarial_ground_truth()
-
-
 def _check_robust(preset, needed=False):
     """``preset.robust_members`` and ``preset.robust_attack``, checked; ``needed``: the
     robust ensemble was asked for, so there must be at least one of each."""
-    from cae import removal
-
     count, attack = preset.robust_members, preset.robust_attack
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"preset {preset.name!r} has robust_members={count!r}; give a whole number of adversarially "
@@ -138,7 +117,7 @@ def _check_members(members, method="cigm"):
         raise ValueError(f"members={members!r} is not allowed; choose one of {', '.join(map(repr, MEMBERS))} "
                          "('paper' is the paper's ensemble, 'robust' adds adversarially trained members, "
                          "'snapshots' the training models' earlier selves).")
-    if members != "paper" and method != "cigm":
+    if members != "paper" and attacks.registered(method).on != "ensemble":
         raise ValueError(f"members={members!r} applies to C-IGM's ensemble only; {method!r} attacks the source "
                          "alone, so use members='paper' (the default) with it.")
     return members
@@ -158,7 +137,7 @@ def robust_member_specs(preset, source=None):
     itself at its current weights, away from the batch's labels. Surrogates learn the
     source's hard labels (label-only extraction: the ``adversarial_extraction`` training
     set, adv_extract on D1); references learn the ground truth (the
-    ``adversarial_ground_truth`` training set, registered by this module). A reference
+    ``adversarial_ground_truth`` training set, registered by :mod:`cae.removal`). A reference
     names the source as its parent only because the zoo asks every training set but
     ``ground_truth`` for one: its labels never query the source (its metrics then hold its
     fidelity to the source).
@@ -169,8 +148,6 @@ def robust_member_specs(preset, source=None):
     gradients) or ``"igm"``. ``source``: as in :func:`model_specs`. Seeds:
     :data:`ROBUST_SEEDS`.
     """
-    from cae import removal
-
     count, attack = _check_robust(preset)
     source = source or source_spec(preset)
     adversarial = {"adversarial_attack": attack, "adversarial_eps": removal.ADVERSARIAL_EPS,
@@ -245,13 +222,62 @@ def train_zoo(preset, store=None, verbose=True, source=None):
     todo = [s for s in all_specs(specs) if not store.complete(s)]
     log.info("zoo: %d models, %d to train", sum(1 for _ in all_specs(specs)), len(todo))
     if todo and os.environ.get("CAE_RAY"):  # "local" or a Ray cluster's address (cae.cluster)
-        from cae import cluster
-
         cluster.train(todo, store=store, address=os.environ["CAE_RAY"], verbose=verbose)
     models = {"source": store.get(specs["source"], verbose=verbose)}
     for group in GROUPS:
         models[group] = [store.get(s, verbose=verbose) for s in specs[group]]
     return models, specs, store
+
+
+def removal_attacks(chosen):
+    """The removal attacks a ``removal`` setting names: False / None none, True the
+    paper's (Tables V / VI), or a list of names or a command line's text (``"all"``,
+    ``"paper"``, ``"none"``, comma-separated names; :func:`cae.removal.attack_list`)."""
+    if chosen is None or chosen is False:
+        return []
+    if chosen is True:
+        return list(removal.PAPER_ATTACKS)
+    return removal.attack_list(chosen if isinstance(chosen, str) else ",".join(chosen))
+
+
+def removal_specs(preset, source=None, attacks=True):
+    """The specs of the removal attacks ``attacks`` names (:func:`removal_attacks`; by
+    default the paper's, of Tables V / VI) on the preset's source (the ensemble
+    attack's members, Papernot's rounds), parents before children."""
+    source = source or source_spec(preset)
+    specs = []
+    for name in removal_attacks(attacks):
+        made = removal.removal_spec(name, source, preset)
+        specs.extend(made if isinstance(made, list) else [made])
+    return cluster.ordered(specs)
+
+
+def preset_specs(preset, removal=False, source=None):
+    """Every model of the preset's zoo (:func:`model_specs`), then the models of the
+    removal attacks ``removal`` names (:func:`removal_attacks`); parents before children."""
+    specs = list(all_specs(model_specs(preset, source)))
+    if removal_attacks(removal):
+        specs += removal_specs(preset, source or specs[0], removal)
+    return cluster.ordered(specs)
+
+
+def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_task=1, gpus_per_task=0.0,
+                 verbose=True):
+    """Train the preset's zoo (and the models of the removal attacks ``removal`` names,
+    :func:`removal_attacks`).
+
+    ``address`` None trains serially in this process, as ``cae zoo train`` always did
+    (``CAE_THREADS`` sets TensorFlow's threads); otherwise on Ray (:func:`cae.cluster.train`).
+    """
+    store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
+    if address is None:
+        zoo.set_threads_from_env()
+        train_zoo(preset, store=store, verbose=verbose)
+        for spec in removal_specs(preset, attacks=removal) if removal_attacks(removal) else ():
+            store.get(spec, verbose=verbose)
+        return None
+    return cluster.train(preset_specs(preset, removal=removal), store=store, address=address,
+                         cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, verbose=verbose)
 
 
 def attack_inputs(preset, dataset, source, spec=None):
@@ -278,10 +304,6 @@ def run_key(*parts):
 
 
 # --------------------------------------------------------------------------- attacks
-METHODS = ("cigm", "igm", "pgd", "deepfool", "cw")
-METHOD_NAMES = {"cigm": "C-IGM", "igm": "IGM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}
-
-
 @dataclasses.dataclass
 class Context:
     """Everything the attack stages need, loaded once: preset, models, specs, inputs."""
@@ -332,8 +354,6 @@ def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE,
     the model counts, epochs and attack settings; its sizes shrink to the pool's.
     Everything is cached under the source's weight hash and the data's hash.
     """
-    from cae import removal
-
     half = len(x) // 2
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
     spec = removal.external_source(source, x, store, preset=preset, architecture=architecture or zoo.CLONE,
@@ -347,8 +367,6 @@ def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE,
 
 
 def _predictions(context, x_adv):
-    from cae import scores
-
     out = {"source_labels": scores.predict_labels([context.models["source"]], x_adv)[0]}
     for group in GROUPS:
         members = context.models[group]
@@ -383,8 +401,6 @@ def cigm_ensemble(context, dropout=None, aggregate="mean", members="paper"):
     """C-IGM's ensemble of the source and the training models (:func:`cae.ensemble.compose`).
     ``members="robust"`` also holds the adversarially trained surrogates and references
     of :func:`robust_models` (after the paper's, in each group; trained if not cached)."""
-    from cae import ensemble
-
     preset = context.preset
     surrogates, references = context.models["train_surrogates"], context.models["train_references"]
     if _check_members(members) == "robust":
@@ -414,19 +430,17 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
     members (``robust_surrogates``, ``robust_references``) and is cached under its own
     name and key (``cigm-robust-*.npz``; the paper's keeps its own).
     """
-    from cae import attacks
-
     preset = context.preset
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    entry = attacks.registered(method)
     rate = preset.dropout if dropout is None else dropout
-    overrides = dict(dict(preset.baseline_overrides).get(method, ()))
-    params = ("cigm", target, rate) if method == "cigm" else (method, attacks.ATTACKS[method], overrides)
-    if method == "cigm" and transform != "none":
-        params += (transform,)
-    if method == "cigm" and aggregate != "mean":
-        params += ("aggregate", aggregate)
     robust = _check_members(members, method) == "robust"
+    if entry.on == "ensemble":  # C-IGM: the paper's transform and aggregate leave its key as it was
+        params = (method, target, rate) + ((transform,) if transform != "none" else ()) \
+            + (("aggregate", aggregate) if aggregate != "mean" else ())
+        settings = {"target": target, "transform": transform, "verbose": True}
+    else:
+        settings = dict(dict(preset.baseline_overrides).get(method, ()))
+        params = (method, entry.attack.params, settings)
     if robust:  # named by its members' specs: another count or attack is another run
         _check_robust(preset, needed=True)
         robust_specs = robust_member_specs(preset, context.specs["source"])
@@ -434,38 +448,28 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
     elif members == "snapshots":
         params += ("members", members, [s.key for group in snapshot_specs(preset, context.specs["source"]).values()
                                         for s in group])
-    constraint = "project" if method == "cigm" else attacks.ATTACKS[method].constraint
     # Attacks whose ε only filters their output (or is ignored) run once, unbounded, for every ε.
     limit = dict(preset.baseline_inputs).get(method)
-    key = context.key(*params, preset.attack_iterations, float(eps) if constraint == "project" else None, limit)
+    key = context.key(*params, preset.attack_iterations, float(eps) if entry.eps_rule == "project" else None, limit)
     path = context.folder() / f"{method}{'' if members == 'paper' else '-' + members}-{key}.npz"
     x, y = context.x[:limit], context.y[:limit]
 
     def compute():
         log.info("attack %s at eps=%s on %d inputs", method, eps, len(x))
-        extra = {}
-        if method == "cigm":
-            attack = attacks.CIGM(cigm_ensemble(context, rate, aggregate, members), eps,
-                                  max_iter=preset.attack_iterations, target=target, transform=transform,
-                                  seed=preset.split_seed, verbose=True)
-            x_adv = attack.generate(x, y)
-            extra["target"] = np.asarray(attack.targets_, dtype=np.int64)
-            if robust:
-                from cae import scores
-
-                extra.update(zip(ROBUST_GROUPS, (scores.predict_labels(m, x_adv) for m in robust_models(context))))
-        else:
-            x_adv, _ = attacks.baseline(method, context.models["source"], x, eps, y=y,
-                                        max_iter=preset.attack_iterations, seed=preset.split_seed,
-                                        **overrides)
+        model = cigm_ensemble(context, rate, aggregate, members) if entry.on == "ensemble" \
+            else context.models["source"]
+        attack = entry.attack(model, eps, max_iter=preset.attack_iterations, seed=preset.split_seed, **settings)
+        x_adv = attack.generate(x, y)
+        extra = {name: np.asarray(getattr(attack, attribute), dtype=np.int64) for name, attribute in entry.outputs}
+        if robust:
+            extra.update(zip(ROBUST_GROUPS, (scores.predict_labels(m, x_adv) for m in robust_models(context))))
         return {"x_adv": np.asarray(x_adv, np.float32), **extra, **_predictions(context, x_adv)}
 
-    required = ("x_adv", "source_labels", *GROUPS) + (("target",) if method == "cigm" else ()) \
+    required = ("x_adv", "source_labels", *GROUPS, *(name for name, _ in entry.outputs)) \
         + (ROBUST_GROUPS if robust else ())
     result = dict(_cached(path, compute, required))
-    norm = "inf" if method == "cigm" else attacks.ATTACKS[method].norm
-    within = attacks.perturbation_norm(x, result["x_adv"], norm) <= eps * (1 + 1e-5) + 1e-6
-    if constraint == "none":
+    within = attacks.perturbation_norm(x, result["x_adv"], entry.norm) <= eps * (1 + 1e-5) + 1e-6
+    if entry.eps_rule == "none":
         within[:] = True
     result["success"] = (result["source_labels"] != y) & within
     result["t"] = result["source_labels"]
@@ -476,8 +480,6 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
 def summarise(result, prefix="test"):
     """Mean transferability (over the group's references) and conferrability of the
     successful examples of one attack run (Section IV-C, Table II)."""
-    from cae import scores, stats
-
     ok = result["success"]
     t = result["t"][ok]
     row = {"examples": int(len(ok)), "successful": int(ok.sum()), "success_rate": float(ok.mean())}
@@ -500,15 +502,11 @@ def summarise(result, prefix="test"):
 def fingerprint_mask(result, tau):
     """Alg. 2's filter on a C-IGM run (as :func:`cae.fingerprint.extract` applies it):
     successful examples with Confer(training surrogates, training references) >= τ."""
-    from cae import fingerprint
-
     return fingerprint.extract_mask(training_conferrability(result), tau, result["success"])
 
 
 def training_conferrability(result):
     """Confer(training surrogates, training references) of every example of a C-IGM run."""
-    from cae import scores
-
     return scores.confer(result["train_surrogates"], result["train_references"], result["t"])
 
 
@@ -555,8 +553,6 @@ def extract(context, eps=None, tau=None, target="most_conferrable", transform=No
     model tends to copy the source's mistakes, an independent one makes its own
     (``benchmarks/agreement.py``: 7-11 points apart on cpu, against 4 for agreement
     overall); they are calibrated like the adversarial keys."""
-    from cae import fingerprint
-
     preset = context.preset
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
@@ -603,8 +599,6 @@ def affordable_transformations(context, max_drop=MAX_ACCURACY_DROP):
     could put in front of a stolen model for free. Verification is calibrated on the
     references behind each of them, so that none of them turns an independent model
     into an accused one."""
-    from cae import preprocessing
-
     pick = zoo.test_subset(context.dataset, context.preset.evaluate_on or None)
     x, y = data.to_float(context.dataset.x_test[pick]), context.dataset.y_test[pick]
     source = context.models["source"]
@@ -697,27 +691,30 @@ def script_args(description, argv=None, extra=None):
 
 
 def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True, transforms=None):
-    """One row per method: our transferability / conferrability on the testing models
-    beside the paper's (Table II). ``baselines=False`` scores C-IGM alone.
-    ``transforms``: C-IGM variants to report (default: the paper's, then the preset's
-    when it differs); each is its own row, named after the variant."""
-    from cae import tables
-
+    """One row per attack of :data:`cae.attacks.REGISTRY`: our transferability /
+    conferrability on the testing models beside the paper's (Table II; blank where the
+    paper has no number). ``baselines=False`` scores the ensemble attack (C-IGM) alone.
+    ``transforms`` and ``targets``: C-IGM variants to report (default transforms: the
+    paper's, then the preset's when it differs); each is its own row, named after the
+    variant."""
     eps = context.preset.epsilon if eps is None else eps
     if transforms is None:
         transforms = tuple(dict.fromkeys(("none", context.preset.transform)))
-    paper = tables.PAPER_TABLE2[tables.paper_dataset(context.preset.dataset)]
+    dataset = presets.paper_dataset(context.preset.dataset)
     rows = []
-    runs = [("cigm", t, f) for f in transforms for t in targets]
-    runs += [(m, None, None) for m in METHODS if m != "cigm" and baselines]
+    ensemble = [m for m, entry in attacks.REGISTRY.items() if entry.on == "ensemble"]
+    runs = [(m, t, f) for m in ensemble for f in transforms for t in targets]
+    runs += [(m, None, None) for m, entry in attacks.REGISTRY.items() if entry.on == "source" and baselines]
     for method, target, transform in runs:
-        options = {"target": target, "transform": transform} if method == "cigm" else {}
+        entry = attacks.REGISTRY[method]
+        variant = entry.on == "ensemble"
+        options = {"target": target, "transform": transform} if variant else {}
         result = run_attack(context, method, eps, **options)
         test, train = summarise(result, "test"), summarise(result, "train")
-        details = [f"t: {target}"] * (method == "cigm" and len(targets) > 1)
-        details += [f"transform: {transform}"] * (method == "cigm" and transform != "none")
-        name = METHOD_NAMES[method] + (f" ({', '.join(details)})" if details else "")
-        paper_transfer, paper_confer = paper[METHOD_NAMES[method]] if transform in (None, "none") else (None, None)
+        details = [f"t: {target}"] * (variant and len(targets) > 1)
+        details += [f"transform: {transform}"] * (variant and transform != "none")
+        name = entry.name + (f" ({', '.join(details)})" if details else "")
+        paper_transfer, paper_confer = entry.paper_scores(dataset) if transform in (None, "none") else (None, None)
         rows.append({
             "method": name, "successful": f"{test['successful']}/{test['examples']}",
             "transferable": test["transferable"], "conferrable": test["conferrable"],
@@ -730,9 +727,10 @@ def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True
 
 def table2_notes(context, rows):
     # The best C-IGM row against every baseline (the paper's C-IGM is the first row).
-    best = max((r for r in rows if r["method"].startswith("C-IGM")), key=lambda r: r["conferrable"])
+    name = attacks.REGISTRY["cigm"].name
+    best = max((r for r in rows if r["method"].startswith(name)), key=lambda r: r["conferrable"])
     cigm = best["conferrable"]
-    others = {r["method"]: r["conferrable"] for r in rows if not r["method"].startswith("C-IGM")}
+    others = {r["method"]: r["conferrable"] for r in rows if not r["method"].startswith(name)}
     beaten = [m for m, c in others.items() if not (cigm > c)]
     verdict = (f"{best['method']}'s conferrability is above every baseline's, as in the paper." if not beaten
                else f"{best['method']}'s conferrability is NOT above: {', '.join(beaten)}.")

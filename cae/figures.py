@@ -19,6 +19,8 @@ import logging
 
 import numpy as np
 
+from cae import attacks, experiments, paths, scores, tables
+
 log = logging.getLogger(__name__)
 
 EXTENT = 1.25        # a, b in [-1.25, 1.25] (Figure 5)
@@ -86,8 +88,6 @@ def decision_grid(models, x, delta, direction, extent=EXTENT, resolution=RESOLUT
     ``imshow(labels[m], origin="lower")`` puts a on the horizontal axis). With an odd
     ``resolution`` the centre ``labels[m, r // 2, r // 2]`` is the model's label of x.
     """
-    from cae import scores
-
     x = np.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"x has shape {x.shape}; expected one image (height, width, channels).")
@@ -117,8 +117,6 @@ def most_conferrable_example(result, prefix="test"):
     surrogates and references, where ``t`` is the source's label of the adversarial
     example; ties go to the smallest index. Returns ``(index, conferrability)``.
     """
-    from cae import scores
-
     success = np.asarray(result["success"], dtype=bool)
     if not success.any():
         raise ValueError("the attack run has no successful example; raise eps or use another attack.")
@@ -180,8 +178,6 @@ def decision_space(context, method="igm", eps=0.25, example=None, resolution=RES
     :func:`most_conferrable_example` picks on the testing models. The models are the
     source, the testing surrogates and the testing references, in that order.
     """
-    from cae import experiments, scores
-
     result = experiments.run_attack(context, method, eps)
     confer = scores.confer(result["test_surrogates"], result["test_references"], result["t"])
     if example is None:
@@ -303,8 +299,7 @@ def plot_decision_space(space, title=None, panel_size=2.6):
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8,
                   frameon=False)
     names = space.class_names
-    method = {"igm": "IGM", "cigm": "C-IGM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}.get(
-        space.method, space.method)
+    method = attacks.REGISTRY[space.method].name if space.method in attacks.REGISTRY else space.method
     figure.suptitle(title or (
         f"Figure 5 — decision space around attack input #{space.index} ({names[space.label]} → "
         f"{names[space.key]}), {method} ε = {space.eps:g}, {dataset_title(space.dataset)}, "
@@ -381,8 +376,6 @@ def fingerprint_grid(originals, fingerprints, original_labels, keys, class_names
 def fingerprint_figure(source, fp, class_names, n=12, columns=3, title=None):
     """Figures 8-10 from a :class:`cae.fingerprint.Fingerprint` that stores its
     originals: its first ``n`` examples (in the order of the attack inputs)."""
-    from cae import scores
-
     if fp.originals is None:
         raise ValueError("the fingerprint has no originals; create it with originals= (experiments.extract does).")
     n = min(int(n), fp.n)
@@ -421,8 +414,6 @@ def fingerprint_figure_script(figure_number, eps, paper_dataset, argv=None):
     Extract at ``eps`` on the preset's dataset, write the figure's data table and a grid of
     its first fingerprints (original, perturbation shown as 0.5 + δ / (2ε), fingerprint)."""
     import matplotlib.pyplot as plt
-
-    from cae import experiments, paths, tables
 
     def add_options(parser):
         parser.add_argument("--examples", type=int, default=12, help="examples shown (default: 12)")

@@ -49,8 +49,11 @@ import zlib
 import numpy as np
 
 import cae
-from cae import data, paths
-from cae import stats
+from cae import data, paths, stats
+
+# cae.models and cae.preprocessing import Keras: they are imported inside the functions that
+# take Keras models, so that loading and checking a fingerprint (and importing cae.removal,
+# which the zoo's training workers do before they set up Keras) does not start Keras.
 
 log = logging.getLogger(__name__)
 

@@ -72,11 +72,11 @@ import zipfile
 
 import numpy as np
 
-from cae.data import DataError, Dataset
+from cae.errors import DataError
 
 log = logging.getLogger(__name__)
 
-# The appendix of the paper, in its order (label i of the returned Dataset is CLASS_NAMES[i]).
+# The appendix of the paper, in its order (label i of what read returns is CLASS_NAMES[i]).
 CLASS_NAMES = (
     "kit fox", "Persian cat", "gazelle", "porcupine", "sea lion",
     "killer whale", "African elephant", "jaguar", "otterhound", "hyena",
@@ -253,10 +253,11 @@ def _select(paths, lookup):
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
 
 
-def read(source, key):
-    """Read the paper's 100 classes from the ImageNet32 folder ``source``.
+def read(source):
+    """Read the paper's 100 classes from the ImageNet32 folder ``source``: returns
+    ``(x_train, y_train, x_test, y_test)`` (uint8 images, labels 0..99 in the order of
+    :data:`CLASS_NAMES`); :func:`cae.data.load` makes them a ``Dataset``.
 
-    ``key`` is the content key :func:`cae.data.load` computed (kept as ``Dataset.sha256``).
     Raises :class:`cae.data.DataError` for a missing batch file, a wrong array shape
     or a label outside 1..1000.
     """
@@ -274,4 +275,4 @@ def read(source, key):
     x_test, y_test = _select([val_file], lookup)
     log.info("ImageNet32 subset: %d train and %d test images of %d classes",
              len(y_train), len(y_test), len(CLASS_NAMES))
-    return Dataset("imagenet32", x_train, y_train, x_test, y_test, CLASS_NAMES, key)
+    return x_train, y_train, x_test, y_test

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from cae import preprocessing  # noqa: F401  (registers the layers that saved models may hold)
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 _WEIGHT_DECAY = 1e-4
@@ -236,8 +238,6 @@ def weights_sha256(model):
 
 def load(path, compile=False):
     """Load a ``.keras`` model with ``safe_mode=True``, checking the cae interface."""
-    from cae import preprocessing  # noqa: F401  (registers the input-transformation layers)
-
     model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     check_interface(model, where=str(path))
     return model

@@ -72,7 +72,7 @@ import numbers
 
 import numpy as np
 
-from cae import data, fingerprint as fingerprint_lib, paths
+from cae import attacks, data, ensemble, fingerprint as fingerprint_lib, models, paths, scores
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +233,6 @@ def probabilities(suspect, x, num_classes=None, batch_size=256):
     import keras
 
     if isinstance(suspect, keras.Model):
-        from cae import models
-
         models.check_interface(suspect, where="the suspect model", num_classes=num_classes)
         output = suspect.predict(x, batch_size=batch_size, verbose=0)
     elif callable(suspect) and not hasattr(suspect, "predict_labels"):
@@ -342,8 +340,6 @@ def _ops_loss(logits, onehot_i, onehot_j, k):
 
 def _logit_model(model):
     """The network up to its ``logits`` layer when it has one (a cae model), else None."""
-    from cae import models
-
     try:
         model.get_layer("logits")
     except ValueError:
@@ -667,8 +663,6 @@ class CIGMPeer(Peer):
         return PeerFingerprint(cls.name, fp.x, fp.keys, fp.num_classes, settings=settings, fingerprint=fp)
 
     def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
-        from cae import attacks, ensemble, scores
-
         source = _keras_model(source, "source")
         surrogates, references = list(surrogates), list(references)
         if not surrogates or not references:

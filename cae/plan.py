@@ -1,6 +1,6 @@
 """What a preset's zoo costs before it is trained: models, parameters, FLOPs, wall time.
 
-:func:`plan` lists every model of a preset (:func:`cae.cluster.preset_specs`) with its
+:func:`plan` lists every model of a preset (:func:`cae.experiments.preset_specs`) with its
 architecture's parameters and multiply-accumulates (MACs) per image, counted from the
 Keras model (the kernels of its ``Conv2D``, ``DepthwiseConv2D`` and ``Dense`` layers
 times the output positions each is applied at; normalisation, activations, pooling and
@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 
-from cae import cluster, paths, zoo
+from cae import cluster, experiments, models, paths, zoo
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ def measure(architecture, batch_size, *, num_classes=10, seconds=3.0):
     set-up a model costs once (building, compiling, the first ``fit`` and ``predict``
     calls, less what their images cost at the steady rates)."""
     import keras
-
-    from cae import models
 
     started = time.perf_counter()
     model = models.build(architecture, num_classes, seed=0)
@@ -216,8 +214,6 @@ class ModelCost:
 
 
 def _groups(preset):
-    from cae import experiments
-
     specs = experiments.model_specs(preset)
     names = {specs["source"].key: "source"}
     for group in experiments.GROUPS:
@@ -237,7 +233,7 @@ def _seconds(epochs, images, evaluate, parent_images, rates, parent_rate, fixed,
 def plan(preset, *, removal=False, workers=1, gpu_throughput=None, measured=None, seconds=3.0, remeasure=False):
     """The cost plan of ``preset``'s zoo (see the module doc); nothing is trained.
 
-    ``removal``: include the removal attacks' models (:func:`cae.cluster.removal_specs`).
+    ``removal``: include the removal attacks' models (:func:`cae.experiments.removal_specs`).
     ``workers``: project for 1 and this many workers. ``gpu_throughput``: ResNet-20's
     training images/s on one GPU. ``measured``: {architecture: :func:`measure`'s dict,
     ``"augment_seconds_per_image"``: seconds} to use instead of measuring here.
@@ -247,8 +243,6 @@ def plan(preset, *, removal=False, workers=1, gpu_throughput=None, measured=None
     """
     import keras
 
-    from cae import models
-
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}; give a number of workers, 1 or more.")
     if gpu_throughput is not None and not gpu_throughput > 0:
@@ -256,7 +250,7 @@ def plan(preset, *, removal=False, workers=1, gpu_throughput=None, measured=None
     if preset.dataset not in DATASETS:
         raise ValueError(f"no class count known for dataset {preset.dataset!r}; add it to cae.plan.DATASETS.")
     num_classes, test_images = DATASETS[preset.dataset]
-    specs = cluster.preset_specs(preset, removal=removal)
+    specs = experiments.preset_specs(preset, removal=removal)
     by_key = {spec.key: spec for spec in specs}
 
     def architecture(spec):

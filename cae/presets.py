@@ -13,6 +13,10 @@
 
 import dataclasses
 
+# The preset's groups of surrogates and references (fields of Preset naming each model's
+# architecture), in the order the runner trains and reports them.
+GROUPS = ("train_surrogates", "train_references", "valid_surrogates", "valid_references",
+          "test_surrogates", "test_references")
 # Table I's sweep of the perturbation bound (L-inf, pixel units in [0, 1]).
 EPSILONS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 PAPER_ARCHITECTURES = ("resnet20", "resnet56", "densenet", "vgg16", "vgg19", "mobilenetv2")
@@ -38,6 +42,12 @@ _CPU_ARCHITECTURES = ("cnn", "rescnn", "allconv")
 
 def _cycle(architectures, count):
     return tuple(architectures[i % len(architectures)] for i in range(count))
+
+
+def paper_dataset(dataset):
+    """The paper's dataset to compare a run on ``dataset`` with: CIFAR-10 runs are compared
+    with CINIC-10 (same ten classes; the paper has no CIFAR-10 experiment)."""
+    return "imagenet32" if dataset == "imagenet32" else "cinic10"
 
 
 @dataclasses.dataclass(frozen=True)

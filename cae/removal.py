@@ -147,7 +147,11 @@ import logging
 
 import numpy as np
 
-from cae import data, paths, zoo
+from cae import data, fingerprint, paths, presets, zoo
+
+# cae.models and cae.attacks import Keras; they are imported inside the functions that use
+# them, so that importing this module (as the zoo's training workers do, cae.cluster) does
+# not start Keras before a worker has set its threads and devices.
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +163,8 @@ ADVERSARIAL_EPS = 0.03  # L-inf, pixel units in [0, 1]
 ADVERSARIAL_EPS_STEP = 0.01
 ADVERSARIAL_MAX_ITER = 10
 ADVERSARIAL_METHODS = ("fgm", "pgd", "igm")
+# The options of the training sets that craft adversarial examples while they are made or fit.
+_ADVERSARIAL_OPTIONS = ("adversarial_attack", "adversarial_eps", "adversarial_eps_step", "adversarial_max_iter")
 PRUNE_FRACTIONS = (0.2, 0.5, 0.8)
 # Transfer learning's task: CIFAR-10's classes (airplane, automobile, bird, cat, deer, dog,
 # frog, horse, ship, truck) grouped into five pairs.
@@ -393,9 +399,9 @@ def extraction_architectures(source_spec, preset):
     """The architectures ``preset`` lists (its source's, then its groups', in order)
     other than ``source_spec``'s: one model each for ``extract_prob`` / ``extract_label``
     (empty for presets of one architecture, such as ``quick`` and ``smoke``)."""
-    from cae import experiments, models
+    from cae import models
 
-    listed = (preset.source_architecture,) + tuple(a for group in experiments.GROUPS
+    listed = (preset.source_architecture,) + tuple(a for group in presets.GROUPS
                                                    for a in getattr(preset, group))
     out = []
     for architecture in listed:
@@ -500,8 +506,6 @@ def remove_model(name, source, x_adversary, *, preset="quick", architecture=zoo.
     under a spec that names the source's weight hash and the data's hash, so a rerun
     loads it and a killed run resumes. ``settings``: see :func:`removal_spec`.
     """
-    from cae import presets
-
     _check_attack(name)
     preset = presets.get(preset) if isinstance(preset, str) else preset
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
@@ -660,14 +664,14 @@ def _source_labels(store, spec, dataset, indices, parent):
     return x, _onehot(labels, dataset.num_classes)
 
 
-@zoo.training_set("jagielski", relabel=_jagielski_relabel)
+@zoo.training_set("jagielski", relabel=_jagielski_relabel, options=("jagielski_temperature",))
 def _jagielski(store, spec, dataset, indices, parent):
     x = data.to_float(dataset.x_train[indices])
     probs = store.parent_predictions(spec, dataset, indices, parent)
     return x, jagielski_labels(probs, spec.option("jagielski_temperature", JAGIELSKI_TEMPERATURE))
 
 
-@zoo.training_set("knockoff", relabel=_soft_labels)
+@zoo.training_set("knockoff", relabel=_soft_labels, options=("knockoff_transfer",))
 def _knockoff(store, spec, dataset, indices, parent):
     transfer = spec.option("knockoff_transfer") or spec.dataset
     budget = len(indices)
@@ -754,7 +758,7 @@ def _papernot_set(store, spec, dataset, indices, parent):
     return np.concatenate([x_previous, x_new]), np.concatenate([y_previous, y_new])
 
 
-@zoo.training_set("papernot", relabel=_soft_labels)
+@zoo.training_set("papernot", relabel=_soft_labels, options=("papernot_lambda", "papernot_rounds"))
 def _papernot(store, spec, dataset, indices, parent):
     """Round r's training set S_r: the seed images, augmented r times (see module doc)."""
     return _papernot_set(store, spec, dataset, indices, parent)
@@ -823,7 +827,7 @@ def perturb(attack, x, labels, num_classes, eps, seed=0):
     return np.clip(np.clip(x_adv, x - eps, x + eps), 0.0, 1.0).astype(np.float32)
 
 
-@zoo.training_set("adversarial")
+@zoo.training_set("adversarial", options=_ADVERSARIAL_OPTIONS + ("adversarial_examples",))
 def _adversarial_set(store, spec, dataset, indices, parent):
     """Fine-tuning set (source's hard labels) plus adversarial examples of random inputs
     of it, crafted against the source and labelled with its label of the clean input."""
@@ -931,7 +935,7 @@ def _prune_fit(store, spec, model, x, y, parent, epoch):
     return history.history["loss"][-1]
 
 
-@zoo.training_set("prune", relabel=_hard_labels, build=_prune_build, fit=_prune_fit)
+@zoo.training_set("prune", relabel=_hard_labels, options=("prune_fraction",), build=_prune_build, fit=_prune_fit)
 def _prune_set(store, spec, dataset, indices, parent):
     """Fine-pruning: the fine-tuning set of FTAL (D2 images, the source's hard labels)."""
     return _source_labels(store, spec, dataset, indices, parent)
@@ -987,7 +991,7 @@ def _transfer_build(store, spec, dataset, x, parent):
     return keras.Model(copy.inputs, probabilities, name=f"{copy.name}_transfer")
 
 
-@zoo.training_set("transfer", build=_transfer_build, task=_task)
+@zoo.training_set("transfer", options=("transfer_mapping",), build=_transfer_build, task=_task)
 def _transfer_set(store, spec, dataset, indices, parent):
     """Transfer learning: D2 images with their ground-truth labels mapped to the task's."""
     mapping = _task(spec, dataset)
@@ -1000,8 +1004,6 @@ def map_fingerprint(fp, mapping=TRANSFER_MAPPING):
     (targets likewise); the same inputs. The manifest's ``num_classes`` becomes the
     task's, it records ``label_mapping`` and ``mapped_from`` (``fp``'s sha256), and the
     calibration is dropped (it is of the source's label space; see the module doc)."""
-    from cae import fingerprint
-
     if not isinstance(fp, fingerprint.Fingerprint):
         raise TypeError(f"fp must be a Fingerprint (see cae.fingerprint.load), got {type(fp).__name__}.")
     mapping = check_mapping(mapping, fp.num_classes)
@@ -1017,8 +1019,6 @@ def verify_transfer(suspect, fp, mapping=TRANSFER_MAPPING, threshold=None, batch
     keys t it answers with ``mapping[t]``. Without a calibration for that label space,
     the verdict is the paper's rule alone (θ = ``threshold``, default
     :data:`cae.fingerprint.DEFAULT_THRESHOLD`) and there is no p-value."""
-    from cae import fingerprint
-
     return fingerprint.verify(suspect, map_fingerprint(fp, mapping), threshold=threshold, batch_size=batch_size)
 
 
@@ -1044,8 +1044,19 @@ def _adversarial_extraction_fit(store, spec, model, x, y, parent, epoch):
     return float(np.mean(losses))
 
 
-@zoo.training_set("adversarial_extraction", relabel=_hard_labels, fit=_adversarial_extraction_fit)
+@zoo.training_set("adversarial_extraction", relabel=_hard_labels,
+                  options=_ADVERSARIAL_OPTIONS + ("adversarial_fraction",), fit=_adversarial_extraction_fit)
 def _adversarial_extraction_set(store, spec, dataset, indices, parent):
     """Adversarial extraction: all of D2 with the source's hard labels; the adversarial
     half of each batch is made while training (:func:`_adversarial_extraction_fit`)."""
     return _source_labels(store, spec, dataset, indices, parent)
+
+
+@zoo.training_set("adversarial_ground_truth", options=_ADVERSARIAL_OPTIONS + ("adversarial_fraction",),
+                  fit=_adversarial_extraction_fit)
+def _adversarial_ground_truth(store, spec, dataset, indices, parent):
+    """A robust C-IGM reference's training set (:func:`cae.experiments.robust_member_specs`):
+    the ground truth of its images; the adversarial half of each batch is made while it
+    trains (the fit hook of adversarial extraction)."""
+    x = data.to_float(dataset.x_train[indices])
+    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]

@@ -1,7 +1,8 @@
 """Tables: our measurements beside the paper's numbers, written as CSV and Markdown.
 
-The paper's numbers are quoted from the paper (Tables II, V, VI; Figure 4's text) for
-comparison only; every other number in a table comes from a run.
+The paper's numbers are quoted from the paper (Tables V, VI here; Table II's with each
+attack in :data:`cae.attacks.REGISTRY`; Figure 4's text) for comparison only; every
+other number in a table comes from a run.
 """
 
 import csv
@@ -13,14 +14,6 @@ import sys
 from cae import paths
 
 log = logging.getLogger(__name__)
-
-# Table II of the paper (ε = 0.15): method -> (transferable, conferrable).
-PAPER_TABLE2 = {
-    "cinic10": {"C-IGM": (0.492, 0.469), "IGM": (0.752, 0.197), "PGD": (0.111, 0.101),
-                "DeepFool": (0.033, 0.036), "CW-L2": (0.864, 0.115)},
-    "imagenet32": {"C-IGM": (0.508, 0.419), "IGM": (0.357, 0.250), "PGD": (0.135, 0.155),
-                   "DeepFool": (0.045, 0.029), "CW-L2": (0.438, 0.352)},
-}
 
 # Tables V / VI: attack -> (test accuracy, fidelity, fingerprint retention).
 PAPER_REMOVAL = {
@@ -37,12 +30,6 @@ PAPER_REMOVAL = {
         "adv_pgd": (0.556, 0.853, 1.00), "ensemble": (0.505, 0.672, 0.80),
     },
 }
-
-
-def paper_dataset(dataset):
-    """The paper's dataset to compare with: CIFAR-10 runs are compared with CINIC-10
-    (same ten classes; the paper has no CIFAR-10 experiment)."""
-    return "imagenet32" if dataset == "imagenet32" else "cinic10"
 
 
 def _fmt(value):

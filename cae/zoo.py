@@ -32,6 +32,10 @@ import numpy as np
 
 from cae import data, paths
 
+# cae.models imports Keras: it is imported inside the methods that build and load models,
+# so that a training worker (cae.cluster) imports this module, then sets up Keras's threads
+# and devices, then starts Keras.
+
 log = logging.getLogger(__name__)
 
 # Bump when training code changes in a way that changes results. 2: a model that learns
@@ -40,7 +44,9 @@ SPEC_VERSION = 2
 
 # How a model's training set is made (``TrainSpec.labels``): name -> function
 # ``(zoo, spec, dataset, indices, parent) -> (x float32 in [0, 1], y soft labels)``.
-# ``cae.removal`` registers the removal attacks' training sets here.
+# The zoo registers ``ground_truth`` and ``distill``; ``cae.removal`` registers the removal
+# attacks' training sets (and the robust C-IGM members'): import it before building or
+# training a spec that names one (the runner, the CLI and the cluster's workers do).
 TRAINING_SETS = {}
 # Training sets whose labels are the parent's answers to the images: name -> function
 # ``(parent probabilities, spec) -> labels``. Each epoch the parent answers the
@@ -51,12 +57,21 @@ RELABEL = {}
 # {"build": ..., "fit": ..., "task": ...} (see :func:`training_set`). Registered by
 # ``cae.removal`` (pruning, transfer learning, adversarial extraction).
 TRAINING_HOOKS = {}
+# The TrainSpec options each training set reads, besides the zoo's own (:data:`TRAIN_OPTIONS`):
+# name -> option names, as declared by :func:`training_set`.
+TRAINING_OPTIONS = {}
+# The TrainSpec options the zoo itself reads, valid with every training set (see TrainSpec).
+# ``external_weights`` names the weights of a model the zoo holds but did not train.
+TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "part", "parts", "label_smoothing", "mixup",
+                 "external_weights", "schedule", "ema", "snapshots")
 
 
-def training_set(name, relabel=None, *, build=None, fit=None, task=None):
+def training_set(name, relabel=None, *, options=(), build=None, fit=None, task=None):
     """Decorator registering a training-set builder under ``name``. ``relabel``: for a
     set labelled by the parent, how the parent's softmax becomes labels (see
     :data:`RELABEL`); the builder's labels are then those of the un-augmented images.
+    ``options``: the names of the TrainSpec options the builder and its hooks read; a
+    spec of this training set may carry those and the zoo's own (:data:`TRAIN_OPTIONS`).
 
     Optional hooks (:data:`TRAINING_HOOKS`), for models trained other than by plain
     fitting; each is a pure function of the spec and the zoo, so a resumed run repeats it:
@@ -72,8 +87,14 @@ def training_set(name, relabel=None, *, build=None, fit=None, task=None):
         for a model of another label set: the int array mapping each of the dataset's
         classes to the model's; the metrics then score the model on mapped labels.
     """
+    clash = sorted(set(options) & set(TRAIN_OPTIONS))
+    if clash:
+        raise ValueError(f"training set {name!r} declares {', '.join(clash)}, which the zoo itself reads; "
+                         "declare only the options its builder and hooks add.")
+
     def register(function):
         TRAINING_SETS[name] = function
+        TRAINING_OPTIONS[name] = tuple(options)
         if relabel is not None:
             RELABEL[name] = relabel
         hooks = {k: v for k, v in (("build", build), ("fit", fit), ("task", task)) if v is not None}
@@ -81,6 +102,8 @@ def training_set(name, relabel=None, *, build=None, fit=None, task=None):
             TRAINING_HOOKS[name] = hooks
         return function
     return register
+
+
 # Training-time augmentation: random crop (4 px, reflect padding) and horizontal flip,
 # flip alone, or nothing.
 AUGMENTATIONS = ("crop+flip", "flip", "none")
@@ -97,9 +120,11 @@ class TrainSpec:
     ``labels="distill"`` trains on the parent's softmax at temperature
     ``temperature`` (the Retraining attack, T = 1); ``"ground_truth"`` on the labels.
     ``init="parent"`` starts from the parent's weights (fine-tuning). ``options`` holds
-    extra settings as sorted ``(name, value)`` pairs: ``reinit_last`` (re-initialise the
-    logits layer), ``train_last_only`` (freeze everything else), and settings that
-    registered training sets read (see :data:`TRAINING_SETS`), and ``label_smoothing``.
+    extra settings as sorted ``(name, value)`` pairs: the zoo's own (:data:`TRAIN_OPTIONS`:
+    ``reinit_last`` re-initialises the logits layer, ``train_last_only`` freezes
+    everything else, ``label_smoothing``, ``mixup``, the subset and part settings of
+    :func:`split_of`) and the settings its training set reads (declared by
+    :func:`training_set`).
     """
 
     architecture: str
@@ -125,14 +150,17 @@ class TrainSpec:
         if self.data not in ("D1", "D2"):
             raise ValueError(f"TrainSpec.data is {self.data!r}; expected 'D1' or 'D2'.")
         if self.labels not in TRAINING_SETS:
-            import cae.removal  # noqa: F401  (registers the removal attacks' training sets)
-        if self.labels not in TRAINING_SETS:
-            raise ValueError(f"TrainSpec.labels is {self.labels!r}; expected one of {tuple(TRAINING_SETS)}.")
+            raise ValueError(f"TrainSpec.labels is {self.labels!r}; expected one of {tuple(TRAINING_SETS)}. "
+                             "The removal attacks' training sets are registered when cae.removal is imported: "
+                             "import cae.removal before building such a spec.")
         if (self.labels != "ground_truth" or self.init == "parent") and not self.parent:
             raise ValueError("TrainSpec needs parent= (the parent model's key) to distill or fine-tune.")
+        allowed = TRAIN_OPTIONS + TRAINING_OPTIONS[self.labels]
         for name, _ in self.options:
-            if name not in TRAIN_OPTIONS:
-                raise ValueError(f"TrainSpec option {name!r} is unknown; expected one of {TRAIN_OPTIONS}.")
+            if name not in allowed:
+                raise ValueError(f"TrainSpec option {name!r} is unknown for training set {self.labels!r}; "
+                                 f"expected one of {allowed} (a training set declares the options it reads: "
+                                 "cae.zoo.training_set(options=...)).")
         if self.init not in ("scratch", "parent"):
             raise ValueError(f"TrainSpec.init is {self.init!r}; expected 'scratch' or 'parent'.")
         if self.augment not in AUGMENTATIONS:
@@ -159,11 +187,6 @@ class TrainSpec:
         return dataclasses.replace(self, **changes)
 
 
-TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "jagielski_temperature", "papernot_rounds",
-                 "papernot_lambda", "adversarial_attack", "adversarial_eps", "adversarial_examples",
-                 "adversarial_eps_step", "adversarial_max_iter", "knockoff_transfer", "part", "parts",
-                 "external_weights", "label_smoothing", "prune_fraction", "transfer_mapping",
-                 "adversarial_fraction", "mixup", "schedule", "ema", "snapshots")
 # Learning-rate schedules (option ``schedule``): cosine decay from the start (the default),
 # or one cycle: a linear warm-up over the first fifth of the steps, then cosine decay to 0
 # (the shape of the fastest CIFAR-10 trainers' schedules).

@@ -16,11 +16,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cae import experiments, figures, paths, tables  # noqa: E402
+from cae import attacks, experiments, figures, paths, tables  # noqa: E402
 
 
 def add_options(parser):
-    parser.add_argument("--method", default="igm", choices=experiments.METHODS,
+    parser.add_argument("--method", default="igm", choices=tuple(attacks.REGISTRY),
                         help="attack that makes δ (default: igm, as in the paper)")
     parser.add_argument("--eps", type=float, default=0.25, help="the attack's ε (default: 0.25)")
     parser.add_argument("--resolution", type=int, default=figures.RESOLUTION,
@@ -42,7 +42,7 @@ if __name__ == "__main__":
     tables.write(
         "figure5", preset.name, space.rows(),
         f"Figure 5 data: decision space around attack input #{space.index} "
-        f"({experiments.METHOD_NAMES[args.method]}, ε = {args.eps:g}, preset {preset.name})",
+        f"({attacks.REGISTRY[args.method].name}, ε = {args.eps:g}, preset {preset.name})",
         notes=f"Example: {rule}; source label y = {names[space.label]}, key t = {names[space.key]}, "
               f"conferrability {space.conferrability:.3f}. Grid {args.resolution}×{args.resolution} over "
               f"a, b ∈ [−{figures.EXTENT}, {figures.EXTENT}], Q from seed {args.seed}, images clipped to [0, 1].\n"

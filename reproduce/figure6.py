@@ -7,18 +7,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cae import experiments, paths, scores, tables  # noqa: E402
+from cae import attacks, experiments, paths, scores, tables  # noqa: E402
 
 if __name__ == "__main__":
     args, preset = experiments.script_args("Figure 6: conferrability per generated example")
     context = experiments.prepare(preset, verbose=not args.quiet)
     per_method, rows = {}, []
-    for method in experiments.METHODS:
+    for method, entry in attacks.REGISTRY.items():
         result = experiments.run_attack(context, method, preset.epsilon)
         ok = result["success"]
         values = scores.confer(result["test_surrogates"][:, ok], result["test_references"][:, ok], result["t"][ok])
-        per_method[experiments.METHOD_NAMES[method]] = values
-        rows.append({"method": experiments.METHOD_NAMES[method], "successful": int(ok.sum()),
+        per_method[entry.name] = values
+        rows.append({"method": entry.name, "successful": int(ok.sum()),
                      "mean": float(values.mean()) if len(values) else float("nan"),
                      "share = 1": float(np.mean(values >= 1.0)) if len(values) else float("nan"),
                      "share = 0": float(np.mean(values <= 0.0)) if len(values) else float("nan")})

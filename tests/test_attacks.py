@@ -5,32 +5,19 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
-from keras import layers
 
 from cae import attacks as A
 from cae import ensemble as E
+from cae import models
+from helpers import tiny_batchnorm_model
 
 K = 10
 N = 6
 
 
-def tiny_model(seed, num_classes=K):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(4, 3, strides=2)(inputs)
-    bn = layers.BatchNormalization()
-    x = layers.GlobalAveragePooling2D()(layers.ReLU()(bn(x)))
-    logits = layers.Dense(num_classes, name="logits")(x)
-    model = keras.Model(inputs, layers.Activation("softmax", name="probabilities")(logits))
-    rng = np.random.default_rng(seed)
-    bn.moving_mean.assign(rng.normal(size=4).astype("float32"))
-    bn.moving_variance.assign(rng.uniform(0.2, 2.0, size=4).astype("float32"))
-    return model
-
-
 @pytest.fixture(scope="module")
 def members():
-    return [tiny_model(seed) for seed in range(5)]
+    return [tiny_batchnorm_model(seed) for seed in range(5)]
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +251,50 @@ def test_empty_inputs(ensemble_off, source):
     assert attack.generate(empty).shape == empty.shape and attack.targets_.shape == (0,)
     x_adv, success = A.baseline("igm", source, empty, 0.1)
     assert x_adv.shape == empty.shape and success.shape == (0,)
+
+
+# --------------------------------------------------------------------------- one interface, one registry
+SOURCE_ATTACKS = [method for method, entry in A.REGISTRY.items() if entry.on == "source"]
+
+
+def test_the_registry_holds_every_attack_once_with_table_one_settings():
+    assert list(A.REGISTRY) == ["cigm", "igm", "pgd", "deepfool", "cw"]
+    assert set(SOURCE_ATTACKS) == set(A.ATTACKS)  # every baseline of Table I, nothing else on the source
+    for method in SOURCE_ATTACKS:
+        entry, params = A.REGISTRY[method], A.ATTACKS[method]
+        assert entry.attack.params is params
+        assert (entry.name, entry.norm, entry.eps_rule) == (params.method, params.norm, params.constraint)
+    cigm = A.REGISTRY["cigm"]
+    assert (cigm.attack, cigm.name, cigm.norm, cigm.eps_rule, cigm.on) == (A.CIGM, "C-IGM", "inf", "project",
+                                                                           "ensemble")
+    assert cigm.paper_scores("cinic10") == (0.492, 0.469)
+    assert A.REGISTRY["igm"].paper_scores("mnist") == (None, None)  # no number: blank, not a KeyError
+    with pytest.raises(ValueError, match="unknown method 'fgsm'"):
+        A.registered("fgsm")
+    with pytest.raises(ValueError, match="eps_rule='clip'"):
+        A.Registered(A.IGM, "IGM", "inf", "clip", "source")
+
+
+@pytest.mark.parametrize("method", SOURCE_ATTACKS)
+def test_baselines_are_art_style_attacks(source, x, method):
+    """Each baseline is a class: checked ``attack_params`` (Table I's ART settings among
+    them), ``generate(x, y=None)``, and the ART class Table I names."""
+    cls = A.REGISTRY[method].attack
+    assert set(A.ATTACKS[method].art_kwargs()) <= set(cls.attack_params)
+    assert {"eps", "constraint", "batch_size", "seed", "verbose"} <= set(cls.attack_params)
+    attack = cls(source, 0.05, max_iter=1, **({"binary_search_steps": 1} if method == "cw" else {}))
+    assert attack.max_iter == 1 and attack.constraint == A.ATTACKS[method].constraint
+    x_adv = attack.generate(x[:2])
+    assert x_adv.shape == (2, 32, 32, 3) and x_adv.dtype == np.float32
+    assert attack.success_.shape == (2,) and attack.success_.dtype == bool and attack.labels_.shape == (2,)
+    classifier = A._tensorflow_classifier(models.logits_model(source), keras.losses.CategoricalCrossentropy())
+    assert type(attack._art_attack(classifier, K, {"batch_size": 2, "verbose": False})).__name__ \
+        == A.ATTACKS[method].art_class
+    for name, value in (("batch_size", 0), ("seed", -1), ("constraint", "clip"), ("eps", 0.0), ("verbose", 1)):
+        with pytest.raises(ValueError, match=rf"{name}={value!r}"):
+            attack.set_params(**{name: value})
+    with pytest.raises(ValueError, match=f"learning_rat is not a parameter of {A.ATTACKS[method].method}"):
+        attack.set_params(learning_rat=0.1)
 
 
 # --------------------------------------------------------------------------- C-IGM's transform (beyond the paper)

@@ -21,24 +21,15 @@ import pytest
 from keras import layers
 
 import cae
-from cae import cli, models, remote
+from cae import cli, models
 from cae import fingerprint as F
+from helpers import tiny_model
+from model_server import serve
 
 K = 10
 N = 100
 JSON_KEYS = {"retention", "threshold", "is_surrogate", "queries", "p_value", "verdict", "statistic", "score",
              "p_value_derived", "references", "threshold_source"}
-
-
-def tiny_model(num_classes=K, seed=0, input_shape=(32, 32, 3)):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input(input_shape),
-        layers.Conv2D(4, 4, strides=4),
-        layers.Flatten(),
-        layers.Dense(num_classes),
-        layers.Softmax(),
-    ])
 
 
 def noisy_copy(model, scale, seed):
@@ -176,7 +167,7 @@ def start():
     servers = []
 
     def _start(model, **options):
-        server, url = remote.serve(model, **options)
+        server, url = serve(model, **options)
         servers.append(server)
         return server, url
 

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from cae import cluster, models, plan, presets, zoo
+from cae import cluster, experiments, models, plan, presets, zoo
 from test_zoo import synthetic, tiny_spec
 
 needs_ray = pytest.mark.skipif(not cluster.ray_available(),
@@ -146,7 +146,7 @@ def test_ordered_puts_parents_first_and_adds_papernot_rounds():
 
 def test_removal_specs_follow_their_source():
     preset = presets.get("smoke")
-    specs = cluster.preset_specs(preset, removal=True)
+    specs = experiments.preset_specs(preset, removal=True)
     source = specs[0]
     assert source.role == "source"
     roles = {spec.role for spec in specs}
@@ -154,13 +154,13 @@ def test_removal_specs_follow_their_source():
     assert all(spec.parent == source.key for spec in specs if spec.role in ("retraining", "ftal", "ensemble"))
     assert len({spec.key for spec in specs}) == len(specs)
     assert not {"prune50", "transfer", "adv_extract"} & roles  # the paper's attacks by default
-    everything = {spec.role for spec in cluster.preset_specs(preset, removal="all")}
+    everything = {spec.role for spec in experiments.preset_specs(preset, removal="all")}
     assert {"prune20", "prune50", "prune80", "transfer", "extract_prob", "extract_label", "adv_extract"} <= everything
-    chosen = cluster.preset_specs(preset, removal=["prune50", "ftll"])
+    chosen = experiments.preset_specs(preset, removal=["prune50", "ftll"])
     assert {spec.role for spec in chosen} - roles == {"prune50"} and "ftal" not in {spec.role for spec in chosen}
-    assert cluster.preset_specs(preset, removal="none") == cluster.preset_specs(preset)
+    assert experiments.preset_specs(preset, removal="none") == experiments.preset_specs(preset)
     with pytest.raises(ValueError, match="'prune'"):
-        cluster.preset_specs(preset, removal="prune")
+        experiments.preset_specs(preset, removal="prune")
 
 
 def test_train_refuses_a_child_without_its_parent(tmp_path):

@@ -8,29 +8,14 @@ from keras import layers
 
 from cae import ensemble as E
 from cae import models
+from helpers import tiny_batchnorm_model
 
 K = 10
 
 
-def tiny_model(seed, num_classes=K):
-    """A cae-interface model with BatchNorm whose moving statistics are not the identity."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(4, 3, strides=2)(inputs)
-    bn = layers.BatchNormalization()
-    x = layers.ReLU()(bn(x))
-    x = layers.GlobalAveragePooling2D()(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
-    model = keras.Model(inputs, layers.Activation("softmax", name="probabilities")(logits))
-    rng = np.random.default_rng(seed)
-    bn.moving_mean.assign(rng.normal(size=4).astype("float32"))
-    bn.moving_variance.assign(rng.uniform(0.2, 2.0, size=4).astype("float32"))
-    return model
-
-
 @pytest.fixture(scope="module")
 def members():
-    return [tiny_model(seed) for seed in range(5)]  # source, 2 surrogates, 2 references
+    return [tiny_batchnorm_model(seed) for seed in range(5)]  # source, 2 surrogates, 2 references
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +81,7 @@ def test_members_are_shared_and_unchanged(members, x):
             np.testing.assert_array_equal(a, c)
         assert m.trainable
     # Shared, not copied: changing a member's logits layer changes the ensemble.
-    other = [tiny_model(seed) for seed in range(5)]
+    other = [tiny_batchnorm_model(seed) for seed in range(5)]
     shared = compose(other)
     first = shared(x).numpy()
     dense = other[0].get_layer("logits")
@@ -199,7 +184,7 @@ def test_bad_members_raise(members):
     with pytest.raises(ValueError, match="no layer named 'logits'"):
         E.compose(members[0], [no_logits], [])
     with pytest.raises(ValueError, match="numbers of classes"):
-        E.compose(members[0], [], [tiny_model(9, num_classes=3)])
+        E.compose(members[0], [], [tiny_batchnorm_model(9, num_classes=3)])
     with pytest.raises(TypeError, match="keras.Model"):
         E.compose(members[0], ["model.keras"], [])
     with pytest.raises(ValueError, match="not an ensemble"):

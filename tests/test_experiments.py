@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cae import experiments, fingerprint, models, presets, zoo
+from cae import attacks, experiments, fingerprint, models, presets, zoo
 from test_zoo import synthetic
 
 
@@ -147,6 +147,19 @@ def test_extract_calibrates_on_the_validation_models_when_the_preset_has_them(co
     assert surrogates == validation["valid_surrogates"] and references == validation["valid_references"]
     assert described.startswith("1 surrogates and 1 references: validation models")
     assert experiments.calibration_models(context)[2].endswith("scores on them are in-sample)")
+
+
+def test_table2_reads_the_attack_registry_and_leaves_missing_paper_numbers_blank(context, monkeypatch):
+    """An attack the paper did not run gets its Table II row, named from the registry,
+    with blank paper cells (not a KeyError)."""
+    ours = dataclasses.replace(attacks.REGISTRY["igm"], name="IGM (ours)", paper=())
+    monkeypatch.setattr(attacks, "REGISTRY", {"cigm": attacks.REGISTRY["cigm"], "ours": ours})
+    rows = experiments.table2_rows(context, eps=0.1)
+    assert [row["method"] for row in rows] == ["C-IGM", "IGM (ours)"]
+    assert (rows[0]["paper transferable"], rows[0]["paper conferrable"]) == (0.492, 0.469)
+    assert (rows[1]["paper transferable"], rows[1]["paper conferrable"]) == (None, None)
+    assert rows[1]["successful"].endswith("/12")
+    assert len(list(context.folder().glob("ours-*.npz"))) == 1  # the runner ran it under its own name
 
 
 def test_table2_notes_say_when_the_ordering_is_within_noise():

@@ -16,20 +16,10 @@ from keras import layers
 import cae
 from cae import fingerprint as F
 from cae import stats
+from helpers import tiny_model
 
 K = 10
 N = 40
-
-
-def tiny_model(num_classes=K, seed=0, input_shape=(32, 32, 3)):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input(input_shape),
-        layers.Conv2D(4, 4, strides=4),
-        layers.Flatten(),
-        layers.Dense(num_classes),
-        layers.Softmax(),
-    ])
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,17 @@
 import json
 import time
 
-import keras
 import numpy as np
 import pytest
-from keras import layers
 
 import cae
 from cae import fingerprint as F
 from cae import remote
+from helpers import tiny_model
+from model_server import GARBAGE_MODES, serve
 
 K = 10
 N = 20
-
-
-def tiny_model(num_classes=K, seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((32, 32, 3)),
-        layers.Conv2D(4, 4, strides=4),
-        layers.Flatten(),
-        layers.Dense(num_classes),
-        layers.Softmax(),
-    ])
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +48,7 @@ def start():
     servers = []
 
     def _start(model, **options):
-        server, url = remote.serve(model, **options)
+        server, url = serve(model, **options)
         servers.append(server)
         return server, url
 
@@ -155,7 +144,7 @@ def test_client_errors_are_not_retried(start, suspect, fp):
     assert c.requests == 1 and time.monotonic() - began < 0.9
 
 
-@pytest.mark.parametrize("mode", remote.GARBAGE_MODES)
+@pytest.mark.parametrize("mode", GARBAGE_MODES)
 def test_garbage_answers_are_refused(start, suspect, fp, mode):
     server, url = start(suspect, garbage=mode)
     c = client(url, retries=3)
@@ -241,9 +230,9 @@ def test_client_refuses_bad_inputs_before_sending():
 
 def test_serve_is_loopback_only(suspect):
     with pytest.raises(ValueError, match="loopback"):
-        remote.serve(suspect, host="0.0.0.0")
+        serve(suspect, host="0.0.0.0")
     with pytest.raises(ValueError, match="garbage"):
-        remote.serve(suspect, garbage="nonsense")
+        serve(suspect, garbage="nonsense")
 
 
 # --------------------------------------------------------------------------- ART black box

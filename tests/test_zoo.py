@@ -59,6 +59,26 @@ def test_spec_rejects_bad_values():
         tiny_spec(labels="soft")
 
 
+def test_training_sets_declare_the_options_they_read(monkeypatch):
+    """A spec may carry the zoo's own options and those its training set declares; the
+    zoo does not know the removal attacks' option names."""
+    import cae.removal  # noqa: F401  (registers the removal attacks' training sets, as the runner does)
+
+    assert "jagielski_temperature" not in zoo.TRAIN_OPTIONS
+    assert zoo.TRAINING_OPTIONS["jagielski"] == ("jagielski_temperature",)
+    tiny_spec(labels="jagielski", parent="abc", options=(("jagielski_temperature", 0.5), ("subset_seed", 1)))
+    with pytest.raises(ValueError, match="'jagielski_temperature' is unknown for training set 'distill'"):
+        tiny_spec(labels="distill", parent="abc", options=(("jagielski_temperature", 0.5),))
+    with pytest.raises(ValueError, match="import cae.removal"):
+        tiny_spec(labels="not_registered", parent="abc")
+    monkeypatch.setattr(zoo, "TRAINING_SETS", dict(zoo.TRAINING_SETS))
+    monkeypatch.setattr(zoo, "TRAINING_OPTIONS", dict(zoo.TRAINING_OPTIONS))
+    zoo.training_set("scaled", options=("scale",))(lambda store, spec, dataset, indices, parent: None)
+    assert tiny_spec(labels="scaled", parent="abc", options=(("scale", 2),)).option("scale") == 2
+    with pytest.raises(ValueError, match="subset_seed, which the zoo itself reads"):
+        zoo.training_set("clash", options=("subset_seed",))
+
+
 def test_splits_are_disjoint_and_deterministic():
     dataset = synthetic()
     d1 = zoo.split_of(dataset, tiny_spec(data="D1"))
