@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from cae import data, ensemble as ensemble_lib, models, presets
+from cae import data, ensemble as ensemble_lib, models, paper, presets
 
 log = logging.getLogger(__name__)
 
@@ -774,9 +774,9 @@ class Registered:
     C-IGM's target rule and transform) or ``"source"`` (the source model alone).
     ``outputs``: ``(name, attribute)`` pairs of per-example int arrays the attack leaves
     on itself after :meth:`generate`, kept with the run (C-IGM's target classes).
-    ``paper``: Table II of the paper at ε = 0.15, ``((dataset, (transferable,
-    conferrable)), ...)`` for the paper's datasets (``"cinic10"``, ``"imagenet32"``);
-    empty for an attack the paper did not run.
+    ``paper``: Table II of the paper at ε = 0.15 (quoted in :data:`cae.paper.TABLE2`),
+    ``((dataset, (transferable, conferrable)), ...)`` for the paper's datasets
+    (``"cinic10"``, ``"imagenet32"``); empty for an attack the paper did not run.
     """
 
     attack: type
@@ -797,19 +797,24 @@ class Registered:
         return dict(self.paper).get(dataset, (None, None))
 
 
-def _baseline_entry(cls, paper):
+def _quoted(method):
+    """``method``'s numbers of Table II as :attr:`Registered.paper` holds them (from :data:`cae.paper.TABLE2`)."""
+    return tuple(paper.TABLE2.get(method, {}).items())
+
+
+def _baseline_entry(method, cls):
     """A baseline's registry entry: name, norm and ε rule from its row of Table I."""
-    return Registered(cls, cls.params.method, cls.params.norm, cls.params.constraint, "source", paper=paper)
+    return Registered(cls, cls.params.method, cls.params.norm, cls.params.constraint, "source", paper=_quoted(method))
 
 
 # Every attack the runner knows, in Table II's order: C-IGM, then the baselines.
 REGISTRY = {
     "cigm": Registered(CIGM, "C-IGM", "inf", "project", "ensemble", outputs=(("target", "targets_"),),
-                       paper=(("cinic10", (0.492, 0.469)), ("imagenet32", (0.508, 0.419)))),
-    "igm": _baseline_entry(IGM, paper=(("cinic10", (0.752, 0.197)), ("imagenet32", (0.357, 0.250)))),
-    "pgd": _baseline_entry(PGD, paper=(("cinic10", (0.111, 0.101)), ("imagenet32", (0.135, 0.155)))),
-    "deepfool": _baseline_entry(DeepFool, paper=(("cinic10", (0.033, 0.036)), ("imagenet32", (0.045, 0.029)))),
-    "cw": _baseline_entry(CarliniL2, paper=(("cinic10", (0.864, 0.115)), ("imagenet32", (0.438, 0.352)))),
+                       paper=_quoted("cigm")),
+    "igm": _baseline_entry("igm", IGM),
+    "pgd": _baseline_entry("pgd", PGD),
+    "deepfool": _baseline_entry("deepfool", DeepFool),
+    "cw": _baseline_entry("cw", CarliniL2),
 }
 
 

@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from cae import data, experiments, fingerprint, models, preprocessing, presets, removal, stats, tables, zoo
+from cae import data, experiments, fingerprint, models, paper as quoted, preprocessing, presets, removal, stats, zoo
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,6 @@ GROUP_NAMES = {
     "train_surrogates": ("training", "surrogate"), "train_references": ("training", "reference"),
     "valid_surrogates": ("validation", "surrogate"), "valid_references": ("validation", "reference"),
     "test_surrogates": ("testing", "surrogate"), "test_references": ("testing", "reference"),
-}
-# Table III of the paper (CINIC, ε = 0.15), the readable parts: retention brackets per group.
-PAPER_GROUP_RETENTION = {
-    "cinic10": {"train_surrogates": "1.00", "train_references": "0.00",
-                "test_surrogates": "0.91–0.99", "test_references": "0.30–0.68"},
 }
 MAX_ACCURACY_DROP = experiments.MAX_ACCURACY_DROP
 TRAINING_REFERENCES_NOTE = (
@@ -110,7 +105,7 @@ def group_rows(context, fp):
     paper's retention bracket where the paper gives one.
     """
     meter = _Meter(context, fp)
-    paper = PAPER_GROUP_RETENTION.get(presets.paper_dataset(context.preset.dataset), {})
+    paper = quoted.GROUP_RETENTION.get(presets.paper_dataset(context.preset.dataset), {})
     source = meter(context.models["source"])
     rows = [{"split": "source", "role": "source", "architecture": context.specs["source"].architecture,
              "models": 1, **{k: f"{source[k]:.3f}" for k in ("test_accuracy", "fidelity", "retention")},
@@ -163,7 +158,7 @@ def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None):
     model is measured in its task's label space (:func:`cae.removal.verify_transfer`:
     test labels, the source's labels and the keys mapped); it has no calibrated verdict."""
     meter = _Meter(context, fp)
-    paper = tables.PAPER_REMOVAL[presets.paper_dataset(context.preset.dataset)]
+    paper = quoted.REMOVAL[presets.paper_dataset(context.preset.dataset)]
     source = meter(context.models["source"])
     rows = [{"attack": "Source (no attack)", "family": "–", **source, "Δ accuracy": 0.0}]
     for name in attacks:
