@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from cae import data, evaluation, experiments, fingerprint, paper, paths, peers, removal, stats, tables, zoo
+from cae import data, evaluation, experiments, fingerprint, paper, paths, peers, removal, scripts, stats, tables, zoo
 
 log = logging.getLogger(__name__)
 
@@ -336,14 +336,14 @@ def add_options(parser):
                         type=_attack_list,
                         help=f"comma-separated removal attacks among the derived models, 'all' or 'none' "
                              f"({', '.join(removal.REMOVAL_ATTACKS)})")
-    parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
+    parser.add_argument("--extra-references", type=scripts.count, default=None, metavar="N",
                         help="N more independent references (default: the preset's extra_references)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every peer's extraction (default 0)")
 
 
 def main(argv=None):
     """``reproduce/benchmark.py``: the preset's zoo, every method, the table and the figure."""
-    args, preset = experiments.script_args("Peer fingerprints benchmark (issue #19)", argv, extra=add_options)
+    args, preset = scripts.script_args("Peer fingerprints benchmark (issue #19)", argv, extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     result = run(context, methods=args.methods, attacks=args.removal, extra_references=args.extra_references,
                  seed=args.seed, verbose=not args.quiet)

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import zipfile
 import zlib
 
@@ -21,14 +20,6 @@ from cae import (attacks, cluster, data, ensemble, fingerprint, paths, preproces
 log = logging.getLogger(__name__)
 
 GROUPS = presets.GROUPS
-
-
-def git_revision():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=paths.pathlib.Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def source_spec(preset):
@@ -626,20 +617,6 @@ def calibration_models(context):
     return surrogates, references, f"{len(surrogates)} surrogates and {len(references)} references: {what}"
 
 
-# --------------------------------------------------------------------------- scripts
-def count(text):
-    """argparse type: a number of things, 0 or more."""
-    import argparse
-
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number, 0 or more.")
-    return n
-
-
 # Training recipes of the extra references, in turn: the testing references' own, SGD with
 # momentum and label smoothing, and flips alone with a smaller Adam step. Independent
 # models trained differently from the source are negatives a fingerprint must not flag.
@@ -666,28 +643,6 @@ def extra_reference_specs(specs, n):
         recipe = EXTRA_RECIPES[i % len(EXTRA_RECIPES)]
         out.append(base[(i + i // len(EXTRA_RECIPES)) % len(base)].replace(seed=seed, **recipe))
     return out
-
-
-def script_args(description, argv=None, extra=None):
-    """Parse a reproduce script's arguments, set up logging, print the resolved
-    settings and the git revision. ``extra(parser)`` adds script-specific options."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS),
-                        help="experiment scale (default: quick)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    if extra:
-        extra(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    preset = presets.get(args.preset)
-    print(f"# {description}")
-    print(f"# cae revision {git_revision()}, preset {preset.name}: "
-          + json.dumps(preset.summary(), default=str, sort_keys=True))
-    print(f"# data {paths.data_dir()}, cache {paths.cache_dir()}, results {paths.results_dir(preset.name)}",
-          flush=True)
-    return args, preset
 
 
 def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True, transforms=None):

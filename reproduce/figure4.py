@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cae import attacks, experiments, paper, paths, tables  # noqa: E402
+from cae import attacks, experiments, paper, paths, scripts, tables  # noqa: E402
 
 BASELINES = [method for method, entry in attacks.REGISTRY.items() if entry.on == "source"]
 
@@ -24,7 +24,7 @@ def norm_label(methods):
     return "; ".join(f"{ {'inf': 'L∞', '2': 'L2'}[norm]} for {', '.join(names)}" for norm, names in by_norm.items())
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Figure 4: conferrability and transferability versus epsilon")
+    args, preset = scripts.script_args("Figure 4: conferrability and transferability versus epsilon")
     context = experiments.prepare(preset, verbose=not args.quiet)
     rows = []
     for method in BASELINES:

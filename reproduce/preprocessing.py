@@ -22,13 +22,13 @@ the p-values are the worst case over them, so there is one θ, chosen in one pla
 (:class:`cae.fingerprint.Calibration`). The p-value column is the transformed source's.
 """
 
-from cae import evaluation, experiments, fingerprint, preprocessing, tables
+from cae import evaluation, experiments, fingerprint, preprocessing, scripts, tables
 
 
 def add_options(parser):
     parser.add_argument("--kinds", nargs="+", default=list(preprocessing.SWEEPS),
                         choices=list(preprocessing.TRANSFORMS), help="transformations to sweep (default: all)")
-    parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
+    parser.add_argument("--extra-references", type=scripts.count, default=None, metavar="N",
                         help="train N more independent references (D2, ground truth, other recipes in turn) as "
                              "negatives (default: the preset's extra_references)")
     parser.add_argument("--derived", action="store_true",
@@ -37,7 +37,7 @@ def add_options(parser):
 
 
 def main():
-    args, preset = experiments.script_args("Input preprocessing: fingerprint retention behind input transformations",
+    args, preset = scripts.script_args("Input preprocessing: fingerprint retention behind input transformations",
                                            extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     extra_count = preset.extra_references if args.extra_references is None else args.extra_references

@@ -6,7 +6,7 @@ and scores the successful adversarial examples on the testing models.
 
 import keras
 
-from cae import experiments, tables
+from cae import experiments, scripts, tables
 
 
 def add_options(parser):
@@ -15,7 +15,7 @@ def add_options(parser):
 
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Table II: success rates of adversarial attacks", extra=add_options)
+    args, preset = scripts.script_args("Table II: success rates of adversarial attacks", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     baselines = keras.backend.backend() == "tensorflow"
     if not baselines:

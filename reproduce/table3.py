@@ -5,11 +5,11 @@ The fingerprint is ``experiments.extract`` (C-IGM at the preset's ε, τ = the p
 Table IV (ImageNet32) is this script with the preset ``paper-imagenet32`` (reproduce/table4.py).
 """
 
-from cae import evaluation, experiments, paper, tables
+from cae import evaluation, experiments, paper, scripts, tables
 
 
 def main(name="table3", default_preset="quick", table="Table III"):
-    args, preset = experiments.script_args(
+    args, preset = scripts.script_args(
         f"{table}: accuracy, fidelity and retention of the zoo's models",
         extra=lambda parser: parser.set_defaults(preset=default_preset))
     context = experiments.prepare(preset, verbose=not args.quiet)

@@ -7,7 +7,7 @@ calibration models (the preset's validation models where it has them).
 Table VI (ImageNet32) is this script with the preset ``paper-imagenet32`` (reproduce/table6.py).
 """
 
-from cae import evaluation, experiments, removal, tables
+from cae import evaluation, experiments, removal, scripts, tables
 
 
 def add_options(parser, default_preset):
@@ -18,7 +18,7 @@ def add_options(parser, default_preset):
 
 
 def main(name="table5", default_preset="quick", table="Table V"):
-    args, preset = experiments.script_args(f"{table}: removal attacks",
+    args, preset = scripts.script_args(f"{table}: removal attacks",
                                            extra=lambda parser: add_options(parser, default_preset))
     context = experiments.prepare(preset, verbose=not args.quiet)
     fp = experiments.extract(context)

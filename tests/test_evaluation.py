@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cae import evaluation, experiments, fingerprint, presets, zoo
+from cae import evaluation, experiments, fingerprint, presets, scripts, zoo
 from test_zoo import synthetic
 
 
@@ -243,10 +243,8 @@ def test_extra_references_refuses_a_negative_count():
 def test_count_argument(text, expected):
     import argparse
 
-    from cae import experiments
-
     if expected is None:
         with pytest.raises(argparse.ArgumentTypeError, match="not a count"):
-            experiments.count(text)
+            scripts.count(text)
     else:
-        assert experiments.count(text) == expected
+        assert scripts.count(text) == expected
