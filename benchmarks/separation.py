@@ -108,7 +108,7 @@ def main(argv=None):
         independent[f"extra reference {i} ({spec.architecture}{recipe})"] = context.store.get(spec, verbose=False)
     accuracy = {name: evaluation.test_accuracy(m, context.dataset, preset.evaluate_on)
                 for name, m in [("source", context.models["source"]), *derived.items()]}
-    usable = [n for n in derived if accuracy["source"] - accuracy[n] <= evaluation.MAX_ACCURACY_DROP + 1e-12]
+    usable = [n for n in derived if accuracy["source"] - accuracy[n] <= experiments.MAX_ACCURACY_DROP + 1e-12]
     print(f"# preset {preset.name}: zoo and suspects ready in {time.time() - started:.0f} s; source accuracy "
           f"{accuracy['source']:.3f}; derived {len(derived)} ({len(usable)} usable), independent {len(independent)}")
     mistakes = None

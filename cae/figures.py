@@ -386,24 +386,6 @@ def fingerprint_figure(source, fp, class_names, n=12, columns=3, title=None):
                             float(fp.manifest["epsilon"]), targets=targets, columns=columns, title=title)
 
 
-def fingerprint_row(fp):
-    """A one-row summary of a fingerprint for the figures' data tables: size, mean
-    perturbation and the retention of its calibration models (:class:`cae.fingerprint.Calibration`)."""
-    made = fp.manifest.get("created_with", {})
-    row = {"ε": float(fp.manifest["epsilon"]), "τ": float(fp.manifest["tau"]),
-           "fingerprints": fp.n, "attack inputs": made.get("inputs")}
-    if fp.originals is not None:
-        delta = (np.asarray(fp.x, np.float64) - np.asarray(fp.originals, np.float64)).reshape(fp.n, -1)
-        row["mean ‖δ‖∞"] = float(np.abs(delta).max(axis=1).mean())
-        row["mean ‖δ‖2"] = float(np.linalg.norm(delta, axis=1).mean())
-    calibration = fp.calibration
-    for group in ("surrogate", "reference"):
-        values = None if calibration is None else getattr(calibration, f"{group}_matches").mean(axis=1)
-        row[f"calibration {group}s' retention"] = (", ".join(f"{v:.2f}" for v in values)
-                                                   if values is not None else None)
-    return row
-
-
 def dataset_title(dataset):
     """How a dataset is named in figure titles."""
     return {"cifar10": "CIFAR-10", "cinic10": "CINIC-10", "imagenet32": "ImageNet32"}.get(dataset, dataset)

@@ -7,7 +7,7 @@ Datasets are named as :func:`cae.presets.paper_dataset` names them (``"cinic10"`
 """
 
 # Table II at ε = 0.15: attack (a key of cae.attacks.REGISTRY) -> dataset ->
-# (transferable, conferrable).
+# (transferable, conferrable). Each REGISTRY entry's ``paper`` field is read from here.
 TABLE2 = {
     "cigm": {"cinic10": (0.492, 0.469), "imagenet32": (0.508, 0.419)},
     "igm": {"cinic10": (0.752, 0.197), "imagenet32": (0.357, 0.250)},
@@ -59,12 +59,6 @@ BENCHMARK_CIGM_AUC = {
 BENCHMARK_SOURCE = ("quoted from a later benchmark of fingerprinting methods (156 CIFAR-10 models, AUC of stolen "
                     "against irrelevant models; by its model count and rows, that of SAC, Guan, Liang & He, "
                     "NeurIPS 2022), as stated in issue #19; not measured here")
-
-
-def table2_scores(method, dataset):
-    """The paper's (transferable, conferrable) of ``method`` on ``dataset``; (None, None)
-    where it has none."""
-    return TABLE2.get(method, {}).get(dataset, (None, None))
 
 
 def figure4_note():

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cae import evaluation, experiments, fingerprint, paths, removal, scripts, tables  # noqa: E402
+from cae import evaluation, experiments, fingerprint, paths, removal, reports, scripts, tables  # noqa: E402
 
 
 def add_options(parser):
@@ -49,7 +49,7 @@ if __name__ == "__main__":
     accuracy = {name: evaluation.test_accuracy(model, context.dataset, preset.evaluate_on)
                 for name, model in [("source", context.models["source"]), *derived.items()]}
     drop = {name: accuracy["source"] - accuracy[name] for name in derived}
-    result = evaluation.verification_stats(context, fp, derived, references, accuracy_drop=drop)
+    result = reports.verification_stats(context, fp, derived, references, accuracy_drop=drop)
     theta = result["threshold"]
     summary = []
     for statistic in result["statistics"]:

@@ -158,6 +158,7 @@ LAYERS = (
     ("cluster",),
     ("experiments", "peers"),
     ("plan", "figures", "evaluation"),
+    ("reports",),
     ("benchmark",),
     ("cli",),
 )
