@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from cae import data, ensemble as ensemble_lib, models, paper, presets
+from cae import checks, data, ensemble as ensemble_lib, models, paper, presets
 
 log = logging.getLogger(__name__)
 
@@ -125,29 +125,6 @@ def rows():
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}.")
-
-
-def _check_positive_number(name, value, upper=None):
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and value > 0 and (upper is None or value <= upper)
-    if not ok:
-        bound = f" and at most {upper:.4g}" if upper is not None else ""
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number greater than 0{bound}.")
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed; expected a positive int.")
-
-
-def _check_seed(value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"seed={value!r} is not allowed; expected a non-negative int.")
-
-
 def _labels(y, n, num_classes, name="y"):
     """Class indices (n,) from int labels or one-hot / score rows (n, K)."""
     y = np.asarray(y)
@@ -479,16 +456,16 @@ class CIGM:
                 f"ensemble={type(self.ensemble).__name__} is not allowed; expected the keras.Model "
                 "returned by cae.ensemble.compose."
             )
-        _check_positive_number("eps", self.eps, upper=1.0)
-        _check_positive_number("eps_step", self.eps_step, upper=1.0)
-        _check_positive_int("max_iter", self.max_iter)
-        _check_choice("target", self.target, self.TARGETS)
+        checks.positive_number("eps", self.eps, upper=1.0)
+        checks.positive_number("eps_step", self.eps_step, upper=1.0)
+        checks.integer("max_iter", self.max_iter, 1, "a positive int")
+        checks.choice("target", self.target, self.TARGETS, verb="supported")
         ensemble_lib.parse_transform(self.transform)
-        _check_choice("backend", self.backend, self.BACKENDS)
+        checks.choice("backend", self.backend, self.BACKENDS, verb="supported")
         if self.backend == "art":
             require_tensorflow("C-IGM with backend='art'")
-        _check_positive_int("batch_size", self.batch_size)
-        _check_seed(self.seed)
+        checks.integer("batch_size", self.batch_size, 1, "a positive int")
+        checks.integer("seed", self.seed, 0, "a non-negative int")
         if not isinstance(self.verbose, bool):
             raise ValueError(f"verbose={self.verbose!r} is not allowed; expected True or False.")
 
@@ -642,12 +619,12 @@ class BaselineAttack:
             )
 
     def _check_params(self):
-        _check_positive_int("batch_size", self.batch_size)
-        _check_seed(self.seed)
-        _check_choice("constraint", self.constraint, CONSTRAINTS)
+        checks.integer("batch_size", self.batch_size, 1, "a positive int")
+        checks.integer("seed", self.seed, 0, "a non-negative int")
+        checks.choice("constraint", self.constraint, CONSTRAINTS, verb="supported")
         # The largest distance between two images in [0, 1]: 1 in L-inf, sqrt(32*32*3) in L2.
         upper = 1.0 if self.params.norm == "inf" else float(np.sqrt(32 * 32 * 3))
-        _check_positive_number("eps", self.eps, upper=upper)
+        checks.positive_number("eps", self.eps, upper=upper)
         for name in ("compiled_gradient", "verbose"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; expected True or False.")
@@ -749,7 +726,7 @@ def baseline(name, model, x, eps, y=None, **settings):
     ``"deepfool"``, ``"cw"``) untargeted on the source ``model`` alone: its class of
     :data:`REGISTRY` with ``settings`` (see :class:`BaselineAttack`; Table I's ART
     settings, e.g. ``max_iter``, among them). Returns ``(x_adv, success)``."""
-    _check_choice("name", name, tuple(ATTACKS))
+    checks.choice("name", name, tuple(ATTACKS), verb="supported")
     attack = REGISTRY[name].attack(model, eps, **settings)
     x_adv = attack.generate(x, y)
     return x_adv, attack.success_
@@ -788,9 +765,9 @@ class Registered:
     paper: tuple = ()
 
     def __post_init__(self):
-        _check_choice("norm", self.norm, ("inf", "2"))
-        _check_choice("eps_rule", self.eps_rule, CONSTRAINTS)
-        _check_choice("on", self.on, ATTACKED_MODELS)
+        checks.choice("norm", self.norm, ("inf", "2"), verb="supported")
+        checks.choice("eps_rule", self.eps_rule, CONSTRAINTS, verb="supported")
+        checks.choice("on", self.on, ATTACKED_MODELS, verb="supported")
 
     def paper_scores(self, dataset):
         """The paper's (transferable, conferrable) on ``dataset``; (None, None) where it has none."""

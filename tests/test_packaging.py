@@ -149,7 +149,7 @@ def test_cae_imports_have_no_cycles():
 
 # cae's modules in layers (the README's order): a module imports only modules of earlier layers.
 LAYERS = (
-    ("__init__", "paths", "presets", "pins", "errors", "paper"),
+    ("__init__", "paths", "presets", "pins", "errors", "paper", "checks"),
     ("imagenet32", "scripts"),
     ("data", "preprocessing"),
     ("models", "ensemble", "stats", "scores", "tables", "remote"),
