@@ -18,13 +18,13 @@ import time
 
 
 def _parse(argv=None):
-    from cae import experiments, presets
+    from cae import presets, scripts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu", choices=sorted(presets.PRESETS))
-    parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N")
+    parser.add_argument("--extra-references", type=scripts.count, default=0, metavar="N")
     parser.add_argument("--removal", default="", help="comma-separated removal attacks, 'paper' or 'all'")
-    parser.add_argument("--images", type=experiments.count, default=5_000, metavar="N",
+    parser.add_argument("--images", type=scripts.count, default=5_000, metavar="N",
                         help="test images to compare on (default 5,000)")
     return parser.parse_args(argv)
 

@@ -76,12 +76,12 @@ def _timed(command, env, log):
 
 def main(argv=None):
     args = _parse(argv)
-    from cae import cluster, experiments, presets
+    from cae import cluster, experiments, presets, scripts
 
     preset = presets.get(args.preset)
     specs = experiments.preset_specs(preset)
     workers = max(1, (os.cpu_count() or 1) // args.cpus_per_task)
-    print(f"# cae revision {experiments.git_revision()}, preset {preset.name}: {len(specs)} models; "
+    print(f"# cae revision {scripts.git_revision()}, preset {preset.name}: {len(specs)} models; "
           f"{os.cpu_count()} CPUs, {args.cpus_per_task} per task (Ray: {workers} at once)", flush=True)
     scratch = pathlib.Path(args.scratch or tempfile.mkdtemp(prefix="cae-cluster-benchmark-"))
     cli = [sys.executable, "-m", "cae.cli"]

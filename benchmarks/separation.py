@@ -38,7 +38,7 @@ import time
 
 
 def _parse(argv=None):
-    from cae import experiments, presets, removal
+    from cae import experiments, presets, removal, scripts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu", choices=sorted(presets.PRESETS))
@@ -52,23 +52,23 @@ def _parse(argv=None):
     parser.add_argument("--members", default="paper",
                         help="comma-separated ensembles: paper (the training models), robust (plus the preset's "
                              "adversarially trained members, cae.experiments.robust_models)")
-    parser.add_argument("--robust-members", type=experiments.count, default=None, metavar="N",
+    parser.add_argument("--robust-members", type=scripts.count, default=None, metavar="N",
                         help="with --members robust: N adversarially trained surrogates and N references "
                              "(default: the preset's robust_members)")
-    parser.add_argument("--training-models", type=experiments.count, default=None, metavar="N",
+    parser.add_argument("--training-models", type=scripts.count, default=None, metavar="N",
                         help="N training surrogates and N training references (the ensemble's), the preset's "
                              "architectures in turn (default: the preset's)")
-    parser.add_argument("--training-epochs", type=experiments.count, default=None, metavar="E",
+    parser.add_argument("--training-epochs", type=scripts.count, default=None, metavar="E",
                         help="epochs of the training models only (default: the preset's)")
     parser.add_argument("--targets", default="most_conferrable",
                         help="comma-separated C-IGM target rules (cae.attacks.CIGM.TARGETS)")
     parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
     parser.add_argument("--tau-valid", type=float, default=0.6, help="conferrability bar on the validation models")
-    parser.add_argument("--extra-references", type=experiments.count, default=0, metavar="N")
+    parser.add_argument("--extra-references", type=scripts.count, default=0, metavar="N")
     parser.add_argument("--removal", default="",
                         help=f"comma-separated removal attacks among the derived models, or 'all' "
                              f"({', '.join(removal.REMOVAL_ATTACKS)}; 'paper' for the paper's ten)")
-    parser.add_argument("--mistakes", type=experiments.count, default=0, metavar="N",
+    parser.add_argument("--mistakes", type=scripts.count, default=0, metavar="N",
                         help="also score the fingerprint plus N test images the source misclassifies (keyed by "
                              "its wrong label; none of the images the zoo's metrics use)")
     parser.add_argument("--per-model", action="store_true", help="also print every model's scores")
@@ -108,7 +108,7 @@ def main(argv=None):
         independent[f"extra reference {i} ({spec.architecture}{recipe})"] = context.store.get(spec, verbose=False)
     accuracy = {name: evaluation.test_accuracy(m, context.dataset, preset.evaluate_on)
                 for name, m in [("source", context.models["source"]), *derived.items()]}
-    usable = [n for n in derived if accuracy["source"] - accuracy[n] <= evaluation.MAX_ACCURACY_DROP + 1e-12]
+    usable = [n for n in derived if accuracy["source"] - accuracy[n] <= experiments.MAX_ACCURACY_DROP + 1e-12]
     print(f"# preset {preset.name}: zoo and suspects ready in {time.time() - started:.0f} s; source accuracy "
           f"{accuracy['source']:.3f}; derived {len(derived)} ({len(usable)} usable), independent {len(independent)}")
     mistakes = None

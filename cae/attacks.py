@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from cae import data, ensemble as ensemble_lib, models, presets
+from cae import checks, data, ensemble as ensemble_lib, models, paper, presets
 
 log = logging.getLogger(__name__)
 
@@ -125,29 +125,6 @@ def rows():
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}.")
-
-
-def _check_positive_number(name, value, upper=None):
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and value > 0 and (upper is None or value <= upper)
-    if not ok:
-        bound = f" and at most {upper:.4g}" if upper is not None else ""
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number greater than 0{bound}.")
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed; expected a positive int.")
-
-
-def _check_seed(value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"seed={value!r} is not allowed; expected a non-negative int.")
-
-
 def _labels(y, n, num_classes, name="y"):
     """Class indices (n,) from int labels or one-hot / score rows (n, K)."""
     y = np.asarray(y)
@@ -479,16 +456,16 @@ class CIGM:
                 f"ensemble={type(self.ensemble).__name__} is not allowed; expected the keras.Model "
                 "returned by cae.ensemble.compose."
             )
-        _check_positive_number("eps", self.eps, upper=1.0)
-        _check_positive_number("eps_step", self.eps_step, upper=1.0)
-        _check_positive_int("max_iter", self.max_iter)
-        _check_choice("target", self.target, self.TARGETS)
+        checks.positive_number("eps", self.eps, upper=1.0)
+        checks.positive_number("eps_step", self.eps_step, upper=1.0)
+        checks.integer("max_iter", self.max_iter, 1, "a positive int")
+        checks.choice("target", self.target, self.TARGETS, verb="supported")
         ensemble_lib.parse_transform(self.transform)
-        _check_choice("backend", self.backend, self.BACKENDS)
+        checks.choice("backend", self.backend, self.BACKENDS, verb="supported")
         if self.backend == "art":
             require_tensorflow("C-IGM with backend='art'")
-        _check_positive_int("batch_size", self.batch_size)
-        _check_seed(self.seed)
+        checks.integer("batch_size", self.batch_size, 1, "a positive int")
+        checks.integer("seed", self.seed, 0, "a non-negative int")
         if not isinstance(self.verbose, bool):
             raise ValueError(f"verbose={self.verbose!r} is not allowed; expected True or False.")
 
@@ -642,12 +619,12 @@ class BaselineAttack:
             )
 
     def _check_params(self):
-        _check_positive_int("batch_size", self.batch_size)
-        _check_seed(self.seed)
-        _check_choice("constraint", self.constraint, CONSTRAINTS)
+        checks.integer("batch_size", self.batch_size, 1, "a positive int")
+        checks.integer("seed", self.seed, 0, "a non-negative int")
+        checks.choice("constraint", self.constraint, CONSTRAINTS, verb="supported")
         # The largest distance between two images in [0, 1]: 1 in L-inf, sqrt(32*32*3) in L2.
         upper = 1.0 if self.params.norm == "inf" else float(np.sqrt(32 * 32 * 3))
-        _check_positive_number("eps", self.eps, upper=upper)
+        checks.positive_number("eps", self.eps, upper=upper)
         for name in ("compiled_gradient", "verbose"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; expected True or False.")
@@ -749,7 +726,7 @@ def baseline(name, model, x, eps, y=None, **settings):
     ``"deepfool"``, ``"cw"``) untargeted on the source ``model`` alone: its class of
     :data:`REGISTRY` with ``settings`` (see :class:`BaselineAttack`; Table I's ART
     settings, e.g. ``max_iter``, among them). Returns ``(x_adv, success)``."""
-    _check_choice("name", name, tuple(ATTACKS))
+    checks.choice("name", name, tuple(ATTACKS), verb="supported")
     attack = REGISTRY[name].attack(model, eps, **settings)
     x_adv = attack.generate(x, y)
     return x_adv, attack.success_
@@ -774,9 +751,9 @@ class Registered:
     C-IGM's target rule and transform) or ``"source"`` (the source model alone).
     ``outputs``: ``(name, attribute)`` pairs of per-example int arrays the attack leaves
     on itself after :meth:`generate`, kept with the run (C-IGM's target classes).
-    ``paper``: Table II of the paper at ε = 0.15, ``((dataset, (transferable,
-    conferrable)), ...)`` for the paper's datasets (``"cinic10"``, ``"imagenet32"``);
-    empty for an attack the paper did not run.
+    ``paper``: Table II of the paper at ε = 0.15 (quoted in :data:`cae.paper.TABLE2`),
+    ``((dataset, (transferable, conferrable)), ...)`` for the paper's datasets
+    (``"cinic10"``, ``"imagenet32"``); empty for an attack the paper did not run.
     """
 
     attack: type
@@ -788,28 +765,33 @@ class Registered:
     paper: tuple = ()
 
     def __post_init__(self):
-        _check_choice("norm", self.norm, ("inf", "2"))
-        _check_choice("eps_rule", self.eps_rule, CONSTRAINTS)
-        _check_choice("on", self.on, ATTACKED_MODELS)
+        checks.choice("norm", self.norm, ("inf", "2"), verb="supported")
+        checks.choice("eps_rule", self.eps_rule, CONSTRAINTS, verb="supported")
+        checks.choice("on", self.on, ATTACKED_MODELS, verb="supported")
 
     def paper_scores(self, dataset):
         """The paper's (transferable, conferrable) on ``dataset``; (None, None) where it has none."""
         return dict(self.paper).get(dataset, (None, None))
 
 
-def _baseline_entry(cls, paper):
+def _quoted(method):
+    """``method``'s numbers of Table II as :attr:`Registered.paper` holds them (from :data:`cae.paper.TABLE2`)."""
+    return tuple(paper.TABLE2.get(method, {}).items())
+
+
+def _baseline_entry(method, cls):
     """A baseline's registry entry: name, norm and ε rule from its row of Table I."""
-    return Registered(cls, cls.params.method, cls.params.norm, cls.params.constraint, "source", paper=paper)
+    return Registered(cls, cls.params.method, cls.params.norm, cls.params.constraint, "source", paper=_quoted(method))
 
 
 # Every attack the runner knows, in Table II's order: C-IGM, then the baselines.
 REGISTRY = {
     "cigm": Registered(CIGM, "C-IGM", "inf", "project", "ensemble", outputs=(("target", "targets_"),),
-                       paper=(("cinic10", (0.492, 0.469)), ("imagenet32", (0.508, 0.419)))),
-    "igm": _baseline_entry(IGM, paper=(("cinic10", (0.752, 0.197)), ("imagenet32", (0.357, 0.250)))),
-    "pgd": _baseline_entry(PGD, paper=(("cinic10", (0.111, 0.101)), ("imagenet32", (0.135, 0.155)))),
-    "deepfool": _baseline_entry(DeepFool, paper=(("cinic10", (0.033, 0.036)), ("imagenet32", (0.045, 0.029)))),
-    "cw": _baseline_entry(CarliniL2, paper=(("cinic10", (0.864, 0.115)), ("imagenet32", (0.438, 0.352)))),
+                       paper=_quoted("cigm")),
+    "igm": _baseline_entry("igm", IGM),
+    "pgd": _baseline_entry("pgd", PGD),
+    "deepfool": _baseline_entry("deepfool", DeepFool),
+    "cw": _baseline_entry("cw", CarliniL2),
 }
 
 

@@ -17,7 +17,7 @@ calibration), then scores every model. One row per family: the ROC-AUC of the fa
 derived models against all independent models (:func:`cae.stats.roc_auc`) and the TPR
 at 1 % FPR, per method; an "all derived" row; families named by the later benchmark
 but absent from this zoo stay empty. Beside them, clearly apart, the AUCs that later
-benchmark published for this paper's method (:data:`QUOTED_CIGM_AUC`): quoted, not
+benchmark published for this paper's method (:data:`cae.paper.BENCHMARK_CIGM_AUC`): quoted, not
 measured here, on the row they belong to (:func:`quoted_row`; a family whose models
 belong to several of its rows, model extraction with probabilities, labels or
 adversarial training, is also split into one row per quoted row). A model of another
@@ -38,20 +38,10 @@ import time
 
 import numpy as np
 
-from cae import data, evaluation, experiments, fingerprint, paths, peers, removal, stats, tables, zoo
+from cae import data, evaluation, experiments, fingerprint, paper, paths, peers, removal, scripts, stats, tables, zoo
 
 log = logging.getLogger(__name__)
 
-# A later benchmark of fingerprinting methods (156 CIFAR-10 models, AUC of stolen against
-# irrelevant models; by its model count and rows, SAC's: Guan, Liang & He, NeurIPS 2022)
-# reports for this paper's method, as stated in issue #19. Quoted, never measured here.
-QUOTED_CIGM_AUC = {
-    "fine-tuning": 1.00, "pruning": 0.95, "label-only extraction": 0.83, "probability extraction": 0.90,
-    "adversarial extraction": 0.52, "transfer learning": 1.00,
-}
-QUOTED_SOURCE = ("quoted from a later benchmark of fingerprinting methods (156 CIFAR-10 models, AUC of stolen "
-                 "against irrelevant models; by its model count and rows, that of SAC, Guan, Liang & He, "
-                 "NeurIPS 2022), as stated in issue #19; not measured here")
 # The quoted benchmark's row a derived model belongs to: by attack where the attack
 # names it, else by family (a family named like a row is that row). Model extraction
 # here learns the source's probabilities unless the attack says otherwise.
@@ -67,7 +57,7 @@ _SKIPPABLE = (ValueError, OSError, ImportError)  # data.DataError is a ValueErro
 def quoted_row(attack, family):
     """The quoted benchmark's row of a derived model of ``attack`` (None: no such row)."""
     row = QUOTED_ROW_OF_ATTACK.get(attack) or QUOTED_ROW_OF_FAMILY.get(family, family)
-    return row if row in QUOTED_CIGM_AUC else None
+    return row if row in paper.BENCHMARK_CIGM_AUC else None
 
 
 def _task_mapping(attack):
@@ -196,7 +186,7 @@ def groups(derived):
         if len(quoted) > 1:
             out += [(f"{family}: {q or 'other'}", q, [d["name"] for d in members if d["quoted"] == q])
                     for q in quoted]
-    out += [(row, row, []) for row in QUOTED_CIGM_AUC if row not in covered]
+    out += [(row, row, []) for row in paper.BENCHMARK_CIGM_AUC if row not in covered]
     return out + [(ALL_DERIVED, None, [d["name"] for d in derived])]
 
 
@@ -214,7 +204,7 @@ def family_rows(scores, derived, independent, methods):
             row[f"{title} AUC"] = stats.roc_auc(pos, neg) if pos else None
             row[f"{title} TPR@1%FPR"] = stats.tpr_at_fpr(pos, neg, FPR) if pos else None
         row["quoted row"] = quoted
-        row["C-IGM AUC quoted (not ours)"] = QUOTED_CIGM_AUC.get(quoted)
+        row["C-IGM AUC quoted (not ours)"] = paper.BENCHMARK_CIGM_AUC.get(quoted)
         rows.append(row)
     return rows
 
@@ -271,8 +261,8 @@ def notes(result):
             f"IPGuard, the mistakes and C-IGM; minus SAC's correlation distance for SAC-w and SAC-m, which need "
             f"probabilities). Fingerprints: {sizes}. Source test accuracy {result['source accuracy']:.3f}. "
             f"Empty cells: no derived model of that family in this zoo.\n\n"
-            f"'C-IGM AUC quoted (not ours)': {QUOTED_SOURCE}. 'quoted row' names its row: model extraction here "
-            f"learns the source's probabilities ('probability extraction') except "
+            f"'C-IGM AUC quoted (not ours)': {paper.BENCHMARK_SOURCE}. 'quoted row' names its row: model "
+            f"extraction here learns the source's probabilities ('probability extraction') except "
             + ", ".join(f"{a} ('{r}')" for a, r in QUOTED_ROW_OF_ATTACK.items())
             + "; a family that mixes them is split beneath its own row. A model of another label set (transfer "
             "learning) is scored through its class mapping by the label-only methods and as is by SAC.\n")
@@ -346,14 +336,14 @@ def add_options(parser):
                         type=_attack_list,
                         help=f"comma-separated removal attacks among the derived models, 'all' or 'none' "
                              f"({', '.join(removal.REMOVAL_ATTACKS)})")
-    parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
+    parser.add_argument("--extra-references", type=scripts.count, default=None, metavar="N",
                         help="N more independent references (default: the preset's extra_references)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every peer's extraction (default 0)")
 
 
 def main(argv=None):
     """``reproduce/benchmark.py``: the preset's zoo, every method, the table and the figure."""
-    args, preset = experiments.script_args("Peer fingerprints benchmark (issue #19)", argv, extra=add_options)
+    args, preset = scripts.script_args("Peer fingerprints benchmark (issue #19)", argv, extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     result = run(context, methods=args.methods, attacks=args.removal, extra_references=args.extra_references,
                  seed=args.seed, verbose=not args.quiet)

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import zipfile
 import zlib
 
@@ -21,14 +20,6 @@ from cae import (attacks, cluster, data, ensemble, fingerprint, paths, preproces
 log = logging.getLogger(__name__)
 
 GROUPS = presets.GROUPS
-
-
-def git_revision():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=paths.pathlib.Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def source_spec(preset):
@@ -626,20 +617,6 @@ def calibration_models(context):
     return surrogates, references, f"{len(surrogates)} surrogates and {len(references)} references: {what}"
 
 
-# --------------------------------------------------------------------------- scripts
-def count(text):
-    """argparse type: a number of things, 0 or more."""
-    import argparse
-
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number, 0 or more.")
-    return n
-
-
 # Training recipes of the extra references, in turn: the testing references' own, SGD with
 # momentum and label smoothing, and flips alone with a smaller Adam step. Independent
 # models trained differently from the source are negatives a fingerprint must not flag.
@@ -666,83 +643,3 @@ def extra_reference_specs(specs, n):
         recipe = EXTRA_RECIPES[i % len(EXTRA_RECIPES)]
         out.append(base[(i + i // len(EXTRA_RECIPES)) % len(base)].replace(seed=seed, **recipe))
     return out
-
-
-def script_args(description, argv=None, extra=None):
-    """Parse a reproduce script's arguments, set up logging, print the resolved
-    settings and the git revision. ``extra(parser)`` adds script-specific options."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS),
-                        help="experiment scale (default: quick)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    if extra:
-        extra(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    preset = presets.get(args.preset)
-    print(f"# {description}")
-    print(f"# cae revision {git_revision()}, preset {preset.name}: "
-          + json.dumps(preset.summary(), default=str, sort_keys=True))
-    print(f"# data {paths.data_dir()}, cache {paths.cache_dir()}, results {paths.results_dir(preset.name)}",
-          flush=True)
-    return args, preset
-
-
-def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True, transforms=None):
-    """One row per attack of :data:`cae.attacks.REGISTRY`: our transferability /
-    conferrability on the testing models beside the paper's (Table II; blank where the
-    paper has no number). ``baselines=False`` scores the ensemble attack (C-IGM) alone.
-    ``transforms`` and ``targets``: C-IGM variants to report (default transforms: the
-    paper's, then the preset's when it differs); each is its own row, named after the
-    variant."""
-    eps = context.preset.epsilon if eps is None else eps
-    if transforms is None:
-        transforms = tuple(dict.fromkeys(("none", context.preset.transform)))
-    dataset = presets.paper_dataset(context.preset.dataset)
-    rows = []
-    ensemble = [m for m, entry in attacks.REGISTRY.items() if entry.on == "ensemble"]
-    runs = [(m, t, f) for m in ensemble for f in transforms for t in targets]
-    runs += [(m, None, None) for m, entry in attacks.REGISTRY.items() if entry.on == "source" and baselines]
-    for method, target, transform in runs:
-        entry = attacks.REGISTRY[method]
-        variant = entry.on == "ensemble"
-        options = {"target": target, "transform": transform} if variant else {}
-        result = run_attack(context, method, eps, **options)
-        test, train = summarise(result, "test"), summarise(result, "train")
-        details = [f"t: {target}"] * (variant and len(targets) > 1)
-        details += [f"transform: {transform}"] * (variant and transform != "none")
-        name = entry.name + (f" ({', '.join(details)})" if details else "")
-        paper_transfer, paper_confer = entry.paper_scores(dataset) if transform in (None, "none") else (None, None)
-        rows.append({
-            "method": name, "successful": f"{test['successful']}/{test['examples']}",
-            "transferable": test["transferable"], "conferrable": test["conferrable"],
-            "conferrable 95% low": test["conferrable_ci"][0], "conferrable 95% high": test["conferrable_ci"][1],
-            "paper transferable": paper_transfer, "paper conferrable": paper_confer,
-            "confer (training models)": train["conferrable"],
-        })
-    return rows
-
-
-def table2_notes(context, rows):
-    # The best C-IGM row against every baseline (the paper's C-IGM is the first row).
-    name = attacks.REGISTRY["cigm"].name
-    best = max((r for r in rows if r["method"].startswith(name)), key=lambda r: r["conferrable"])
-    cigm = best["conferrable"]
-    others = {r["method"]: r["conferrable"] for r in rows if not r["method"].startswith(name)}
-    beaten = [m for m, c in others.items() if not (cigm > c)]
-    verdict = (f"{best['method']}'s conferrability is above every baseline's, as in the paper." if not beaten
-               else f"{best['method']}'s conferrability is NOT above: {', '.join(beaten)}.")
-    if not others:
-        verdict = "The baselines were not run (ART needs the TensorFlow backend); no comparison."
-    within = [r["method"] for r in rows if r["method"] in others
-              and r["method"] not in beaten and r["conferrable 95% high"] >= best["conferrable 95% low"]]
-    if within:
-        verdict += (f" Not clearly, though, against {', '.join(within)}: the 95% bootstrap intervals "
-                    "(over examples; columns 'conferrable 95% low/high') overlap.")
-    p = context.preset
-    return (f"Ours: {len(context.inputs)} inputs from D1 classified correctly by the source; scores over "
-            f"the successful examples on {len(p.test_surrogates)} testing surrogates and "
-            f"{len(p.test_references)} testing references (transferability over the references). "
-            f"Paper: {'ImageNet32' if p.dataset == 'imagenet32' else 'CINIC-10'} (quoted, not run).\n\n{verdict}\n")

@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from cae import attacks, experiments, paths, scores, tables
+from cae import attacks, experiments, scores
 
 log = logging.getLogger(__name__)
 
@@ -386,54 +386,6 @@ def fingerprint_figure(source, fp, class_names, n=12, columns=3, title=None):
                             float(fp.manifest["epsilon"]), targets=targets, columns=columns, title=title)
 
 
-def fingerprint_row(fp):
-    """A one-row summary of a fingerprint for the figures' data tables: size, mean
-    perturbation and the retention of its calibration models (:class:`cae.fingerprint.Calibration`)."""
-    made = fp.manifest.get("created_with", {})
-    row = {"ε": float(fp.manifest["epsilon"]), "τ": float(fp.manifest["tau"]),
-           "fingerprints": fp.n, "attack inputs": made.get("inputs")}
-    if fp.originals is not None:
-        delta = (np.asarray(fp.x, np.float64) - np.asarray(fp.originals, np.float64)).reshape(fp.n, -1)
-        row["mean ‖δ‖∞"] = float(np.abs(delta).max(axis=1).mean())
-        row["mean ‖δ‖2"] = float(np.linalg.norm(delta, axis=1).mean())
-    calibration = fp.calibration
-    for group in ("surrogate", "reference"):
-        values = None if calibration is None else getattr(calibration, f"{group}_matches").mean(axis=1)
-        row[f"calibration {group}s' retention"] = (", ".join(f"{v:.2f}" for v in values)
-                                                   if values is not None else None)
-    return row
-
-
 def dataset_title(dataset):
     """How a dataset is named in figure titles."""
     return {"cifar10": "CIFAR-10", "cinic10": "CINIC-10", "imagenet32": "ImageNet32"}.get(dataset, dataset)
-
-
-def fingerprint_figure_script(figure_number, eps, paper_dataset, argv=None):
-    """The body of ``reproduce/figure8.py`` / ``figure9.py`` / ``figure10.py``: run (or load)
-    Extract at ``eps`` on the preset's dataset, write the figure's data table and a grid of
-    its first fingerprints (original, perturbation shown as 0.5 + δ / (2ε), fingerprint)."""
-    import matplotlib.pyplot as plt
-
-    def add_options(parser):
-        parser.add_argument("--examples", type=int, default=12, help="examples shown (default: 12)")
-        parser.add_argument("--columns", type=int, default=3, help="examples per row (default: 3)")
-
-    args, preset = experiments.script_args(
-        f"Figure {figure_number}: C-IGM fingerprints at ε = {eps}", argv=argv, extra=add_options)
-    context = experiments.prepare(preset, verbose=not args.quiet)
-    fp = experiments.extract(context, eps=eps)
-    dataset = dataset_title(preset.dataset)
-    tables.write(f"figure{figure_number}", preset.name, [fingerprint_row(fp)],
-                 f"Figure {figure_number} data: C-IGM fingerprint at ε = {eps:g} (preset {preset.name}, {dataset})",
-                 notes=f"The paper's Figure {figure_number} shows C-IGM fingerprints at ε = {eps:g} "
-                       f"on {paper_dataset}.\n")
-    figure = fingerprint_figure(
-        context.models["source"], fp, context.dataset.class_names, n=args.examples, columns=args.columns,
-        title=f"Figure {figure_number} — C-IGM fingerprints, ε = {eps:g}, {dataset} (preset {preset.name}; "
-              f"paper: {paper_dataset}); {fp.n} fingerprints, first {min(args.examples, fp.n)} shown")
-    out = paths.results_dir(preset.name) / f"figure{figure_number}.png"
-    figure.savefig(out, dpi=130)
-    plt.close(figure)
-    print(f"wrote {out}")
-    return out

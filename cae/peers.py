@@ -72,7 +72,7 @@ import numbers
 
 import numpy as np
 
-from cae import attacks, data, ensemble, fingerprint as fingerprint_lib, models, paths, scores
+from cae import attacks, checks, data, ensemble, fingerprint as fingerprint_lib, models, paths, scores
 
 log = logging.getLogger(__name__)
 
@@ -170,25 +170,6 @@ def _frozen(array):
 
 
 # --------------------------------------------------------------------------- shared helpers
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}.")
-
-
-def _check_number(name, value, low=None, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ValueError(f"{name}={value!r} is not allowed; expected a finite number.")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number {'>' if low_open else '>='} {low}.")
-    if high is not None and value > high:
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number <= {high}.")
-
-
-def _check_count(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}.")
-
-
 def _pool(x_pool, y_pool=None, needs_labels=False, method=""):
     """The pool as float32 images in [0, 1] (uint8 is converted) and its labels."""
     x = np.asarray(x_pool)
@@ -416,11 +397,11 @@ class IPGuard(Peer):
         super().__init__(n=n, k=k, learning_rate=learning_rate, max_iter=max_iter, batch_size=batch_size)
 
     def _check_params(self):
-        _check_count("n", self.n)
-        _check_number("k", self.k, low=0.0)
-        _check_number("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        _check_count("max_iter", self.max_iter)
-        _check_count("batch_size", self.batch_size)
+        checks.integer("n", self.n)
+        checks.number("k", self.k, low=0.0)
+        checks.number("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        checks.integer("max_iter", self.max_iter)
+        checks.integer("batch_size", self.batch_size)
 
     def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
         source = _keras_model(source, "source")
@@ -524,7 +505,7 @@ class SACW(_SAC):
         super().__init__(n=n)
 
     def _check_params(self):
-        _check_count("n", self.n, minimum=2)
+        checks.integer("n", self.n, minimum=2)
 
     def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
         source = _keras_model(source, "source")
@@ -583,8 +564,8 @@ class SACM(_SAC):
         super().__init__(n=n, fraction=fraction)
 
     def _check_params(self):
-        _check_count("n", self.n, minimum=2)
-        _check_number("fraction", self.fraction, low=0.0, high=1.0, low_open=True)
+        checks.integer("n", self.n, minimum=2)
+        checks.number("fraction", self.fraction, low=0.0, high=1.0, low_open=True)
 
     def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
         source = _keras_model(source, "source")
@@ -608,7 +589,7 @@ class Mistakes(Peer):
         super().__init__(n=n)
 
     def _check_params(self):
-        _check_count("n", self.n)
+        checks.integer("n", self.n)
 
     def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
         source = _keras_model(source, "source")
@@ -643,11 +624,11 @@ class CIGMPeer(Peer):
         super().__init__(n=n, eps=eps, tau=tau, iterations=iterations, dropout=dropout, transform=transform)
 
     def _check_params(self):
-        _check_count("n", self.n)
-        _check_number("eps", self.eps, low=0.0, high=1.0, low_open=True)
-        _check_number("tau", self.tau, low=0.0, high=1.0)
-        _check_count("iterations", self.iterations)
-        _check_number("dropout", self.dropout, low=0.0, high=1.0)
+        checks.integer("n", self.n)
+        checks.number("eps", self.eps, low=0.0, high=1.0, low_open=True)
+        checks.number("tau", self.tau, low=0.0, high=1.0)
+        checks.integer("iterations", self.iterations)
+        checks.number("dropout", self.dropout, low=0.0, high=1.0)
         if not isinstance(self.transform, str):
             raise ValueError(f"transform={self.transform!r} is not allowed; expected a C-IGM transform name "
                              "such as 'none' or 'shift+flip'.")

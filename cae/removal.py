@@ -147,7 +147,7 @@ import logging
 
 import numpy as np
 
-from cae import data, fingerprint, paths, presets, zoo
+from cae import checks, data, fingerprint, paths, presets, zoo
 
 # cae.models and cae.attacks import Keras; they are imported inside the functions that use
 # them, so that importing this module (as the zoo's training workers do, cae.cluster) does
@@ -356,9 +356,9 @@ def removal_spec(name, source_spec, preset, **settings):
     epochs = settings.pop("epochs", None)
     architecture = _architecture(name, attack, source_spec, preset, settings.pop("architecture", None))
     if "prune_fraction" in settings:
-        settings["prune_fraction"] = _check_fraction("prune_fraction", settings["prune_fraction"], upper=False)
+        settings["prune_fraction"] = checks.fraction("prune_fraction", settings["prune_fraction"], upper=False)
     if "adversarial_fraction" in settings:
-        settings["adversarial_fraction"] = _check_fraction("adversarial_fraction", settings["adversarial_fraction"])
+        settings["adversarial_fraction"] = checks.fraction("adversarial_fraction", settings["adversarial_fraction"])
     if "transfer_mapping" in settings:
         settings["transfer_mapping"] = tuple(int(v) for v in check_mapping(settings["transfer_mapping"]))
     options = _with_options(attack.options, **settings)
@@ -435,14 +435,6 @@ def _architecture(name, attack, source_spec, preset, architecture):
         raise ValueError(f"architecture={architecture!r} is not allowed for {name!r}; expected one of "
                          f"{', '.join(models.ARCHITECTURES)}.")
     return architecture
-
-
-def _check_fraction(name, value, upper=True):
-    """A fraction in (0, 1] (``upper``) or (0, 1), as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
-            or not (0 < value <= 1 if upper else 0 < value < 1):
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number in (0, 1{']' if upper else ')'}.")
-    return float(value)
 
 
 def papernot_specs(spec):
@@ -871,7 +863,7 @@ def prune_masks(model, fraction):
     layer order), a float32 0/1 mask of its kernel's shape, zero at the ``ceil(fraction
     · n)`` weights of smallest absolute value among all n kernel weights (ties: the
     earlier weight in layer order first). ``model`` is not changed."""
-    fraction = _check_fraction("prune_fraction", fraction, upper=False)
+    fraction = checks.fraction("prune_fraction", fraction, upper=False)
     kernels = [np.asarray(layer.kernel) for layer in _kernel_layers(model)]
     if not kernels:
         raise ValueError(f"model {model.name!r} has no convolution or dense kernels to prune.")
@@ -1028,7 +1020,7 @@ def _adversarial_extraction_fit(store, spec, model, x, y, parent, epoch):
     of the images become adversarial examples of ``model`` itself (its weights at that
     step), labelled with the source's label of the clean image."""
     eps = spec.option("adversarial_eps", ADVERSARIAL_EPS)
-    fraction = _check_fraction("adversarial_fraction", spec.option("adversarial_fraction", ADVERSARIAL_FRACTION))
+    fraction = checks.fraction("adversarial_fraction", spec.option("adversarial_fraction", ADVERSARIAL_FRACTION))
     attack, num_classes = evasion_attack(
         model, spec.option("adversarial_attack", "pgd"), eps,
         spec.option("adversarial_eps_step", ADVERSARIAL_EPS_STEP),

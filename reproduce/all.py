@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from cae import experiments, paths, presets
+from cae import paths, presets, scripts
 
 HERE = pathlib.Path(__file__).resolve().parent
 ORDER = ("table1", "table2", "figure4", "figure5", "figure6", "figure8", "figure9", "figure10",
@@ -82,7 +82,7 @@ def report(preset, folder, outcomes, pending=()):
     total = sum(o["seconds"] for o in outcomes)
     lines = [
         f"# Results: preset {preset.name} ({preset.dataset})", "",
-        f"cae revision {experiments.git_revision()}, written {datetime.datetime.now():%Y-%m-%d %H:%M}; "
+        f"cae revision {scripts.git_revision()}, written {datetime.datetime.now():%Y-%m-%d %H:%M}; "
         f"data {paths.data_dir()}, cache {paths.cache_dir()}.", "",
         "Regenerate with `python reproduce/all.py --preset " + preset.name + "`. Paper numbers in the "
         "tables are quoted from the paper; every other number comes from this run (attacks and models are "

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cae import attacks, experiments, figures, paths, tables  # noqa: E402
+from cae import attacks, experiments, figures, paths, scripts, tables  # noqa: E402
 
 
 def add_options(parser):
@@ -31,7 +31,7 @@ def add_options(parser):
 
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Figure 5: decision space around a conferrable example",
+    args, preset = scripts.script_args("Figure 5: decision space around a conferrable example",
                                            extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     space = figures.decision_space(context, method=args.method, eps=args.eps, example=args.example,

@@ -7,10 +7,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cae import attacks, experiments, paths, scores, tables  # noqa: E402
+from cae import attacks, experiments, paths, scores, scripts, tables  # noqa: E402
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Figure 6: conferrability per generated example")
+    args, preset = scripts.script_args("Figure 6: conferrability per generated example")
     context = experiments.prepare(preset, verbose=not args.quiet)
     per_method, rows = {}, []
     for method, entry in attacks.REGISTRY.items():

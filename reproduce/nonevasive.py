@@ -5,7 +5,7 @@ The paper states the property (non-evasive as long as small-perturbation adversa
 examples are) but reports no number for it.
 """
 
-from cae import evaluation, experiments, tables
+from cae import evaluation, experiments, scripts, tables
 
 
 def add_options(parser):
@@ -14,7 +14,7 @@ def add_options(parser):
 
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Non-evasiveness: a detector game", extra=add_options)
+    args, preset = scripts.script_args("Non-evasiveness: a detector game", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     rows = evaluation.detector_game(context, tuple(args.eps), steps=args.steps)
     tables.write("nonevasive", preset.name, rows, f"Non-evasiveness: detector of C-IGM fingerprints "

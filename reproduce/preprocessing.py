@@ -22,13 +22,13 @@ the p-values are the worst case over them, so there is one θ, chosen in one pla
 (:class:`cae.fingerprint.Calibration`). The p-value column is the transformed source's.
 """
 
-from cae import evaluation, experiments, fingerprint, preprocessing, tables
+from cae import evaluation, experiments, fingerprint, preprocessing, reports, scripts, tables
 
 
 def add_options(parser):
     parser.add_argument("--kinds", nargs="+", default=list(preprocessing.SWEEPS),
                         choices=list(preprocessing.TRANSFORMS), help="transformations to sweep (default: all)")
-    parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
+    parser.add_argument("--extra-references", type=scripts.count, default=None, metavar="N",
                         help="train N more independent references (D2, ground truth, other recipes in turn) as "
                              "negatives (default: the preset's extra_references)")
     parser.add_argument("--derived", action="store_true",
@@ -37,7 +37,7 @@ def add_options(parser):
 
 
 def main():
-    args, preset = experiments.script_args("Input preprocessing: fingerprint retention behind input transformations",
+    args, preset = scripts.script_args("Input preprocessing: fingerprint retention behind input transformations",
                                            extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     extra_count = preset.extra_references if args.extra_references is None else args.extra_references
@@ -47,8 +47,8 @@ def main():
                    for spec in experiments.extra_reference_specs(context.specs, extra_count)]
     theta = fingerprint.verify(context.models["source"], fp).threshold  # the calibration's θ, as cae verify uses
     sweeps = {kind: preprocessing.SWEEPS[kind] for kind in args.kinds}
-    rows = evaluation.preprocessing_rows(context, fp, sweeps, theta, references)
-    usable = [r for r in rows[1:] if r["Δ accuracy"] >= -evaluation.MAX_ACCURACY_DROP]
+    rows = reports.preprocessing_rows(context, fp, sweeps, theta, references)
+    usable = [r for r in rows[1:] if r["Δ accuracy"] >= -experiments.MAX_ACCURACY_DROP]
     surrogates = [fingerprint.verify(m, fp).retention for m in context.models["test_surrogates"]]
     broken = [f"{r['transformation']} {r['strength']:g}" for r in usable if r.get("verified", "").startswith("NO")]
     accusing = [f"{r['transformation']} {r['strength']:g} ({r['references flagged']})" for r in rows[1:]
@@ -56,7 +56,7 @@ def main():
     notes = (f"Fingerprint: {fp.n} C-IGM examples at ε = {preset.epsilon:g}; {len(references)} independent "
              "references. Δ accuracy: test accuracy minus the untransformed source's. "
              + f"θ = {theta:.3f}, the fingerprint's calibrated θ.\n")
-    cost = f"at most {evaluation.MAX_ACCURACY_DROP:.0%} accuracy"
+    cost = f"at most {experiments.MAX_ACCURACY_DROP:.0%} accuracy"
     notes += (f"\nBroken at a cost of {cost}: {', '.join(broken)}.\n" if broken else
               f"\nNo transformation costing {cost} brought the source's retention below θ.\n")
     notes += (f"\nFalse accusations, references behind the transformation at or above θ: {', '.join(accusing)}.\n"
@@ -70,15 +70,15 @@ def main():
     tables.write("preprocessing", preset.name, rows,
                  f"Input preprocessing: the source behind input transformations (preset {preset.name}, "
                  f"{preset.dataset})", notes=notes,
-                 columns=evaluation.PREPROCESSING_COLUMNS)
+                 columns=reports.PREPROCESSING_COLUMNS)
     if args.derived:
         derived = dict(zip((f"testing surrogate {i}" for i in range(len(context.models["test_surrogates"]))),
                            context.models["test_surrogates"]))
         derived.update(evaluation.removal_models(context, verbose=not args.quiet))
-        separation = evaluation.preprocessing_separation(fp, derived, references, sweeps)
+        separation = reports.preprocessing_separation(fp, derived, references, sweeps)
         tables.write("preprocessing_derived", preset.name, separation,
                      f"Input preprocessing: every suspect behind the same transformation (preset {preset.name}, "
-                     f"{preset.dataset})", columns=evaluation.SEPARATION_COLUMNS,
+                     f"{preset.dataset})", columns=reports.SEPARATION_COLUMNS,
                      notes=f"{len(derived)} derived models (testing surrogates and the removal attacks' models) "
                            f"against {len(references)} independent references, all behind the transformation of "
                            "the row. Flagged: cae verify's verdict 'surrogate' with the fingerprint's calibration "

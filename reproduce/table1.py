@@ -1,9 +1,9 @@
 """Table I: the attack parameters, printed from the code's own attack configurations."""
 
-from cae import attacks, experiments, presets, tables
+from cae import attacks, presets, scripts, tables
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Table I: parameters of the adversarial attacks")
+    args, preset = scripts.script_args("Table I: parameters of the adversarial attacks")
     rows = attacks.rows()
     eps = ", ".join(f"{e:g}" for e in presets.EPSILONS)
     tables.write("table1", preset.name, rows, "Table I: attack parameters (from cae.attacks.ATTACKS)",

@@ -6,7 +6,7 @@ and scores the successful adversarial examples on the testing models.
 
 import keras
 
-from cae import experiments, tables
+from cae import experiments, reports, scripts, tables
 
 
 def add_options(parser):
@@ -15,12 +15,12 @@ def add_options(parser):
 
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Table II: success rates of adversarial attacks", extra=add_options)
+    args, preset = scripts.script_args("Table II: success rates of adversarial attacks", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     baselines = keras.backend.backend() == "tensorflow"
     if not baselines:
         print(f"Keras runs on {keras.backend.backend()}: scoring C-IGM only. The ART baselines need "
               "TensorFlow; rerun there for them (the zoo and the C-IGM run are cached and reused).")
-    rows = experiments.table2_rows(context, targets=args.targets, baselines=baselines)
+    rows = reports.table2_rows(context, targets=args.targets, baselines=baselines)
     tables.write("table2", preset.name, rows, f"Table II: success rates at ε = {preset.epsilon:g} "
-                 f"(preset {preset.name}, {context.preset.dataset})", notes=experiments.table2_notes(context, rows))
+                 f"(preset {preset.name}, {context.preset.dataset})", notes=reports.table2_notes(context, rows))

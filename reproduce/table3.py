@@ -5,25 +5,24 @@ The fingerprint is ``experiments.extract`` (C-IGM at the preset's ε, τ = the p
 Table IV (ImageNet32) is this script with the preset ``paper-imagenet32`` (reproduce/table4.py).
 """
 
-from cae import evaluation, experiments, tables
+from cae import experiments, paper, reports, scripts, tables
 
 
 def main(name="table3", default_preset="quick", table="Table III"):
-    args, preset = experiments.script_args(
+    args, preset = scripts.script_args(
         f"{table}: accuracy, fidelity and retention of the zoo's models",
         extra=lambda parser: parser.set_defaults(preset=default_preset))
     context = experiments.prepare(preset, verbose=not args.quiet)
     fp = experiments.extract(context)
-    rows = evaluation.group_rows(context, fp)
+    rows = reports.group_rows(context, fp)
     notes = (f"Fingerprint: {fp.n} C-IGM examples at ε = {preset.epsilon:g}, τ = {preset.tau:g}. Fidelity: "
              f"agreement with the source on {preset.evaluate_on or 'all'} D1 images; test accuracy on "
              f"{preset.evaluate_on or 'all'} test images. Brackets are min–max over the models of a row.\n\n"
-             f"{evaluation.TRAINING_REFERENCES_NOTE}\n\nPaper (Table III, CINIC-10, ε = 0.15, quoted): "
-             "testing surrogates 0.91–0.99, testing references 0.30–0.68, training surrogates 1.00, "
-             "training references 0.00 retention. For ImageNet32 (Table IV) the paper's numbers are not "
+             f"{reports.TRAINING_REFERENCES_NOTE}\n\nPaper (Table III, CINIC-10, ε = 0.15, quoted): "
+             f"{paper.group_retention_note()}. For ImageNet32 (Table IV) the paper's numbers are not "
              "quoted here.\n")
     tables.write(name, preset.name, rows, f"{table}: models per group (preset {preset.name}, {preset.dataset})",
-                 notes=notes, columns=evaluation.GROUP_COLUMNS)
+                 notes=notes, columns=reports.GROUP_COLUMNS)
 
 
 if __name__ == "__main__":

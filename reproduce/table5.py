@@ -7,7 +7,7 @@ calibration models (the preset's validation models where it has them).
 Table VI (ImageNet32) is this script with the preset ``paper-imagenet32`` (reproduce/table6.py).
 """
 
-from cae import evaluation, experiments, removal, tables
+from cae import evaluation, experiments, removal, reports, scripts, tables
 
 
 def add_options(parser, default_preset):
@@ -18,14 +18,14 @@ def add_options(parser, default_preset):
 
 
 def main(name="table5", default_preset="quick", table="Table V"):
-    args, preset = experiments.script_args(f"{table}: removal attacks",
+    args, preset = scripts.script_args(f"{table}: removal attacks",
                                            extra=lambda parser: add_options(parser, default_preset))
     context = experiments.prepare(preset, verbose=not args.quiet)
     fp = experiments.extract(context)
     models = evaluation.removal_models(context, args.attacks, verbose=not args.quiet)
     same_task = {a: m for a, m in models.items() if a not in removal.OTHER_TASK}  # transfer: rows only
-    stats = evaluation.verification_stats(context, fp, same_task, context.models["test_references"])
-    rows = evaluation.removal_rows(context, fp, args.attacks, models=models)
+    stats = reports.verification_stats(context, fp, same_task, context.models["test_references"])
+    rows = reports.removal_rows(context, fp, args.attacks, models=models)
     broken = [r["attack"] for r in rows[1:] if r.get("verified", "") == "NO (broken)"]
     unsure = [r["attack"] for r in rows[1:] if r.get("verified", "").startswith("NO (inconclusive")]
     skipped = [a for a in removal.PAPER_ATTACKS if a not in args.attacks]
@@ -42,7 +42,7 @@ def main(name="table5", default_preset="quick", table="Table V"):
     notes += ("\nPaper: ResNet20 source on CINIC-10 (Table V) / ImageNet32 (Table VI), quoted; "
               "Retraining and IGM adversarial training have no paper row. Settings: cae.removal.\n")
     tables.write(name, preset.name, rows, f"{table}: removal attacks (preset {preset.name}, {preset.dataset})",
-                 notes=notes, columns=evaluation.REMOVAL_COLUMNS)
+                 notes=notes, columns=reports.REMOVAL_COLUMNS)
 
 
 if __name__ == "__main__":

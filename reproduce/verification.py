@@ -20,20 +20,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cae import evaluation, experiments, fingerprint, paths, removal, tables  # noqa: E402
+from cae import evaluation, experiments, fingerprint, paths, removal, reports, scripts, tables  # noqa: E402
 
 
 def add_options(parser):
     parser.add_argument("--attacks", nargs="+", default=list(removal.PAPER_ATTACKS),
                         choices=[a for a in removal.REMOVAL_ATTACKS if a not in removal.OTHER_TASK],
                         help="removal-attack models among the positives")
-    parser.add_argument("--extra-references", type=experiments.count, default=None, metavar="N",
+    parser.add_argument("--extra-references", type=scripts.count, default=None, metavar="N",
                         help="train N more independent references (D2, ground truth, other recipes in turn) as "
                              "negatives (default: the preset's extra_references)")
 
 
 if __name__ == "__main__":
-    args, preset = experiments.script_args("Verification: ROC, threshold and p-values", extra=add_options)
+    args, preset = scripts.script_args("Verification: ROC, threshold and p-values", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     extra_count = preset.extra_references if args.extra_references is None else args.extra_references
     fp = experiments.extract(context)
@@ -49,7 +49,7 @@ if __name__ == "__main__":
     accuracy = {name: evaluation.test_accuracy(model, context.dataset, preset.evaluate_on)
                 for name, model in [("source", context.models["source"]), *derived.items()]}
     drop = {name: accuracy["source"] - accuracy[name] for name in derived}
-    result = evaluation.verification_stats(context, fp, derived, references, accuracy_drop=drop)
+    result = reports.verification_stats(context, fp, derived, references, accuracy_drop=drop)
     theta = result["threshold"]
     summary = []
     for statistic in result["statistics"]:

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cae import evaluation, experiments, fingerprint, presets, zoo
+from cae import evaluation, experiments, fingerprint, presets, reports, scripts, zoo
 from test_zoo import synthetic
 
 
@@ -72,7 +72,7 @@ def _handmade(retentions_pos, retentions_neg, n=40, calibration=((0.9, 1.0, 0.95
 
 def test_verification_stats_on_a_handmade_case():
     fp, pos, neg = _handmade([0.9, 0.8, 0.5], [0.1, 0.3, 0.6])
-    result = evaluation.verification_stats(None, fp, pos, neg)
+    result = reports.verification_stats(None, fp, pos, neg)
     assert result["auc"] == pytest.approx(8 / 9)  # 0.5 loses only to the reference at 0.6
     assert result["tpr_at_1_fpr"] == pytest.approx(2 / 3)
     assert result["threshold"] == pytest.approx(0.325)  # smallest multiple of 1/40 above the calibration's 0.3
@@ -90,7 +90,7 @@ def test_verification_stats_on_a_handmade_case():
 def test_p_values_fall_as_retention_rises():
     retentions = [0.2, 0.4, 0.5, 0.7, 0.9, 1.0]
     fp, pos, neg = _handmade(retentions, [0.1, 0.2, 0.3, 0.4])
-    derived = [r for r in evaluation.verification_stats(None, fp, pos, neg)["suspects"] if r["kind"] == "derived"]
+    derived = [r for r in reports.verification_stats(None, fp, pos, neg)["suspects"] if r["kind"] == "derived"]
     assert [r["retention"] for r in derived] == retentions
     for key, falls in (("p-value", True), ("p-value (LR)", True), ("p-value (derived)", False)):
         values = [r[key] for r in derived]
@@ -103,25 +103,25 @@ def test_usable_auc_counts_only_derived_models_that_kept_their_accuracy():
     fp, pos, neg = _handmade([0.9, 0.8, 0.2], [0.1, 0.3, 0.6])
     names = {"ftll": pos[0], "retraining": pos[1], "rtal": pos[2]}
     drop = {"ftll": 0.0, "retraining": 0.10, "rtal": 0.28}
-    result = evaluation.verification_stats(None, fp, names, neg, accuracy_drop=drop)
+    result = reports.verification_stats(None, fp, names, neg, accuracy_drop=drop)
     assert result["auc"] == pytest.approx(7 / 9)  # rtal's 0.2 beats only the reference at 0.1
     assert result["auc_usable"] == 1.0 and result["positives_usable"] == 2  # 0.10 is within 10 points
     assert result["tpr_at_1_fpr_usable"] == 1.0 and result["tpr_at_1_fpr"] == pytest.approx(2 / 3)
     assert result["derived_flagged_usable"] == 1  # 0.8 is above θ, but not far enough above the references
     assert {r["model"]: r["accuracy drop"] for r in result["suspects"] if r["kind"] == "derived"} == drop
-    assert "auc_usable" not in evaluation.verification_stats(None, fp, names, neg)
+    assert "auc_usable" not in reports.verification_stats(None, fp, names, neg)
     with pytest.raises(ValueError, match="lacks derived models.*rtal"):
-        evaluation.verification_stats(None, fp, names, neg, accuracy_drop={"ftll": 0.0, "retraining": 0.0})
+        reports.verification_stats(None, fp, names, neg, accuracy_drop={"ftll": 0.0, "retraining": 0.0})
 
 
 def test_verification_stats_needs_both_kinds():
     fp, pos, _ = _handmade([0.9], [0.1])
     with pytest.raises(ValueError, match="derived and reference"):
-        evaluation.verification_stats(None, fp, pos, [])
+        reports.verification_stats(None, fp, pos, [])
 
 
 def test_group_rows_shape_and_brackets(context, fp):
-    rows = evaluation.group_rows(context, fp)
+    rows = reports.group_rows(context, fp)
     assert [(r["split"], r["role"]) for r in rows] == [
         ("source", "source"), ("training", "surrogate"), ("training", "reference"),
         ("testing", "surrogate"), ("testing", "reference")]
@@ -153,7 +153,7 @@ def test_fidelity_of_the_source_is_one(context):
 
 def test_removal_rows_put_paper_numbers_beside_ours(context, fp):
     derived = _channel_model(10.0, 7)
-    rows = evaluation.removal_rows(context, fp, attacks=("ftll",), models={"ftll": derived})
+    rows = reports.removal_rows(context, fp, attacks=("ftll",), models={"ftll": derived})
     assert [r["attack"] for r in rows] == ["Source (no attack)", "FTLL"]
     ftll = rows[1]
     assert (ftll["paper accuracy"], ftll["paper fidelity"], ftll["paper retention"]) == (0.775, 0.935, 1.00)
@@ -243,10 +243,8 @@ def test_extra_references_refuses_a_negative_count():
 def test_count_argument(text, expected):
     import argparse
 
-    from cae import experiments
-
     if expected is None:
         with pytest.raises(argparse.ArgumentTypeError, match="not a count"):
-            experiments.count(text)
+            scripts.count(text)
     else:
-        assert experiments.count(text) == expected
+        assert scripts.count(text) == expected

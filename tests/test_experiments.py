@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cae import attacks, experiments, fingerprint, models, presets, zoo
+from cae import attacks, experiments, fingerprint, models, presets, reports, zoo
 from test_zoo import synthetic
 
 
@@ -154,7 +154,7 @@ def test_table2_reads_the_attack_registry_and_leaves_missing_paper_numbers_blank
     with blank paper cells (not a KeyError)."""
     ours = dataclasses.replace(attacks.REGISTRY["igm"], name="IGM (ours)", paper=())
     monkeypatch.setattr(attacks, "REGISTRY", {"cigm": attacks.REGISTRY["cigm"], "ours": ours})
-    rows = experiments.table2_rows(context, eps=0.1)
+    rows = reports.table2_rows(context, eps=0.1)
     assert [row["method"] for row in rows] == ["C-IGM", "IGM (ours)"]
     assert (rows[0]["paper transferable"], rows[0]["paper conferrable"]) == (0.492, 0.469)
     assert (rows[1]["paper transferable"], rows[1]["paper conferrable"]) == (None, None)
@@ -171,14 +171,14 @@ def test_table2_notes_say_when_the_ordering_is_within_noise():
     def row(method, mean, low, high):
         return {"method": method, "conferrable": mean, "conferrable 95% low": low, "conferrable 95% high": high}
 
-    clear = experiments.table2_notes(context, [row("C-IGM", 0.5, 0.45, 0.55), row("IGM", 0.1, 0.05, 0.15)])
+    clear = reports.table2_notes(context, [row("C-IGM", 0.5, 0.45, 0.55), row("IGM", 0.1, 0.05, 0.15)])
     assert "above every baseline" in clear and "Not clearly" not in clear
-    noisy = experiments.table2_notes(context, [row("C-IGM", 0.18, 0.14, 0.22), row("IGM", 0.1, 0.07, 0.13),
+    noisy = reports.table2_notes(context, [row("C-IGM", 0.18, 0.14, 0.22), row("IGM", 0.1, 0.07, 0.13),
                                                row("CW-L2", 0.15, 0.05, 0.3)])
     assert "above every baseline" in noisy and "Not clearly, though, against CW-L2:" in noisy
-    below = experiments.table2_notes(context, [row("C-IGM", 0.1, 0.05, 0.15), row("CW-L2", 0.15, 0.05, 0.3)])
+    below = reports.table2_notes(context, [row("C-IGM", 0.1, 0.05, 0.15), row("CW-L2", 0.15, 0.05, 0.3)])
     assert "NOT above: CW-L2" in below and "Not clearly" not in below
-    alone = experiments.table2_notes(context, [row("C-IGM", 0.5, 0.45, 0.55)])  # under JAX: no ART baselines
+    alone = reports.table2_notes(context, [row("C-IGM", 0.5, 0.45, 0.55)])  # under JAX: no ART baselines
     assert "baselines were not run" in alone and "above every baseline" not in alone
 
 

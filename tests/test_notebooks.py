@@ -26,7 +26,7 @@ import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from cae import figures  # noqa: E402
+from cae import figures, reports  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -353,7 +353,7 @@ def test_fingerprint_figure_from_fingerprint_object():
         assert len([axis for axis in figure.axes if axis.images]) == 9
     finally:
         plt.close(figure)
-    row = figures.fingerprint_row(fp)
+    row = reports.fingerprint_row(fp)
     assert row["fingerprints"] == 4 and row["mean ‖δ‖∞"] == pytest.approx(0.05, abs=1e-6)
     assert row["calibration references' retention"] == "0.25, 0.50"
     assert row["calibration surrogates' retention"] == "1.00"

@@ -149,8 +149,8 @@ def test_cae_imports_have_no_cycles():
 
 # cae's modules in layers (the README's order): a module imports only modules of earlier layers.
 LAYERS = (
-    ("__init__", "paths", "presets", "pins", "errors"),
-    ("imagenet32",),
+    ("__init__", "paths", "presets", "pins", "errors", "paper", "checks"),
+    ("imagenet32", "scripts"),
     ("data", "preprocessing"),
     ("models", "ensemble", "stats", "scores", "tables", "remote"),
     ("zoo", "fingerprint", "attacks"),
@@ -158,6 +158,7 @@ LAYERS = (
     ("cluster",),
     ("experiments", "peers"),
     ("plan", "figures", "evaluation"),
+    ("reports",),
     ("benchmark",),
     ("cli",),
 )

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cae import benchmark, data, experiments, fingerprint, peers, presets, removal, zoo
+from cae import benchmark, data, experiments, fingerprint, paper, peers, presets, removal, zoo
 
 SCALE = 30.0
 
@@ -349,7 +349,7 @@ def test_benchmark_table_on_hand_made_models(context, monkeypatch):
     rows = {row["family"]: row for row in result["rows"]}
     # Rows: the testing surrogates, every family of the zoo, the later benchmark's other rows, all derived.
     expected = (["testing surrogates", *removal.FAMILIES]
-                + [r for r in benchmark.QUOTED_CIGM_AUC if r not in ("fine-tuning", "probability extraction")])
+                + [r for r in paper.BENCHMARK_CIGM_AUC if r not in ("fine-tuning", "probability extraction")])
     assert list(rows) == [f for f in dict.fromkeys(expected)] + ["all derived"]
     assert result["skipped"].keys() == {"jagielski"} and "needs data" in result["skipped"]["jagielski"]
     titles = [peers.PEERS[m].title for m in methods]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cae import cli, evaluation, models, preprocessing
+from cae import cli, evaluation, models, preprocessing, reports
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_rows_measure_the_transformed_source_and_references(tmp_path):
     x = np.random.default_rng(3).random((20, 32, 32, 3)).astype(np.float32)
     fp = fingerprint.create(source, x, attack="test", epsilon=0.1, tau=1.0, dataset="synthetic")
     context = _Context(source, [reference], dataset, SOURCE, PRESET)
-    rows = evaluation.preprocessing_rows(context, fp, {"quantize": (8, 1)}, threshold=0.5)
+    rows = reports.preprocessing_rows(context, fp, {"quantize": (8, 1)}, threshold=0.5)
     assert [(r["transformation"], r["strength"]) for r in rows] == [("none", "–"), ("quantize", 8), ("quantize", 1)]
     assert rows[0]["retention"] == 1.0 and rows[0]["Δ accuracy"] == 0.0 and rows[0]["fidelity"] == 1.0
     ref_plain = fingerprint.verify(reference, fp).retention
@@ -154,7 +154,7 @@ def test_separation_rows_put_every_suspect_behind_the_transformation(tmp_path):
     others = [models.build("cnn", 3, seed=s) for s in (5, 6)]
     x = np.random.default_rng(5).random((30, 32, 32, 3)).astype(np.float32)
     fp = fingerprint.create(source, x, attack="test", epsilon=0.1, tau=1.0, dataset="synthetic")
-    rows = evaluation.preprocessing_separation(fp, {"itself": source}, others, {"noise": (0.05,), "blur": (1.0,)},
+    rows = reports.preprocessing_separation(fp, {"itself": source}, others, {"noise": (0.05,), "blur": (1.0,)},
                                                threshold=0.5)
     assert [(r["transformation"], r["strength"]) for r in rows] == [("none", "–"), ("noise", 0.05), ("blur", 1.0)]
     plain = [fingerprint.verify(m, fp).retention for m in others]
@@ -164,6 +164,6 @@ def test_separation_rows_put_every_suspect_behind_the_transformation(tmp_path):
     blurred = [fingerprint.verify(preprocessing.wrap(m, "blur", 1.0), fp).retention for m in (source, *others)]
     assert rows[2]["derived retention (median)"] == blurred[0]
     assert rows[2]["references' retention (max)"] == max(blurred[1:])
-    default = evaluation.preprocessing_separation(fp, [source], others, {"blur": (1.0,)})[1]
+    default = reports.preprocessing_separation(fp, [source], others, {"blur": (1.0,)})[1]
     assert "AUC (LR)" not in default  # an uncalibrated fingerprint: retention at the default θ only
     assert default["derived flagged"] == f"{int(blurred[0] >= fingerprint.DEFAULT_THRESHOLD)}/1"

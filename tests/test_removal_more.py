@@ -183,7 +183,7 @@ def _dense_model(classes, seed):
 def test_removal_rows_measure_a_transfer_model_through_the_mapping(tmp_path):
     import dataclasses
 
-    from cae import evaluation
+    from cae import reports
 
     dataset = synthetic(n_train=64, n_test=32)
     dataset = dataclasses.replace(dataset, y_train=dataset.y_train * 3 % 10, y_test=dataset.y_test * 3 % 10,
@@ -193,7 +193,7 @@ def test_removal_rows_measure_a_transfer_model_through_the_mapping(tmp_path):
     source, transferred = _dense_model(10, 0), _dense_model(5, 1)
     context = experiments.Context(preset, dataset, {"source": source}, specs, zoo.Zoo(tmp_path), np.arange(8))
     fp = fingerprint.create(source, _probe(12), attack="test", epsilon=0.1, tau=1.0, dataset="synthetic")
-    rows = evaluation.removal_rows(context, fp, attacks=("transfer",), models={"transfer": transferred})
+    rows = reports.removal_rows(context, fp, attacks=("transfer",), models={"transfer": transferred})
     row, mapping = rows[1], np.asarray(removal.TRANSFER_MAPPING)
     assert row["attack"] == "Transfer learning" and row["verified"].startswith("–")
     assert row["retention"] == removal.verify_transfer(transferred, fp).retention

@@ -1,0 +1,52 @@
+"""Plumbing shared by the scripts (``reproduce/``, ``benchmarks/``, :func:`cae.benchmark.main`):
+their command line, logging, the settings and git revision they print first, and argparse
+types. Nothing here computes a result.
+"""
+
+import argparse
+import json
+import logging
+import pathlib
+import subprocess
+
+from cae import paths, presets
+
+
+def git_revision():
+    """The short hash of the checkout cae runs from, or ``"unknown"``."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def count(text):
+    """argparse type: a number of things, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number, 0 or more.")
+    return n
+
+
+def script_args(description, argv=None, extra=None):
+    """Parse a reproduce script's arguments, set up logging, print the resolved
+    settings and the git revision. ``extra(parser)`` adds script-specific options."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS),
+                        help="experiment scale (default: quick)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    if extra:
+        extra(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    preset = presets.get(args.preset)
+    print(f"# {description}")
+    print(f"# cae revision {git_revision()}, preset {preset.name}: "
+          + json.dumps(preset.summary(), default=str, sort_keys=True))
+    print(f"# data {paths.data_dir()}, cache {paths.cache_dir()}, results {paths.results_dir(preset.name)}",
+          flush=True)
+    return args, preset
