@@ -182,7 +182,9 @@ PRESETS = {
         # conferrability on them at ε 0.15 is 0.178 with the transform, 0.157 without
         # (0.195 / 0.159 at ε 0.08); the testing models were not consulted.
         transform="shift+flip",
-        # The robust C-IGM's 2 + 2 adversarially trained members (not measured yet).
+        # The robust C-IGM's adversarially trained members, 2 + 2 (measured with 1 + 1:
+        # README, "Peer fingerprints"), and the epochs whose snapshots members="snapshots"
+        # adds; neither is the preset's fingerprint (the validation models chose the paper's).
         robust_members=2,
         snapshot_epochs=(4, 7),
         learning_rate=4e-3,
