@@ -183,7 +183,7 @@ PRESETS = {
         # (0.195 / 0.159 at ε 0.08); the testing models were not consulted.
         transform="shift+flip",
         # The robust C-IGM's adversarially trained members, 2 + 2 (measured with 1 + 1:
-        # README, "Peer fingerprints"), and the epochs whose snapshots members="snapshots"
+        # README, "Attack your own model"), and the epochs whose snapshots members="snapshots"
         # adds; neither is the preset's fingerprint (the validation models chose the paper's).
         robust_members=2,
         snapshot_epochs=(4, 7),
