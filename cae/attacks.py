@@ -381,16 +381,8 @@ class CIGM:
     * ``"second_source"``: the source's most likely class other than y;
     * ``"random"``: a uniformly random class other than y (from ``seed``).
 
-    Measured on the quick preset (``reproduce/table2.py --targets most_conferrable
-    second_source random``, 100 inputs, ε = 0.15), conferrability on the testing models
-    [95 % bootstrap interval]: most_conferrable 0.225 [0.17, 0.28], second_source 0.247
-    [0.19, 0.31], random 0.282 [0.23, 0.34]; transferability to the testing references
-    0.545, 0.555, 0.375. The intervals overlap, and testing models must not choose.
-    On the defender's own models (``benchmarks/target_rule.py``: 3 folds, each holding
-    out one training surrogate and one training reference from the ensemble) the
-    default is best in every fold: conferrability on the held-out pair 0.297 /
-    0.267 / 0.183 (mean), fingerprint retention held-out surrogate minus held-out
-    reference 0.24 / 0.20 / 0.05.
+    The default was chosen on the defender's own models (``benchmarks/target_rule.py``,
+    training pairs held out of the ensemble); the README gives the measurements.
 
     ``y`` given to :meth:`generate` is the source label of each input (int or one-hot);
     by default the source member's prediction. The chosen targets are kept in

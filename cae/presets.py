@@ -135,10 +135,8 @@ PRESETS = {
         # The ensemble needs many training models more than good ones: with 2 + 2 models on all
         # of D1 (the preset until then) C-IGM's conferrability on the testing models was 0.117,
         # below CW-L2's 0.150; with 6 + 6 models on 10,000-image samples of D1 it is 0.182
-        # (benchmarks/ensemble_size.py), and 0.225 with the larger step below. Table II from an
-        # empty cache takes 17 min 04 s on the 2-core CPU (decode 19 s, source 166 s, 12
-        # training models 410 s, 4 testing models 260 s, attacks 151 s): over the 15-minute
-        # target, which 2 + 2 missed too (15 min 21 s).
+        # (benchmarks/ensemble_size.py), and 0.225 with the larger step below (the README and
+        # results/quick/RESULTS.md give its wall times).
         source_architecture="cnn",
         source_epochs=8,
         train_surrogates=("cnn",) * 6,
