@@ -72,12 +72,12 @@ def main(argv=None):
     for recipe in args.recipes.split(","):
         def with_recipe(spec, parent=None):
             options, changes = recipe_changes(recipe, spec.epochs)
-            merged = tuple(sorted({**dict(spec.options), **options}.items()))
-            return spec.replace(options=merged, **changes, **({"parent": parent} if parent else {}))
+            return spec.with_options(**options).replace(**changes, **({"parent": parent} if parent else {}))
 
         began = time.time()
         source_spec = with_recipe(base["source"])
         source = context.store.get(source_spec, verbose=False)
+        truths = {tta: labels(source, tta) for tta in (False, True)}
         for arch in args.architectures.split(","):
             pair = {}
             for group in ("test_surrogates", "test_references"):
@@ -86,8 +86,7 @@ def main(argv=None):
                     raise SystemExit(f"preset {preset.name} has no {group} of architecture {arch!r}.")
                 parent = source_spec.key if spec.parent else None
                 pair[group] = context.store.get(with_recipe(spec, parent), verbose=False)
-            for tta in (False, True):
-                truth = labels(source, tta)
+            for tta, truth in truths.items():
                 wrong = truth != y
                 row = {"recipe": recipe, "architecture": arch, "test-time flips": "yes" if tta else "no",
                        "source accuracy": float(np.mean(truth == y))}

@@ -177,9 +177,7 @@ def snapshot_specs(preset, source=None):
         raise ValueError(f"preset {preset.name!r} has no snapshot_epochs; set them (e.g. "
                          "dataclasses.replace(preset, snapshot_epochs=(4, 7))) to use members='snapshots'.")
     specs = model_specs(preset, source)
-    return {group: [spec.replace(options=tuple(sorted({**dict(spec.options),
-                                                       "snapshots": tuple(preset.snapshot_epochs)}.items())))
-                    for spec in specs[group]]
+    return {group: [spec.with_options(snapshots=tuple(preset.snapshot_epochs)) for spec in specs[group]]
             for group in ("train_surrogates", "train_references")}
 
 

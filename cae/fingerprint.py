@@ -37,6 +37,7 @@ rewrites the checksums as well (that would need a signature).
 """
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -677,10 +678,11 @@ class Calibration:
     def reference_rates(self):
         return stats.match_rates(self.reference_matches)
 
-    @property
+    @functools.cached_property
     def lr_rates(self):
         """The likelihood ratio's per-fingerprint rates ``(p, q)``: shrunk toward each
-        group's mean, and ``p >= q`` on every key (:func:`cae.stats.lr_rates`)."""
+        group's mean, and ``p >= q`` on every key (:func:`cae.stats.lr_rates`); computed
+        once per calibration."""
         return stats.lr_rates(self.surrogate_matches, self.reference_matches)
 
     def score(self, matches, statistic="retention"):

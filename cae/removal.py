@@ -328,12 +328,6 @@ def _check_attack(name):
     return REMOVAL_ATTACKS[name]
 
 
-def _with_options(options, **changes):
-    merged = dict(options)
-    merged.update(changes)
-    return tuple(sorted(merged.items()))
-
-
 def removal_spec(name, source_spec, preset, **settings):
     """The TrainSpec of removal attack ``name`` applied to the source (a list of n
     member specs for ``"ensemble"``; the last round's spec for ``"papernot"``).
@@ -361,7 +355,7 @@ def removal_spec(name, source_spec, preset, **settings):
         settings["adversarial_fraction"] = checks.fraction("adversarial_fraction", settings["adversarial_fraction"])
     if "transfer_mapping" in settings:
         settings["transfer_mapping"] = tuple(int(v) for v in check_mapping(settings["transfer_mapping"]))
-    options = _with_options(attack.options, **settings)
+    options = zoo.merge_options(attack.options, **settings)
     if attack.fine_tune:
         learning_rate = learning_rate if learning_rate is not None else attack.learning_rate
         epochs = epochs or preset.finetune_epochs
@@ -382,7 +376,7 @@ def removal_spec(name, source_spec, preset, **settings):
                              "give the adversary more images.")
         base = base.replace(subset=int(preset.finetune_examples))
         if attack.labels == "adversarial":
-            base = base.replace(options=_with_options(
+            base = base.replace(options=zoo.merge_options(
                 options, adversarial_examples=int(preset.adversarial_examples)))
     if name == "papernot":
         return papernot_specs(base)[-1]
@@ -390,7 +384,7 @@ def removal_spec(name, source_spec, preset, **settings):
         parts = dict(options)["parts"]
         if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
             raise ValueError(f"parts={parts!r} is not allowed; expected a positive int (number of parts of D2).")
-        return [base.replace(seed=REMOVAL_SEED + i, options=_with_options(options, part=i))
+        return [base.replace(seed=REMOVAL_SEED + i, options=zoo.merge_options(options, part=i))
                 for i in range(parts)]
     return base
 
@@ -443,7 +437,7 @@ def papernot_specs(spec):
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"papernot_rounds={rounds!r}; expected an int >= 0.")
     seed_size = spec.subset or max(1, spec.split[1] // 2 ** rounds)
-    return [spec.replace(subset=seed_size, options=_with_options(spec.options, papernot_rounds=r))
+    return [spec.with_options(papernot_rounds=r).replace(subset=seed_size)
             for r in range(rounds + 1)]
 
 
@@ -740,7 +734,7 @@ def _papernot_set(store, spec, dataset, indices, parent):
     if rounds == 0:
         x = data.to_float(dataset.x_train[indices])
         return x, zoo.predict(parent, x).astype(np.float32)
-    previous = spec.replace(options=_with_options(spec.options, papernot_rounds=rounds - 1))
+    previous = spec.with_options(papernot_rounds=rounds - 1)
     x_previous, y_previous = _papernot_set(store, previous, dataset, indices, parent)
     log.info("papernot round %d: substitute %s augments %d points", rounds, previous.key, len(x_previous))
     substitute = store.get(previous)

@@ -186,6 +186,17 @@ class TrainSpec:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    def with_options(self, **changes):
+        """This spec with options ``changes`` set (added or replaced; kept sorted)."""
+        return self.replace(options=merge_options(self.options, **changes))
+
+
+def merge_options(options, **changes):
+    """``(name, value)`` option pairs with ``changes`` set, sorted by name."""
+    merged = dict(options)
+    merged.update(changes)
+    return tuple(sorted(merged.items()))
+
 
 # Learning-rate schedules (option ``schedule``): cosine decay from the start (the default),
 # or one cycle: a linear warm-up over the first fifth of the steps, then cosine decay to 0
