@@ -111,9 +111,10 @@ def _add_extract(subparsers):
     parser.add_argument("--eps", type=float, help="L-inf bound (default: the preset's, 0.15)")
     parser.add_argument("--tau", type=float, help="conferrability threshold (default: the preset's, 1.0)")
     parser.add_argument("--target", default="most_conferrable", help="C-IGM target-class rule")
-    parser.add_argument("--mistakes", type=int, default=0, metavar="N",
+    parser.add_argument("--mistakes", type=int, default=None, metavar="N",
                         help="beyond the paper: also key N natural images the source misclassifies (from the "
-                             "preset's images in neither D1 nor D2) by its wrong label (default 0, the paper's)")
+                             "preset's images in neither D1 nor D2) by its wrong label (default: the preset's "
+                             "mistakes, 0 with --model; 0 is the paper's fingerprint)")
     parser.set_defaults(handler=_extract)
 
 
@@ -133,7 +134,7 @@ def _extract(args):
     if args.target not in attacks.CIGM.TARGETS:
         raise ValueError(f"--target {args.target!r} is not allowed; choose one of "
                          f"{', '.join(attacks.CIGM.TARGETS)}.")
-    if args.mistakes < 0 or (args.mistakes and args.model):
+    if args.mistakes is not None and (args.mistakes < 0 or (args.mistakes and args.model)):
         raise ValueError(f"--mistakes {args.mistakes} is not allowed; expected 0 or more, and only for a preset's "
                          "source (its images outside D1 and D2 supply them; with --model there are none).")
     if (args.model is None) != (args.data is None) or (args.test and not args.model):
@@ -148,7 +149,9 @@ def _extract(args):
         context = experiments.prepare(preset, verbose=args.verbose)
     fp = experiments.extract(context, eps=args.eps, tau=args.tau, target=args.target, mistakes=args.mistakes)
     npz, manifest = fingerprint.save(fp, args.out)
-    print(f"fingerprint: {fp.n} examples (eps {fp.manifest['epsilon']:g}, tau {fp.manifest['tau']:g}) "
+    mistakes = fp.manifest["created_with"].get("mistakes", 0)
+    print(f"fingerprint: {fp.n} examples ({fp.n - mistakes} C-IGM + {mistakes} natural mistakes; eps "
+          f"{fp.manifest['epsilon']:g}, tau {fp.manifest['tau']:g}) "
           f"of source {fp.manifest['source_model_hash']} -> {npz}, {manifest}")
     return 0
 

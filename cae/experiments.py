@@ -347,8 +347,9 @@ def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE,
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
     spec = removal.external_source(source, x, store, preset=preset, architecture=architecture or zoo.CLONE,
                                    test=test, labels=y, split=(half, len(x) - half, preset.split_seed))
+    # The pool fills D1 and D2: no images are left to take the source's natural mistakes from.
     preset = dataclasses.replace(preset, dataset=spec.dataset, defender_size=half, adversary_size=len(x) - half,
-                                 training_subset=min(preset.training_subset, half))
+                                 training_subset=min(preset.training_subset, half), mistakes=0)
     if architecture is not None:
         preset = dataclasses.replace(preset, **{group: (architecture,) * len(getattr(preset, group))
                                                 for group in GROUPS})
@@ -531,18 +532,19 @@ def natural_mistakes(context, n):
     return data.to_float(dataset.x_train[chosen]), chosen
 
 
-def extract(context, eps=None, tau=None, target="most_conferrable", transform=None, mistakes=0):
+def extract(context, eps=None, tau=None, target="most_conferrable", transform=None, mistakes=None):
     """Alg. 2 on the preset's zoo: C-IGM (``transform``: the preset's by default) on
     the training models' ensemble, keep examples with Confer(training surrogates,
     training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
     verification (:func:`calibration_models`). Returns a calibrated Fingerprint.
 
-    ``mistakes`` (beyond the paper; 0 is the paper's): also key that many natural images
-    the source misclassifies (:func:`natural_mistakes`) by its wrong label. A derived
-    model tends to copy the source's mistakes, an independent one makes its own
-    (``benchmarks/agreement.py``: 7-11 points apart on cpu, against 4 for agreement
-    overall); they are calibrated like the adversarial keys."""
+    ``mistakes`` (beyond the paper; 0 is the paper's, None the preset's
+    ``mistakes``): also key that many natural images the source misclassifies
+    (:func:`natural_mistakes`) by its wrong label. A derived model tends to copy the
+    source's mistakes, an independent one makes its own; they are calibrated like the
+    adversarial keys. The README's "Natural mistakes" section has the measurements."""
     preset = context.preset
+    mistakes = preset.mistakes if mistakes is None else mistakes
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
     transform = preset.transform if transform is None else transform

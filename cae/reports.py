@@ -44,12 +44,21 @@ def _bracket(values):
 
 
 # --------------------------------------------------------------------------- Table III / IV
-def group_rows(context, fp):
+BESIDE = "retention (preset's fingerprint)"
+
+
+def _beside_retention(fp, model):
+    return fingerprint.verify(model, fp).retention
+
+
+def group_rows(context, fp, beside=None):
     """Table III / IV: one row per (group, architecture) plus the source.
 
     Each row has the min–max brackets as text (``test accuracy``, ``fidelity``,
     ``retention``) and the numbers (``<metric>_min`` / ``<metric>_max``), and the
-    paper's retention bracket where the paper gives one.
+    paper's retention bracket where the paper gives one. ``beside``: another
+    fingerprint (``cae extract``'s, with the preset's natural mistakes) whose retention
+    bracket is added as column :data:`BESIDE`.
     """
     meter = evaluation.Meter(context, fp)
     paper = quoted.GROUP_RETENTION.get(presets.paper_dataset(context.preset.dataset), {})
@@ -58,6 +67,8 @@ def group_rows(context, fp):
              "models": 1, **{k: f"{source[k]:.3f}" for k in ("test_accuracy", "fidelity", "retention")},
              **{f"{k}_{m}": source[k] for k in ("test_accuracy", "fidelity", "retention") for m in ("min", "max")},
              "paper retention": None}]
+    if beside is not None:
+        rows[0][BESIDE] = f"{_beside_retention(beside, context.models['source']):.3f}"
     for group in experiments.GROUPS:
         split, role = GROUP_NAMES[group]
         measured = {}
@@ -69,6 +80,9 @@ def group_rows(context, fp):
                 values = [m[key] for m in items]
                 row.update({key: _bracket(values), f"{key}_min": min(values), f"{key}_max": max(values)})
             row["paper retention"] = paper.get(group)
+            if beside is not None:
+                row[BESIDE] = _bracket([_beside_retention(beside, m) for s, m in
+                                        zip(context.specs[group], context.models[group]) if s.architecture == arch])
             rows.append(row)
     return rows
 
@@ -91,17 +105,21 @@ def verified(result):
 
 
 
-def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None):
+def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None, beside=None):
     """Table V / VI: test accuracy, fidelity and retention of every removal attack's model,
     beside the paper's. ``models``: already derived models by attack (else trained or
     loaded). Column ``verified``: whether :func:`cae.fingerprint.verify` still calls
     the model a surrogate (with the fingerprint's calibration). A transfer-learning
     model is measured in its task's label space (:func:`cae.removal.verify_transfer`:
-    test labels, the source's labels and the keys mapped); it has no calibrated verdict."""
+    test labels, the source's labels and the keys mapped); it has no calibrated verdict.
+    ``beside``: another fingerprint (``cae extract``'s, with the preset's natural
+    mistakes): its retention (column :data:`BESIDE`) and verdict ("verified (preset's)")."""
     meter = evaluation.Meter(context, fp)
     paper = quoted.REMOVAL[presets.paper_dataset(context.preset.dataset)]
     source = meter(context.models["source"])
     rows = [{"attack": "Source (no attack)", "family": "–", **source, "Δ accuracy": 0.0}]
+    if beside is not None:
+        rows[0][BESIDE] = _beside_retention(beside, context.models["source"])
     for name in attacks:
         model = (models or {}).get(name)
         if model is None:
@@ -118,6 +136,9 @@ def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None):
             row["verified"] = f"– (task of {int(mapping.max()) + 1} classes; retention through the mapping)"
         else:
             row["verified"] = verified(fingerprint.verify(model, fp))
+            if beside is not None:
+                result = fingerprint.verify(model, beside)
+                row[BESIDE], row["verified (preset's)"] = result.retention, verified(result)
         rows.append(row)
     return rows
 

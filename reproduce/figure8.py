@@ -28,7 +28,7 @@ def main(figure_number=8, argv=None):
     args, preset = scripts.script_args(
         f"Figure {figure_number}: C-IGM fingerprints at ε = {eps}", argv=argv, extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
-    fp = experiments.extract(context, eps=eps)
+    fp = experiments.extract(context, eps=eps, mistakes=0)  # the paper's fingerprint
     dataset = figures.dataset_title(preset.dataset)
     tables.write(f"figure{figure_number}", preset.name, [reports.fingerprint_row(fp)],
                  f"Figure {figure_number} data: C-IGM fingerprint at ε = {eps:g} (preset {preset.name}, {dataset})",

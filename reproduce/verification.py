@@ -36,7 +36,8 @@ if __name__ == "__main__":
     args, preset = scripts.script_args("Verification: ROC, threshold and p-values", extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     extra_count = preset.extra_references if args.extra_references is None else args.extra_references
-    fp = experiments.extract(context)
+    fp = experiments.extract(context)  # cae extract's: with the preset's natural mistakes
+    mistakes = fp.manifest["created_with"].get("mistakes", 0)
     derived = {f"testing surrogate {i} ({s.architecture})": m
                for i, (s, m) in enumerate(zip(context.specs["test_surrogates"], context.models["test_surrogates"]))}
     attacked = evaluation.removal_models(context, args.attacks, verbose=not args.quiet)
@@ -64,7 +65,9 @@ if __name__ == "__main__":
             "references flagged": f"{result[f'references_flagged{suffix}']}/{result['negatives']}"})
     tables.write("verification_summary", preset.name, summary,
                  f"Verification summary (preset {preset.name}, {preset.dataset})",
-                 notes=(f"{result['note']}\n\nCalibration: {result['calibration']}. Flagged: cae verify's verdict "
+                 notes=(f"Fingerprint: cae extract's, {fp.n - mistakes} C-IGM examples and {mistakes} natural images "
+                        "the source misclassifies keyed by its labels (the preset's mistakes; 0 is the paper's "
+                        f"fingerprint).\n\n{result['note']}\n\nCalibration: {result['calibration']}. Flagged: cae verify's verdict "
                         f"'surrogate' (score ≥ θ and p-value ≤ {fp.calibration.alpha:g}). "
                         f"'Usable' positives are the derived models whose test accuracy is within "
                         f"{result['max_accuracy_drop'] * 100:.0f} points of the source's ({accuracy['source']:.3f}): "

@@ -31,7 +31,7 @@ def context(tmp_path_factory):
     preset = dataclasses.replace(
         presets.get("quick"), name="toy-eval", dataset="synthetic", defender_size=192, adversary_size=192,
         train_surrogates=("cnn",), train_references=("cnn",), test_surrogates=("cnn", "cnn"),
-        test_references=("cnn", "cnn"), attack_inputs=40, evaluate_on=0, training_subset=0,
+        test_references=("cnn", "cnn"), attack_inputs=40, evaluate_on=0, training_subset=0, mistakes=0,
     )
     dataset = synthetic(n_train=400, n_test=64, colour=True)
     store = zoo.Zoo(root / "zoo", datasets={"synthetic": dataset})

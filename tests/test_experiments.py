@@ -21,7 +21,7 @@ def toy_context(tmp_path_factory, **changes):
         source_epochs=3, surrogate_epochs=2, reference_epochs=2, train_surrogates=("cnn",),
         train_references=("cnn",), test_surrogates=("cnn",), test_references=("cnn",), attack_inputs=12,
         attack_iterations=30, batch_size=32, learning_rate=0.01, evaluate_on=0, training_subset=0,
-        valid_surrogates=(), valid_references=(),
+        valid_surrogates=(), valid_references=(), mistakes=0,
     )
     preset = dataclasses.replace(presets.get("quick"), **{**settings, **changes})
     store = zoo.Zoo(root / "zoo", datasets={"synthetic": synthetic(n_train=400, n_test=64, colour=True)})
@@ -135,6 +135,21 @@ def test_extract_with_natural_mistakes_keys_them_by_the_sources_label(context, m
     np.testing.assert_array_equal(fp.keys[:-3], plain.keys)
     assert fp.calibration.surrogate_matches.shape[1] == fp.n  # the mistakes are calibrated like the rest
     assert fingerprint.verify(context.models["source"], fp).retention == 1.0
+    # Without the argument, the preset's count: cae extract's default; 0 is the paper's fingerprint.
+    with_preset = dataclasses.replace(context, preset=dataclasses.replace(context.preset, mistakes=2))
+    assert experiments.extract(with_preset, eps=0.25, tau=0.0).n == plain.n + 2
+    assert experiments.extract(with_preset, eps=0.25, tau=0.0, mistakes=0).n == plain.n
+
+
+def test_presets_that_key_natural_mistakes_have_images_for_them():
+    """cpu and quick key the source's natural mistakes (chosen on cpu's validation
+    models, README "Natural mistakes"); their pool outside D1 and D2 must hold that many
+    images to draw them from (a quarter of it at most, as the sources err on about that)."""
+    for name in ("cpu", "quick"):
+        preset = presets.get(name)
+        pool = 50_000 - preset.defender_size - preset.adversary_size
+        assert 0 < preset.mistakes <= pool // 4
+    assert presets.get("smoke").mistakes == 0 and presets.get("paper").mistakes == 0
 
 
 def test_extract_calibrates_on_the_validation_models_when_the_preset_has_them(context):

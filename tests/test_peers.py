@@ -323,7 +323,7 @@ def context(tmp_path, monkeypatch):
         presets.get("quick"), name="toy-peers", dataset="colour", defender_size=48, adversary_size=48,
         train_surrogates=("cnn",), train_references=("cnn",), valid_surrogates=(), valid_references=(),
         test_surrogates=("cnn",), test_references=("cnn", "cnn"), attack_inputs=20, attack_iterations=10,
-        evaluate_on=60, training_subset=0, extra_references=0, transform="none", tau=0.0,
+        evaluate_on=60, training_subset=0, extra_references=0, transform="none", tau=0.0, mistakes=0,
     )
     specs = experiments.model_specs(preset)
     models = {"source": source_model(), "train_surrogates": [derived_model(0)],

@@ -76,7 +76,7 @@ def toy_preset():
         source_architecture="tiny", source_epochs=2, surrogate_epochs=1, reference_epochs=1,
         train_surrogates=("tiny",), train_references=("tiny",), test_surrogates=("tiny",),
         test_references=("tiny",), attack_inputs=8, attack_iterations=20, epsilon=0.25, tau=0.0,
-        batch_size=32, learning_rate=0.01, augment="flip", evaluate_on=0, training_subset=0,
+        batch_size=32, learning_rate=0.01, augment="flip", evaluate_on=0, training_subset=0, mistakes=0,
     )
 
 
