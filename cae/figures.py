@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from cae import attacks, experiments, scores
+from cae import attacks, data, experiments, scores
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def plot_decision_space(space, title=None, panel_size=2.6):
     method = attacks.REGISTRY[space.method].name if space.method in attacks.REGISTRY else space.method
     figure.suptitle(title or (
         f"Figure 5 — decision space around attack input #{space.index} ({names[space.label]} → "
-        f"{names[space.key]}), {method} ε = {space.eps:g}, {dataset_title(space.dataset)}, "
+        f"{names[space.key]}), {method} ε = {space.eps:g}, {data.title(space.dataset)}, "
         f"preset {space.preset}\nconferrability on the testing models {space.conferrability:.2f}; "
         f"top: source + testing surrogates, bottom: testing references"), fontsize=9)
     return figure
@@ -384,8 +384,3 @@ def fingerprint_figure(source, fp, class_names, n=12, columns=3, title=None):
     targets = None if fp.targets is None else fp.targets[:n]
     return fingerprint_grid(originals, fp.x[:n], original_labels, fp.keys[:n], class_names,
                             float(fp.manifest["epsilon"]), targets=targets, columns=columns, title=title)
-
-
-def dataset_title(dataset):
-    """How a dataset is named in figure titles."""
-    return {"cifar10": "CIFAR-10", "cinic10": "CINIC-10", "imagenet32": "ImageNet32"}.get(dataset, dataset)

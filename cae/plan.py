@@ -45,12 +45,10 @@ import time
 
 import numpy as np
 
-from cae import cluster, experiments, models, paths, zoo
+from cae import cluster, data, experiments, models, paths, zoo
 
 log = logging.getLogger(__name__)
 
-# Classes and test images of each dataset cae reads, so a plan needs no data.
-DATASETS = {"cifar10": (10, 10_000), "cinic10": (10, 90_000), "imagenet32": (100, 5_000)}
 # What :func:`measure` returns for an architecture.
 MEASURES = ("train_images_per_s", "predict_images_per_s", "save_seconds", "setup_seconds")
 # The architecture a GPU throughput is given for.
@@ -247,9 +245,8 @@ def plan(preset, *, removal=False, workers=1, gpu_throughput=None, measured=None
         raise ValueError(f"workers={workers!r}; give a number of workers, 1 or more.")
     if gpu_throughput is not None and not gpu_throughput > 0:
         raise ValueError(f"gpu_throughput={gpu_throughput!r}; give ResNet-20's training images per second, > 0.")
-    if preset.dataset not in DATASETS:
-        raise ValueError(f"no class count known for dataset {preset.dataset!r}; add it to cae.plan.DATASETS.")
-    num_classes, test_images = DATASETS[preset.dataset]
+    dataset = data.registered(preset.dataset)  # classes and test images, so a plan needs no data
+    num_classes, test_images = dataset.num_classes, dataset.test_size
     specs = experiments.preset_specs(preset, removal=removal)
     by_key = {spec.key: spec for spec in specs}
 

@@ -176,8 +176,6 @@ FAMILIES = ("model extraction", "fine-tuning", "adversarial training", "ensemble
 # RemovalAttack.architecture: "" the source's; "any" a setting, default the source's;
 # "other" a setting, default another architecture of the preset, never the source's.
 _ARCHITECTURE_RULES = ("", "any", "other")
-# Pairs of datasets that share images: neither may be the other's Knockoff transfer set.
-_OVERLAPPING = ({"cifar10", "cinic10"},)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -664,7 +662,7 @@ def _knockoff(store, spec, dataset, indices, parent):
     if transfer == spec.dataset:
         images, pool = dataset.x_train, indices
     else:
-        if {transfer, spec.dataset} in _OVERLAPPING:
+        if data.share_images(transfer, spec.dataset):
             raise ValueError(f"knockoff_transfer={transfer!r} shares images (test images included) with "
                              f"the source's dataset {spec.dataset!r}; choose a dataset without overlap.")
         other = store.dataset(transfer)
