@@ -125,22 +125,6 @@ def rows():
 
 
 # --------------------------------------------------------------------------- helpers
-def _labels(y, n, num_classes, name="y"):
-    """Class indices (n,) from int labels or one-hot / score rows (n, K)."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape == (n, num_classes):
-        y = np.argmax(y, axis=1)
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(
-            f"{name} has shape {y.shape}; expected ({n},) class indices or ({n}, {num_classes}) one-hot rows."
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} has dtype {y.dtype}; expected integer class indices.")
-    if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name} holds labels in [{y.min()}, {y.max()}]; expected 0..{num_classes - 1}.")
-    return y.astype(np.int64)
-
-
 _onehot = data.onehot
 
 
@@ -482,7 +466,7 @@ class CIGM:
         """C-IGM examples for ``x`` (float32 (N, 32, 32, 3) in [0, 1]); ``y`` source labels."""
         x = data.check_images(x)
         if y is not None:
-            labels = _labels(y, len(x), self.num_classes)
+            labels = checks.labels("y", y, len(x), self.num_classes, one_hot=True)
         elif len(x):
             labels = np.argmax(_predict(self._parts.source, x, self.batch_size), axis=1).astype(np.int64)
         else:
@@ -636,7 +620,7 @@ class BaselineAttack:
         logits = models.logits_model(self.model)
         num_classes = int(logits.output_shape[-1])
         if y is not None:
-            labels = _labels(y, len(x), num_classes)
+            labels = checks.labels("y", y, len(x), num_classes, one_hot=True)
         if len(x) == 0:
             self.labels_, self.success_ = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
             return x.copy()

@@ -525,12 +525,12 @@ def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLON
     if labels is None:
         y = zoo.predict(source, data.to_float(x)).argmax(axis=1)
     else:
-        y = _check_labels(np.asarray(labels), len(x), num_classes)
+        y = checks.labels("labels", labels, len(x), num_classes)
     if test is None:
         x_test, y_test = x[:1000], y[:1000]
     else:
         x_test = _adversary_images(test[0], "test images")
-        y_test = _check_labels(np.asarray(test[1]), len(x_test), num_classes)
+        y_test = checks.labels("test labels", test[1], len(x_test), num_classes)
     digest = models.arrays_sha256((x, y, x_test, y_test))
     dataset = data.Dataset(f"external-{digest[:16]}", x, y.astype(np.int64), x_test, y_test.astype(np.int64),
                            tuple(str(k) for k in range(num_classes)), digest)
@@ -618,15 +618,6 @@ def jagielski_labels(probabilities, temperature):
 _onehot = data.onehot
 
 
-def _check_labels(labels, n, num_classes):
-    labels = np.asarray(labels)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) or (
-            n and not 0 <= labels.min() <= labels.max() < num_classes):
-        raise ValueError(f"labels have shape {labels.shape} and dtype {labels.dtype}; expected ({n},) "
-                         f"integer class indices in [0, {num_classes}).")
-    return labels
-
-
 def _hard_labels(probabilities, spec):
     probabilities = np.asarray(probabilities)
     return _onehot(probabilities.argmax(axis=1), probabilities.shape[1])
@@ -686,7 +677,7 @@ def jacobian_sign(model, x, labels, batch_size=256):
     x = data.check_images(x)
     logits = models.logits_model(model)
     num_classes = int(logits.output_shape[-1])
-    labels = _check_labels(labels, len(x), num_classes)
+    labels = checks.labels("labels", labels, len(x), num_classes)
 
     if keras.backend.backend() == "jax":
         import jax
@@ -755,7 +746,7 @@ def adversarial_examples(model, x, labels, method="fgm", eps=ADVERSARIAL_EPS, ep
     one random start, or IGM = ART's BasicIterativeMethod), moving away from ``labels``."""
     attack, num_classes = evasion_attack(model, method, eps, eps_step, max_iter, batch_size)
     x = data.check_images(x)
-    labels = _check_labels(labels, len(x), num_classes)
+    labels = checks.labels("labels", labels, len(x), num_classes)
     return perturb(attack, x, labels, num_classes, eps, seed)
 
 

@@ -14,32 +14,12 @@ conferrability over the surrogates S and the references R.
 
 import numpy as np
 
-from cae import data
-
-
-def _labels(array, name, ndim):
-    array = np.asarray(array)
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            f"{name} has dtype {array.dtype}; expected integer class labels "
-            "(take the argmax of probability vectors first, or use predict_labels)."
-        )
-    if array.ndim != ndim:
-        expected = "(n_models, n_examples)" if ndim == 2 else "(n_examples,)"
-        raise ValueError(
-            f"{name} has shape {array.shape}; expected {expected}"
-            + (" (one row of labels per model)." if ndim == 2 else ".")
-        )
-    if array.size and array.min() < 0:
-        raise ValueError(
-            f"{name} contains the negative label {array.min()}; class labels are 0 .. K-1."
-        )
-    return array
+from cae import checks, data
 
 
 def _check_pair(preds, t, name="preds"):
-    preds = _labels(preds, name, 2)
-    t = _labels(t, "t", 1)
+    preds = checks.labels(name, preds, per_model=True)
+    t = checks.labels("t", t)
     if preds.shape[1] != t.shape[0]:
         raise ValueError(
             f"{name} has {preds.shape[1]} examples per model but t has {t.shape[0]} targets; "
