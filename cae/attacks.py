@@ -13,9 +13,10 @@ compiled TensorFlow loop. With dropout off both produce the same examples.
 
 The baselines IGM, PGD, DeepFool and CW-L2 (:class:`IGM`, :class:`PGD`,
 :class:`DeepFool`, :class:`CarliniL2`) run through ART, untargeted, on the source model
-alone (Section IV-C). Every attack is a class in ART's style: its parameters
-(``attack_params``), checked by ``_check_params`` (a ``ValueError`` naming the argument,
-the value and what is allowed), and ``generate(x, y=None)``.
+alone (Section IV-C). Every attack is a class in ART's style, derived from
+:class:`Attack`: its parameters (``attack_params``), checked by ``_check_params`` (a
+``ValueError`` naming the argument, the value and what is allowed), ``set_params`` and
+``generate(x, y=None)``.
 
 :data:`REGISTRY` lists every attack the runner knows, with its name in tables, the norm
 of its ε, how it is held to ε and the paper's Table II numbers: the runner
@@ -344,8 +345,64 @@ def _compiled_igm_jax(model_ref, loss):
     return run
 
 
+# --------------------------------------------------------------------------- the base
+class Attack:
+    """What every attack shares, in ART's shape: its parameters are attributes named in
+    ``attack_params`` and checked by :meth:`_check_params` (a ``ValueError`` naming the
+    argument, the value and what is allowed); :meth:`set_params` changes them;
+    :meth:`generate` returns the adversarial examples of float32 images in [0, 1].
+
+    Class attributes: ``method`` (the attack's name in messages and tables), ``norm``
+    (the norm its ε is measured in, ``"inf"`` or ``"2"``) and ``constraint`` (how it is
+    held to ε by default, one of :data:`CONSTRAINTS`). :data:`REGISTRY` reads them.
+    """
+
+    attack_params: tuple[str, ...] = ()
+    method: str = ""
+    norm: str = "inf"
+    constraint: str = "project"
+
+    def set_params(self, **kwargs) -> None:
+        """Change attack parameters (names in ``attack_params``) and check them; a refused
+        change leaves the attack as it was."""
+        self._check_names(kwargs)
+        before = {name: getattr(self, name) for name in kwargs}
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+        try:
+            self._check_params()
+        except ValueError:
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+
+    def _check_names(self, names) -> None:
+        unknown = sorted(set(names) - set(self.attack_params))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
+                f"of {self.method}; it takes {', '.join(self.attack_params)}."
+            )
+
+    def _check_params(self) -> None:
+        """Check the parameters every attack has: ``batch_size``, ``seed`` and ``verbose``."""
+        checks.integer("batch_size", self.batch_size, 1, "a positive int")
+        checks.integer("seed", self.seed, 0, "a non-negative int")
+        _check_flag("verbose", self.verbose)
+
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """Adversarial examples (float32) of ``x`` (float32 (N, 32, 32, 3) in [0, 1]);
+        ``y``: labels (int or one-hot; default: the attacked model's own)."""
+        raise NotImplementedError
+
+
+def _check_flag(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not allowed; expected True or False.")
+
+
 # --------------------------------------------------------------------------- C-IGM
-class CIGM:
+class CIGM(Attack):
     """Conferrable IGM (Lukas, Zhang & Kerschbaum, Section IV-D): targeted IGM on M_E.
 
     Each step moves x against the gradient of L_E = -M_E(x) · t (eq. 19), i.e.
@@ -385,6 +442,7 @@ class CIGM:
 
     attack_params = ("eps", "eps_step", "max_iter", "target", "transform", "backend", "batch_size", "seed",
                      "verbose")
+    method = "C-IGM"
     TARGETS = ("most_conferrable", "second_source", "random")
     BACKENDS = ("compiled", "art")
 
@@ -418,14 +476,6 @@ class CIGM:
         self.targets_ = None
         self.labels_ = None
 
-    def set_params(self, **kwargs):
-        """Change attack parameters (names in ``attack_params``) and check them."""
-        for name, value in kwargs.items():
-            if name not in self.attack_params:
-                raise ValueError(f"{name!r} is not a C-IGM parameter; choose from {', '.join(self.attack_params)}.")
-            setattr(self, name, value)
-        self._check_params()
-
     def _check_params(self):
         if not isinstance(self.ensemble, keras.Model):
             raise ValueError(
@@ -440,10 +490,7 @@ class CIGM:
         checks.choice("backend", self.backend, self.BACKENDS, verb="supported")
         if self.backend == "art":
             require_tensorflow("C-IGM with backend='art'")
-        checks.integer("batch_size", self.batch_size, 1, "a positive int")
-        checks.integer("seed", self.seed, 0, "a non-negative int")
-        if not isinstance(self.verbose, bool):
-            raise ValueError(f"verbose={self.verbose!r} is not allowed; expected True or False.")
+        super()._check_params()
 
     @property
     def num_classes(self):
@@ -520,7 +567,7 @@ class CIGM:
 
 
 # --------------------------------------------------------------------------- baselines
-class BaselineAttack:
+class BaselineAttack(Attack):
     """A baseline of the paper (Section IV-C, Table I): an untargeted attack on the source
     model alone, run through ART. Subclasses give their row of :data:`ATTACKS` (``params``)
     and build their ART attack (:meth:`_art_attack`); the rest is shared.
@@ -555,12 +602,12 @@ class BaselineAttack:
                  verbose=False, **art_params):
         self.model = model
         self.eps = eps
-        self.constraint = self.params.constraint if constraint is None else constraint
+        self.constraint = type(self).constraint if constraint is None else constraint
         self.batch_size = batch_size
         self.seed = seed
         self.compiled_gradient = compiled_gradient
         self.verbose = verbose
-        self._check_art_names(art_params)
+        self._check_names(art_params)
         for name, value in {**self.params.art_kwargs(), **art_params}.items():
             setattr(self, name, value)
         self._check_params()
@@ -569,41 +616,18 @@ class BaselineAttack:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # The parameters set_params takes: the common ones, then the attack's ART settings.
+        # The parameters set_params takes: the common ones, then the attack's ART settings;
+        # the name, norm and default ε rule are its row of Table I's.
         cls.attack_params = cls.common_params + tuple(cls.params.art_kwargs())
-
-    def set_params(self, **kwargs):
-        """Change attack parameters (names in ``attack_params``) and check them; a refused
-        change leaves the attack as it was."""
-        self._check_art_names({k: v for k, v in kwargs.items() if k not in self.common_params})
-        before = {name: getattr(self, name) for name in kwargs}
-        for name, value in kwargs.items():
-            setattr(self, name, value)
-        try:
-            self._check_params()
-        except ValueError:
-            for name, value in before.items():
-                setattr(self, name, value)
-            raise
-
-    def _check_art_names(self, names):
-        unknown = sorted(set(names) - set(self.params.art_kwargs()))
-        if unknown:
-            raise ValueError(
-                f"{', '.join(unknown)} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
-                f"of {self.params.method}; it takes {', '.join(sorted(self.params.art_kwargs()))}."
-            )
+        cls.method, cls.norm, cls.constraint = cls.params.method, cls.params.norm, cls.params.constraint
 
     def _check_params(self):
-        checks.integer("batch_size", self.batch_size, 1, "a positive int")
-        checks.integer("seed", self.seed, 0, "a non-negative int")
+        super()._check_params()
         checks.choice("constraint", self.constraint, CONSTRAINTS, verb="supported")
         # The largest distance between two images in [0, 1]: 1 in L-inf, sqrt(32*32*3) in L2.
-        upper = 1.0 if self.params.norm == "inf" else float(np.sqrt(32 * 32 * 3))
+        upper = 1.0 if self.norm == "inf" else float(np.sqrt(32 * 32 * 3))
         checks.positive_number("eps", self.eps, upper=upper)
-        for name in ("compiled_gradient", "verbose"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; expected True or False.")
+        _check_flag("compiled_gradient", self.compiled_gradient)
 
     def _art_kwargs(self):
         """The ART settings (Table I's and any changed), as keyword arguments."""
@@ -634,14 +658,14 @@ class BaselineAttack:
         with _numpy_seed(self.seed):
             x_adv = attack.generate(x, y=_onehot(labels, num_classes)).astype(np.float32)
 
-        eps, norm = float(self.eps), self.params.norm
+        eps, norm = float(self.eps), self.norm
         if self.constraint == "project":
             x_adv = np.clip(x + _project(x_adv - x, eps, norm), 0.0, 1.0).astype(np.float32)
         success = np.argmax(_predict(logits, x_adv, self.batch_size), axis=1) != labels
         if self.constraint == "filter":
             # A float32 tolerance: a perturbation of exactly ε may round just above it.
             success &= perturbation_norm(x, x_adv, norm) <= eps * (1 + 1e-5) + 1e-7
-        log.info("%s eps=%.3g: %d/%d successful", self.params.method, eps, int(success.sum()), len(x))
+        log.info("%s eps=%.3g: %d/%d successful", self.method, eps, int(success.sum()), len(x))
         self.labels_, self.success_ = labels, success
         return x_adv
 
@@ -718,8 +742,8 @@ class Registered:
     """One attack as the runner (:func:`cae.experiments.run_attack`), the tables and the
     figures see it.
 
-    ``attack``: its class, ``attack(model, eps, **params).generate(x, y)``. ``name``: its
-    name in tables and figures. ``norm``: the norm ε is measured in (Table I's q,
+    ``attack``: its class (an :class:`Attack`), ``attack(model, eps, **params).generate(x, y)``.
+    ``name``: its name in tables and figures. ``norm``: the norm ε is measured in (Table I's q,
     ``"inf"`` or ``"2"``). ``eps_rule``: how the attack is held to ε (one of
     :data:`CONSTRAINTS`, see :class:`BaselineAttack`); ``"project"`` attacks run once per
     ε, the others once for every ε. ``on``: what it attacks, ``"ensemble"`` (the training
@@ -755,19 +779,19 @@ def _quoted(method):
     return tuple(paper.TABLE2.get(method, {}).items())
 
 
-def _baseline_entry(method, cls):
-    """A baseline's registry entry: name, norm and ε rule from its row of Table I."""
-    return Registered(cls, cls.params.method, cls.params.norm, cls.params.constraint, "source", paper=_quoted(method))
+def _entry(key, cls, on="source", outputs=()):
+    """An attack's registry entry: name, norm and ε rule from the class (a baseline's from
+    its row of Table I), Table II's numbers from :data:`cae.paper.TABLE2`."""
+    return Registered(cls, cls.method, cls.norm, cls.constraint, on, outputs=outputs, paper=_quoted(key))
 
 
 # Every attack the runner knows, in Table II's order: C-IGM, then the baselines.
 REGISTRY = {
-    "cigm": Registered(CIGM, "C-IGM", "inf", "project", "ensemble", outputs=(("target", "targets_"),),
-                       paper=_quoted("cigm")),
-    "igm": _baseline_entry("igm", IGM),
-    "pgd": _baseline_entry("pgd", PGD),
-    "deepfool": _baseline_entry("deepfool", DeepFool),
-    "cw": _baseline_entry("cw", CarliniL2),
+    "cigm": _entry("cigm", CIGM, on="ensemble", outputs=(("target", "targets_"),)),
+    "igm": _entry("igm", IGM),
+    "pgd": _entry("pgd", PGD),
+    "deepfool": _entry("deepfool", DeepFool),
+    "cw": _entry("cw", CarliniL2),
 }
 
 
