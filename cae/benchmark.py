@@ -31,14 +31,13 @@ evaluates on all of them), with their labels; SAC-w's surrogates are the trainin
 surrogates (the defender's own).
 """
 
-import argparse
 import logging
 import math
 import time
 
 import numpy as np
 
-from cae import data, evaluation, experiments, fingerprint, paper, paths, peers, removal, scripts, stats, tables, zoo
+from cae import data, evaluation, experiments, fingerprint, paper, paths, peers, removal, stats, tables, zoo
 
 log = logging.getLogger(__name__)
 
@@ -308,45 +307,3 @@ def write(result, preset_name):
     tables.write("benchmark_models", preset_name, result["models"],
                  f"Peer fingerprints: every model's score (preset {preset_name})")
     return figure(result, paths.results_dir(preset_name) / "benchmark.png", title)
-
-
-# --------------------------------------------------------------------------- the script
-def _choices(text, allowed, what):
-    if text == "all":
-        return list(allowed)
-    chosen = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [item for item in chosen if item not in allowed]
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"{what} {text!r}: give a comma-separated list of {', '.join(allowed)}, "
-                                         "or 'all'.")
-    return chosen
-
-
-def _attack_list(text):
-    try:
-        return removal.attack_list(text, "--removal")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def add_options(parser):
-    parser.add_argument("--methods", default="all", type=lambda t: _choices(t, peers.PEERS, "--methods"),
-                        help=f"comma-separated peer methods, or 'all' ({', '.join(peers.PEERS)})")
-    parser.add_argument("--removal", default="all",
-                        type=_attack_list,
-                        help=f"comma-separated removal attacks among the derived models, 'all' or 'none' "
-                             f"({', '.join(removal.REMOVAL_ATTACKS)})")
-    parser.add_argument("--extra-references", type=scripts.count, default=None, metavar="N",
-                        help="N more independent references (default: the preset's extra_references)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every peer's extraction (default 0)")
-
-
-def main(argv=None):
-    """``reproduce/benchmark.py``: the preset's zoo, every method, the table and the figure."""
-    args, preset = scripts.script_args("Peer fingerprints benchmark (issue #19)", argv, extra=add_options)
-    context = experiments.prepare(preset, verbose=not args.quiet)
-    result = run(context, methods=args.methods, attacks=args.removal, extra_references=args.extra_references,
-                 seed=args.seed, verbose=not args.quiet)
-    out = write(result, preset.name)
-    print(f"# wrote {out} and the tables beside it; {result['wall seconds']:.0f} s")
-    return result

@@ -1,6 +1,6 @@
-"""Plumbing shared by the scripts (``reproduce/``, ``benchmarks/``, :func:`cae.benchmark.main`):
-their command line, logging, the settings and git revision they print first, and argparse
-types. Nothing here computes a result.
+"""Plumbing shared by the scripts (``reproduce/``, ``benchmarks/``): their command line,
+logging, the settings and git revision they print first, and argparse types. Nothing here
+computes a result, and the scripts' own ``main`` functions and options live in the scripts.
 """
 
 import argparse
@@ -30,6 +30,34 @@ def count(text):
     if n < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number, 0 or more.")
     return n
+
+
+def names(allowed, what):
+    """argparse type: a comma-separated list of names among ``allowed``, or ``"all"``;
+    ``what`` (the option) names it in the error."""
+    def parse(text):
+        if text == "all":
+            return list(allowed)
+        chosen = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in chosen if item not in allowed]
+        if unknown or not chosen:
+            raise argparse.ArgumentTypeError(f"{what} {text!r}: give a comma-separated list of "
+                                             f"{', '.join(allowed)}, or 'all'.")
+        return chosen
+
+    return parse
+
+
+def checked(parse):
+    """argparse type from ``parse(text)``, a function that raises ValueError on bad text:
+    argparse then prints its message (it prints a generic one for a plain ValueError)."""
+    def wrapped(text):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return wrapped
 
 
 def script_args(description, argv=None, extra=None):
