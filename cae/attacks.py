@@ -101,8 +101,8 @@ ATTACKS = {
         method="DeepFool", art_class="DeepFool", max_iter=100, nb_grads=10, norm="inf",
         constraint="filter", art=(("epsilon", 0.02),),
         note="ART's DeepFool takes L2 steps on the logits and has no ε; overshoot 0.02 as in "
-             "Moosavi-Dezfooli et al. (ART's 1e-6 left 20 of 32 quick-preset examples on the "
-             "boundary, not adversarial); an example counts if ||δ||∞ <= ε",
+             "Moosavi-Dezfooli et al. (ART's 1e-6 leaves many examples on the boundary, not "
+             "adversarial); an example counts if ||δ||∞ <= ε",
     ),
     "pgd": AttackParams(
         method="PGD", art_class="ProjectedGradientDescent", max_iter=100, eps_step=0.01, norm="2",
@@ -177,7 +177,7 @@ def _compiled_gradient_classifier_class():
     class CompiledGradientClassifier(TensorFlowV2Classifier):
         """ART's ``TensorFlowV2Classifier`` whose ``loss_gradient`` runs as a tf.function.
 
-        Same gradient as ART's eager tape (about 3x faster on CNN ensembles); only used
+        Same gradient as ART's eager tape, traced once instead of run op by op; only used
         without ART preprocessing, which cae models never need (they normalise inside).
         """
 

@@ -17,9 +17,7 @@ inter-op threads are set to the task's CPUs (through ``CAE_THREADS`` and
 a task given no GPU sees none.
 
 Same weights as a serial run: on the CPU, TensorFlow's results depend on its intra-op
-thread count (measured on the tiny test spec: 1, 2, 3 and 4 threads give four
-different weight hashes; inter-op threads change nothing; the same count in a fresh
-process gives the same bits). So a zoo trained here with ``cpus_per_task=c`` has the
+thread count, not on its inter-op threads (README, "Training the zoo on a cluster"). So a zoo trained here with ``cpus_per_task=c`` has the
 weight hashes of a serial zoo trained with ``CAE_THREADS=c``
 (``tests/test_cluster.py`` checks it). GPU kernels are not bitwise reproducible unless
 ``TF_DETERMINISTIC_OPS=1`` is set (it is passed on to the workers).

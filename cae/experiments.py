@@ -540,8 +540,8 @@ def extract(context, eps=None, tau=None, target="most_conferrable", transform=No
     ``mistakes`` (beyond the paper; 0 is the paper's): also key that many natural images
     the source misclassifies (:func:`natural_mistakes`) by its wrong label. A derived
     model tends to copy the source's mistakes, an independent one makes its own
-    (``benchmarks/agreement.py``: 7-11 points apart on cpu, against 4 for agreement
-    overall); they are calibrated like the adversarial keys."""
+    (``benchmarks/agreement.py`` measures how much more; README, "Why the groups stay
+    close: the models themselves"); they are calibrated like the adversarial keys."""
     preset = context.preset
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau

@@ -22,9 +22,9 @@ EPSILONS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 PAPER_ARCHITECTURES = ("resnet20", "resnet56", "densenet", "vgg16", "vgg19", "mobilenetv2")
 
 
-# Settings of the presets sized for a 2-core CPU (quick, cpu). ART's CW-L2 with its
-# default 10 binary-search steps took 315 s for 16 inputs on 2 busy cores; 2 steps from
-# c = 1 took 69 s and fooled 7 of 16.
+# Settings of the presets sized for a 2-core CPU (quick, cpu): fewer ε, and CW-L2 and
+# DeepFool on fewer inputs, CW-L2 with 2 binary-search steps from c = 1 instead of ART's
+# 10 from 0.01 (Table I's), so that the baselines take minutes rather than hours there.
 _TWO_CORES = dict(
     epsilons=(0.03, 0.08, 0.15, 0.25),
     baseline_overrides=(("cw", (("binary_search_steps", 2), ("initial_const", 1.0),
@@ -112,9 +112,8 @@ class Preset:
     # (cae.experiments.robust_member_specs: D1, adversarial extraction's recipe); 0: none.
     robust_members: int = 0
     # Their attack while training: adv_extract's "pgd" (10 steps, random start), "igm", or "fgm"
-    # (one step). FGM is cheap but useless here: training cpu's robust surrogate with it, ART
-    # reported 0.00 % success on every batch logged (a copy confident on its training
-    # images leaves FGM no gradient), against about 39 % for PGD in adv_extract's batches.
+    # (one step; cheaper, but it finds no adversarial examples against a copy confident on
+    # its training images: README, "Attack your own model").
     robust_attack: str = "pgd"
     # C-IGM with snapshot members (beyond the paper; run_attack(..., members="snapshots")):
     # each training model is also taken as it was after these epochs (its earlier selves
@@ -132,11 +131,9 @@ PRESETS = {
         defender_size=20_000,
         adversary_size=20_000,
         split_seed=0,
-        # The ensemble needs many training models more than good ones: with 2 + 2 models on all
-        # of D1 (the preset until then) C-IGM's conferrability on the testing models was 0.117,
-        # below CW-L2's 0.150; with 6 + 6 models on 10,000-image samples of D1 it is 0.182
-        # (benchmarks/ensemble_size.py), and 0.225 with the larger step below (the README and
-        # results/quick/RESULTS.md give its wall times).
+        # The ensemble needs many training models more than good ones: 6 + 6, each trained on
+        # its own 10,000-image sample of D1 (benchmarks/ensemble_size.py compares counts; the
+        # README's "Reproducing the paper" and results/quick/ give the measurements).
         source_architecture="cnn",
         source_epochs=8,
         train_surrogates=("cnn",) * 6,
@@ -146,10 +143,9 @@ PRESETS = {
         surrogate_epochs=3,
         reference_epochs=3,
         training_subset=10_000,
-        # Adam's step for these short runs, chosen on the test accuracy of the source and of
-        # two training references (the defender's models; the testing models were not
-        # consulted): source 0.672 / 0.703 / 0.714 at 2e-3 / 4e-3 / 6e-3, training
-        # references 0.49 / 0.52 / 0.54 / 0.54 at 2e-3 / 4e-3 / 6e-3 / 8e-3, at equal cost.
+        # Adam's step for these short runs, chosen among 2e-3 to 8e-3 on the test accuracy of
+        # the source and of two training references (the defender's models; the testing
+        # models were not consulted).
         learning_rate=6e-3,
         augment="flip",
         attack_inputs=100,
@@ -176,12 +172,11 @@ PRESETS = {
         surrogate_epochs=10,
         reference_epochs=10,
         extra_references=6,
-        # Chosen on the validation models (benchmarks/separation.py): C-IGM's
-        # conferrability on them at ε 0.15 is 0.178 with the transform, 0.157 without
-        # (0.195 / 0.159 at ε 0.08); the testing models were not consulted.
+        # Chosen on the validation models' conferrability (benchmarks/separation.py; README,
+        # "Separation on held-out models"); the testing models were not consulted.
         transform="shift+flip",
-        # The robust C-IGM's adversarially trained members, 2 + 2 (measured with 1 + 1:
-        # README, "Attack your own model"), and the epochs whose snapshots members="snapshots"
+        # The robust C-IGM's adversarially trained members, 2 + 2 (README, "Attack your own
+        # model", reports a run with 1 + 1), and the epochs whose snapshots members="snapshots"
         # adds; neither is the preset's fingerprint (the validation models chose the paper's).
         robust_members=2,
         snapshot_epochs=(4, 7),

@@ -62,11 +62,11 @@ on ``preset.finetune_examples`` random D2 images labelled with the source's hard
 ``ftll``  fine-tune the last layer only, learning rate 1e-4;
 ``ftal``  fine-tune all layers, 1e-4;
 ``rtll``  re-initialise the last layer and train only it, 1e-2 (a fresh linear layer on
-          frozen features needs larger steps to learn in a few epochs; on the quick
-          preset 1e-3 left it at 0.38 test accuracy, 1e-2 reached 0.66, source 0.69);
+          frozen features needs larger steps to learn in a few epochs; 1e-3 left it far
+          below the source's accuracy on the quick preset);
 ``rtal``  re-initialise the last layer and train all layers, 1e-3 (Adam's default; the
-          fresh layer's early gradients disturb the whole network, and neither 1e-4,
-          3e-4, 3e-3 nor 1e-2 did better on the quick preset).
+          fresh layer's early gradients disturb the whole network; steps from 1e-4 to
+          1e-2 did no better on the quick preset).
 
 Adversarial training (``adv_fgm``, ``adv_pgd``, ``adv_igm``): the source is fine-tuned
 (all layers, 1e-4, ``preset.finetune_epochs``) on the fine-tuning set plus
