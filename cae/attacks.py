@@ -126,12 +126,6 @@ def rows():
 
 
 # --------------------------------------------------------------------------- helpers
-_onehot = data.onehot
-
-
-_predict = data.predict
-
-
 @contextlib.contextmanager
 def _numpy_seed(seed):
     """Seed NumPy's global generator (ART draws from it) and restore it afterwards."""
@@ -504,7 +498,7 @@ class CIGM(Attack):
             shift = rng.integers(1, self.num_classes, size=len(labels))
             return (labels + shift) % self.num_classes
         model = self._parts.mean_field if self.target == "most_conferrable" else self._parts.source
-        scores = _predict(model, x, self.batch_size).astype(np.float64)
+        scores = data.predict(model, x, self.batch_size).astype(np.float64)
         scores[np.arange(len(labels)), labels] = -np.inf
         return np.argmax(scores, axis=1).astype(np.int64)
 
@@ -515,7 +509,7 @@ class CIGM(Attack):
         if y is not None:
             labels = checks.labels("y", y, len(x), self.num_classes, one_hot=True)
         elif len(x):
-            labels = np.argmax(_predict(self._parts.source, x, self.batch_size), axis=1).astype(np.int64)
+            labels = np.argmax(data.predict(self._parts.source, x, self.batch_size), axis=1).astype(np.int64)
         else:
             labels = np.zeros(0, dtype=np.int64)
         targets = self.choose_targets(x, labels) if len(x) else labels.copy()
@@ -523,7 +517,7 @@ class CIGM(Attack):
         if len(x) == 0:
             return x.copy()
         ensemble_lib.reseed(self.ensemble, self.seed)
-        onehot = _onehot(targets, self.num_classes)
+        onehot = data.onehot(targets, self.num_classes)
         log.info("C-IGM (%s, transform %s): %d inputs, eps %.3g, %d steps of %.3g",
                  self.backend, self.transform, len(x), self.eps, self.max_iter, self.eps_step)
         if self.backend == "art":
@@ -649,19 +643,19 @@ class BaselineAttack(Attack):
             self.labels_, self.success_ = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
             return x.copy()
         if y is None:
-            labels = np.argmax(_predict(logits, x, self.batch_size), axis=1).astype(np.int64)
+            labels = np.argmax(data.predict(logits, x, self.batch_size), axis=1).astype(np.int64)
 
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum")
         classifier = _tensorflow_classifier(logits, loss, compiled_gradient=self.compiled_gradient)
         attack = self._art_attack(classifier, num_classes, {"batch_size": int(self.batch_size),
                                                             "verbose": self.verbose})
         with _numpy_seed(self.seed):
-            x_adv = attack.generate(x, y=_onehot(labels, num_classes)).astype(np.float32)
+            x_adv = attack.generate(x, y=data.onehot(labels, num_classes)).astype(np.float32)
 
         eps, norm = float(self.eps), self.norm
         if self.constraint == "project":
             x_adv = np.clip(x + _project(x_adv - x, eps, norm), 0.0, 1.0).astype(np.float32)
-        success = np.argmax(_predict(logits, x_adv, self.batch_size), axis=1) != labels
+        success = np.argmax(data.predict(logits, x_adv, self.batch_size), axis=1) != labels
         if self.constraint == "filter":
             # A float32 tolerance: a perturbation of exactly ε may round just above it.
             success &= perturbation_norm(x, x_adv, norm) <= eps * (1 + 1e-5) + 1e-7

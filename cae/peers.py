@@ -215,7 +215,7 @@ def probabilities(suspect, x, num_classes=None, batch_size=256):
 
     if isinstance(suspect, keras.Model):
         models.check_interface(suspect, where="the suspect model", num_classes=num_classes)
-        output = suspect.predict(x, batch_size=batch_size, verbose=0)
+        output = data.predict(suspect, x, batch_size)
     elif callable(suspect) and not hasattr(suspect, "predict_labels"):
         output = suspect(x)
     else:

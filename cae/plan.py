@@ -110,7 +110,7 @@ def measure(architecture, batch_size, *, num_classes=10, seconds=3.0):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy())
     rng = np.random.default_rng(0)
     x = rng.random((8 * batch_size, 32, 32, 3), dtype=np.float32)
-    y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, len(x))]
+    y = data.onehot(rng.integers(0, num_classes, len(x)), num_classes)
     model.fit(x[:batch_size], y[:batch_size], batch_size=batch_size, epochs=1, verbose=0)
     first_fit = time.perf_counter() - started
     steps, spent, chunk = 0, 0.0, 2

@@ -32,7 +32,7 @@ import urllib.request
 
 import numpy as np
 
-from cae.data import IMAGE_SHAPE
+from cae.data import IMAGE_SHAPE, onehot
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def blackbox_suspect(fn, num_classes):
                     f"fn returned {output.shape} values that are not labels in "
                     f"0..{num_classes - 1} for {len(x)} inputs."
                 )
-            return np.eye(num_classes, dtype=np.float32)[labels]
+            return onehot(labels, num_classes)
         if output.shape != (len(x), num_classes):
             raise ValueError(
                 f"fn returned shape {output.shape}; expected ({len(x)},) labels or "

@@ -615,12 +615,9 @@ def jagielski_labels(probabilities, temperature):
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-_onehot = data.onehot
-
-
 def _hard_labels(probabilities, spec):
     probabilities = np.asarray(probabilities)
-    return _onehot(probabilities.argmax(axis=1), probabilities.shape[1])
+    return data.onehot(probabilities.argmax(axis=1), probabilities.shape[1])
 
 
 def _jagielski_relabel(probabilities, spec):
@@ -636,7 +633,7 @@ def _source_labels(store, spec, dataset, indices, parent):
     """Fine-tuning: D2 images with the source's hard labels (argmax, one-hot)."""
     x = data.to_float(dataset.x_train[indices])
     labels = store.parent_predictions(spec, dataset, indices, parent).argmax(axis=1)
-    return x, _onehot(labels, dataset.num_classes)
+    return x, data.onehot(labels, dataset.num_classes)
 
 
 @zoo.training_set("jagielski", relabel=_jagielski_relabel, options=("jagielski_temperature",))
@@ -705,7 +702,7 @@ def jacobian_sign(model, x, labels, batch_size=256):
     out = np.empty_like(x)
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
-        g = gradient(x[start:stop], _onehot(labels[start:stop], num_classes))
+        g = gradient(x[start:stop], data.onehot(labels[start:stop], num_classes))
         out[start:stop] = np.sign(ops.convert_to_numpy(g))
     return out
 
@@ -797,7 +794,7 @@ def perturb(attack, x, labels, num_classes, eps, seed=0):
     from cae.attacks import _numpy_seed  # ART draws random starts from NumPy's global RNG
 
     with _numpy_seed(seed):
-        x_adv = attack.generate(x, y=_onehot(labels, num_classes))
+        x_adv = attack.generate(x, y=data.onehot(labels, num_classes))
     # Guard against float rounding just outside the ε-ball or [0, 1].
     return np.clip(np.clip(x_adv, x - eps, x + eps), 0.0, 1.0).astype(np.float32)
 
@@ -971,7 +968,7 @@ def _transfer_set(store, spec, dataset, indices, parent):
     """Transfer learning: D2 images with their ground-truth labels mapped to the task's."""
     mapping = _task(spec, dataset)
     x = data.to_float(dataset.x_train[indices])
-    return x, _onehot(mapping[dataset.y_train[indices]], int(mapping.max()) + 1)
+    return x, data.onehot(mapping[dataset.y_train[indices]], int(mapping.max()) + 1)
 
 
 def map_fingerprint(fp, mapping=TRANSFER_MAPPING):
@@ -1034,4 +1031,4 @@ def _adversarial_ground_truth(store, spec, dataset, indices, parent):
     the ground truth of its images; the adversarial half of each batch is made while it
     trains (the fit hook of adversarial extraction)."""
     x = data.to_float(dataset.x_train[indices])
-    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
+    return x, data.onehot(dataset.y_train[indices], dataset.num_classes)

@@ -67,5 +67,5 @@ def predict_labels(models, x, batch_size=256, check_range=True):
     x = data.check_images(x, shape=None, in_range=check_range)
     labels = np.empty((len(models), len(x)), dtype=np.int64)
     for i, model in enumerate(models):
-        labels[i] = np.argmax(model.predict(x, batch_size=int(batch_size), verbose=0), axis=-1)
+        labels[i] = np.argmax(data.predict(model, x, int(batch_size)), axis=-1)
     return labels
