@@ -25,17 +25,22 @@ import dataclasses
 import hashlib
 import io
 import logging
+import os
 import pathlib
 import pickle
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cae import checks, imagenet32, paths
 from cae.errors import DataError
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +64,14 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    class_names: tuple
+    class_names: tuple[str, ...]
     sha256: str
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return len(self.class_names)
 
-    def info(self):
+    def info(self) -> dict:
         """Split sizes and images per class, as plain data (``cae data info``)."""
         def per_class(y):
             counts = np.bincount(y, minlength=self.num_classes)
@@ -166,12 +171,12 @@ def share_images(first: str, second: str) -> bool:
                for one, other in ((first, second), (second, first)))
 
 
-def onehot(labels, num_classes):
+def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """float32 (n, num_classes) one-hot rows of int ``labels``."""
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
-def predict(model, x, batch_size=512):
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Outputs of a Keras ``model`` on float images, batched, as a NumPy array: the one
     predict helper of the package."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
@@ -182,7 +187,7 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-def to_float(images):
+def to_float(images: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1] (float input is checked and passed through)."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
@@ -190,7 +195,8 @@ def to_float(images):
     return check_images(images)
 
 
-def check_images(x, name="x", shape=IMAGE_SHAPE, in_range=True):
+def check_images(x: np.ndarray, name: str = "x", shape: tuple[int, ...] | None = IMAGE_SHAPE,
+                 in_range: bool = True) -> np.ndarray:
     """Validate a float batch for a model: shape (N, 32, 32, 3), finite, in [0, 1].
 
     ``shape=None`` accepts any per-example shape; ``in_range=False`` accepts finite
@@ -217,7 +223,7 @@ def check_images(x, name="x", shape=IMAGE_SHAPE, in_range=True):
     return x.astype(np.float32, copy=False)
 
 
-def sha256_file(path, chunk=1 << 20):
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
@@ -233,7 +239,7 @@ def _folder_digest(folder):
     return digest.hexdigest()
 
 
-def locate(name, path=None):
+def locate(name: str, path: str | os.PathLike | None = None) -> pathlib.Path:
     """The file or folder to read dataset ``name`` from, or a clear error."""
     archives = registered(name).archives
     if path is not None:
@@ -255,7 +261,7 @@ def locate(name, path=None):
     )
 
 
-def load(name, path=None):
+def load(name: str, path: str | os.PathLike | None = None) -> Dataset:
     """Load dataset ``name`` (decoding once, then from the cache)."""
     info = registered(name)
     source = locate(name, path)
@@ -357,7 +363,8 @@ def _image_folder_entries(source, splits):
         raise DataError(f"{source} is not a readable tar archive ({err}); download it again.") from err
 
 
-def read_image_folder(source, split_map, class_names=None):
+def read_image_folder(source: pathlib.Path, split_map: Mapping[str, str], class_names: Sequence[str] | None = None,
+                      ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
     """Read ``<split>/<class>/<image>`` data (CIFAR-10 JPEGs, CINIC-10).
 
     ``split_map`` maps folder names to ``"train"`` or ``"test"`` (CINIC-10 folds
@@ -490,7 +497,7 @@ register(DatasetInfo(
 
 
 # --------------------------------------------------------------------------- splits
-def split_indices(n, sizes, seed):
+def split_indices(n: int, sizes: Sequence[int], seed: int) -> tuple[np.ndarray, ...]:
     """Disjoint, seeded index sets of the given sizes drawn from ``range(n)``.
 
     ``split_indices(len(pool), (85_000, 95_000), seed)`` gives the paper's D1 and D2.
@@ -511,7 +518,8 @@ def split_indices(n, sizes, seed):
 FETCH_TIMEOUT = 5
 
 
-def fetch(name, folder=None, timeout=FETCH_TIMEOUT, if_missing=False):
+def fetch(name: str, folder: str | os.PathLike | None = None, timeout: float = FETCH_TIMEOUT,
+          if_missing: bool = False) -> pathlib.Path:
     """Download ``name``'s official archive into the data folder and verify its SHA-256.
 
     The download is streamed to a temporary file next to the target and renamed onto

@@ -11,6 +11,8 @@
   models per architecture). Epochs are not stated in the paper; ours are listed here.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 # The preset's groups of surrogates and references (fields of Preset naming each model's
@@ -44,7 +46,7 @@ def _cycle(architectures, count):
     return tuple(architectures[i % len(architectures)] for i in range(count))
 
 
-def paper_dataset(dataset):
+def paper_dataset(dataset: str) -> str:
     """The paper's dataset to compare a run on ``dataset`` with: CIFAR-10 runs are compared
     with CINIC-10 (same ten classes; the paper has no CIFAR-10 experiment)."""
     return "imagenet32" if dataset == "imagenet32" else "cinic10"
@@ -61,17 +63,17 @@ class Preset:
     split_seed: int
     source_architecture: str
     source_epochs: int
-    train_surrogates: tuple       # architecture of each training surrogate (trained on D1)
-    train_references: tuple       # ... each training reference (trained on D1, ground truth)
-    test_surrogates: tuple        # ... each testing surrogate (D2 labelled by the source)
-    test_references: tuple        # ... each testing reference (D2, ground truth)
+    train_surrogates: tuple[str, ...]  # architecture of each training surrogate (trained on D1)
+    train_references: tuple[str, ...]  # ... each training reference (trained on D1, ground truth)
+    test_surrogates: tuple[str, ...]  # ... each testing surrogate (D2 labelled by the source)
+    test_references: tuple[str, ...]  # ... each testing reference (D2, ground truth)
     surrogate_epochs: int
     reference_epochs: int
     # Validation models: trained on D1 like the training models but kept out of the C-IGM
     # ensemble, so the examples can be selected and verification calibrated on models the
     # attack never optimised against (the testing models only score).
-    valid_surrogates: tuple = ()
-    valid_references: tuple = ()
+    valid_surrogates: tuple[str, ...] = ()
+    valid_references: tuple[str, ...] = ()
     # Training models (the ensemble's) each learn from their own random sample of this many
     # D1 examples (0 = all of D1): a cheaper way to afford more of them on a CPU. Testing
     # models always use all of D2.
@@ -85,7 +87,7 @@ class Preset:
     augment: str = "crop+flip"
     attack_inputs: int = 300      # inputs the source classifies correctly, attacked
     epsilon: float = 0.15         # Table II's epsilon
-    epsilons: tuple = EPSILONS    # Figure 4's sweep
+    epsilons: tuple[float, ...] = EPSILONS  # Figure 4's sweep
     attack_iterations: int = 100
     tau: float = 1.0              # conferrability threshold of Extract (Alg. 2)
     # Independent references beyond the testing ones that reproduce/verification.py (and
@@ -95,9 +97,9 @@ class Preset:
     # paper's; the reproduce scripts report the paper's C-IGM beside it.
     transform: str = "none"
     # ART settings changed for speed, per baseline: ((method, ((name, value), ...)), ...).
-    baseline_overrides: tuple = ()
+    baseline_overrides: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
     # Baselines attacked on only the first n inputs, for speed: ((method, n), ...).
-    baseline_inputs: tuple = ()
+    baseline_inputs: tuple[tuple[str, int], ...] = ()
     dropout: float = 0.5
     evaluate_on: int = 0          # test images for zoo metrics (0 = all)
     # Removal attacks (Tables V/VI).
@@ -118,9 +120,9 @@ class Preset:
     # C-IGM with snapshot members (beyond the paper; run_attack(..., members="snapshots")):
     # each training model is also taken as it was after these epochs (its earlier selves
     # join the ensemble beside it; cae.experiments.snapshot_models).
-    snapshot_epochs: tuple = ()
+    snapshot_epochs: tuple[int, ...] = ()
 
-    def summary(self):
+    def summary(self) -> dict:
         return dataclasses.asdict(self)
 
 
@@ -263,7 +265,7 @@ PRESETS = {
 }
 
 
-def get(name):
+def get(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     return PRESETS[name]

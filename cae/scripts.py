@@ -3,16 +3,22 @@ logging, the settings and git revision they print first, and argparse types. Not
 computes a result, and the scripts' own ``main`` functions and options live in the scripts.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import logging
 import pathlib
 import subprocess
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from cae import paths, presets
 
+T = TypeVar("T")
 
-def git_revision():
+
+def git_revision() -> str:
     """The short hash of the checkout cae runs from, or ``"unknown"``."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -21,7 +27,7 @@ def git_revision():
         return "unknown"
 
 
-def count(text):
+def count(text: str) -> int:
     """argparse type: a number of things, 0 or more."""
     try:
         n = int(text)
@@ -32,7 +38,7 @@ def count(text):
     return n
 
 
-def names(allowed, what):
+def names(allowed: Sequence[str], what: str) -> Callable[[str], list[str]]:
     """argparse type: a comma-separated list of names among ``allowed``, or ``"all"``;
     ``what`` (the option) names it in the error."""
     def parse(text):
@@ -48,7 +54,7 @@ def names(allowed, what):
     return parse
 
 
-def checked(parse):
+def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
     """argparse type from ``parse(text)``, a function that raises ValueError on bad text:
     argparse then prints its message (it prints a generic one for a plain ValueError)."""
     def wrapped(text):
@@ -60,7 +66,9 @@ def checked(parse):
     return wrapped
 
 
-def script_args(description, argv=None, extra=None):
+def script_args(description: str, argv: Sequence[str] | None = None,
+                extra: Callable[[argparse.ArgumentParser], object] | None = None,
+                ) -> tuple[argparse.Namespace, presets.Preset]:
     """Parse a reproduce script's arguments, set up logging, print the resolved
     settings and the git revision. ``extra(parser)`` adds script-specific options."""
     parser = argparse.ArgumentParser(description=description)
