@@ -24,6 +24,8 @@ of its ε, how it is held to ε and the paper's Table II numbers: the runner
 class here and an entry there (a baseline also a row of :data:`ATTACKS`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
@@ -62,10 +64,10 @@ class AttackParams:
     confidence: float | None = None
     learning_rate: float | None = None
     constraint: str = "project"
-    art: tuple = ()
+    art: tuple[tuple[str, object], ...] = ()
     note: str = ""
 
-    def art_kwargs(self):
+    def art_kwargs(self) -> dict[str, object]:
         """Keyword arguments for the ART class (without the estimator and ε)."""
         kwargs = {"max_iter": self.max_iter}
         for name in ("eps_step", "nb_grads", "confidence", "learning_rate"):
@@ -75,7 +77,7 @@ class AttackParams:
         kwargs.update(dict(self.art))
         return kwargs
 
-    def row(self):
+    def row(self) -> dict[str, object]:
         """Table I's columns (None where the paper prints '-'), then the ART mapping."""
         return {
             "Method": self.method,
@@ -120,7 +122,7 @@ ATTACKS = {
 }
 
 
-def rows():
+def rows() -> list[dict[str, object]]:
     """Table I as plain dicts, one per attack, in the paper's order."""
     return [params.row() for params in ATTACKS.values()]
 
@@ -137,7 +139,7 @@ def _numpy_seed(seed):
         np.random.set_state(state)
 
 
-def require_tensorflow(what):
+def require_tensorflow(what: str) -> None:
     """Refuse ``what`` (an ART-based step) unless Keras runs on TensorFlow, with the fix."""
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
@@ -231,7 +233,7 @@ def _project(delta, eps, norm):
     return (flat * scale[:, None]).reshape(delta.shape).astype(delta.dtype)
 
 
-def perturbation_norm(x, x_adv, norm):
+def perturbation_norm(x: np.ndarray, x_adv: np.ndarray, norm: str) -> np.ndarray:
     """Per-example ||x_adv - x|| in ``norm`` ("inf" or "2")."""
     delta = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
     if norm == "inf":
@@ -442,18 +444,18 @@ class CIGM(Attack):
 
     def __init__(
         self,
-        ensemble,
-        eps,
+        ensemble: keras.Model,
+        eps: float,
         *,
-        eps_step=ATTACKS["igm"].eps_step,
-        max_iter=ATTACKS["igm"].max_iter,
-        target="most_conferrable",
-        transform="none",
-        backend="compiled",
-        batch_size=32,
-        seed=0,
-        verbose=False,
-    ):
+        eps_step: float = ATTACKS["igm"].eps_step,
+        max_iter: int = ATTACKS["igm"].max_iter,
+        target: str = "most_conferrable",
+        transform: str = "none",
+        backend: str = "compiled",
+        batch_size: int = 32,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> None:
         self.ensemble = ensemble
         self.eps = eps
         self.eps_step = eps_step
@@ -487,11 +489,11 @@ class CIGM(Attack):
         super()._check_params()
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return int(self.ensemble.output_shape[-1])
 
     # ----------------------------------------------------------------- targets
-    def choose_targets(self, x, labels):
+    def choose_targets(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Target classes t (n,) for inputs ``x`` with source labels ``labels``."""
         if self.target == "random":
             rng = np.random.default_rng(self.seed)
@@ -503,7 +505,7 @@ class CIGM(Attack):
         return np.argmax(scores, axis=1).astype(np.int64)
 
     # ----------------------------------------------------------------- attack
-    def generate(self, x, y=None):
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """C-IGM examples for ``x`` (float32 (N, 32, 32, 3) in [0, 1]); ``y`` source labels."""
         x = data.check_images(x)
         if y is not None:
@@ -592,8 +594,8 @@ class BaselineAttack(Attack):
     params: AttackParams  # the attack's row of Table I (ATTACKS)
     common_params = ("eps", "constraint", "batch_size", "seed", "compiled_gradient", "verbose")
 
-    def __init__(self, model, eps, *, constraint=None, batch_size=32, seed=0, compiled_gradient=True,
-                 verbose=False, **art_params):
+    def __init__(self, model: keras.Model, eps: float, *, constraint: str | None = None, batch_size: int = 32,
+                 seed: int = 0, compiled_gradient: bool = True, verbose: bool = False, **art_params) -> None:
         self.model = model
         self.eps = eps
         self.constraint = type(self).constraint if constraint is None else constraint
@@ -631,7 +633,7 @@ class BaselineAttack(Attack):
         """The ART attack on ``classifier``; ``common``: ``batch_size`` and ``verbose``."""
         raise NotImplementedError
 
-    def generate(self, x, y=None):
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Adversarial examples (float32) of ``x`` (float32 (N, 32, 32, 3) in [0, 1]),
         moving away from ``y`` (int or one-hot labels; default: the model's own)."""
         x = data.check_images(x)
@@ -715,7 +717,8 @@ class CarliniL2(BaselineAttack):
         return CarliniL2Method(classifier, targeted=False, **common, **self._art_kwargs())
 
 
-def baseline(name, model, x, eps, y=None, **settings):
+def baseline(name: str, model: keras.Model, x: np.ndarray, eps: float, y: np.ndarray | None = None,
+             **settings) -> tuple[np.ndarray, np.ndarray]:
     """Run baseline ``name`` (a key of :data:`ATTACKS`: ``"igm"``, ``"pgd"``,
     ``"deepfool"``, ``"cw"``) untargeted on the source ``model`` alone: its class of
     :data:`REGISTRY` with ``settings`` (see :class:`BaselineAttack`; Table I's ART
@@ -750,20 +753,20 @@ class Registered:
     (``"cinic10"``, ``"imagenet32"``); empty for an attack the paper did not run.
     """
 
-    attack: type
+    attack: type[Attack]
     name: str
     norm: str
     eps_rule: str
     on: str
-    outputs: tuple = ()
-    paper: tuple = ()
+    outputs: tuple[tuple[str, str], ...] = ()
+    paper: tuple[tuple[str, tuple[float, float]], ...] = ()
 
     def __post_init__(self):
         checks.choice("norm", self.norm, ("inf", "2"), verb="supported")
         checks.choice("eps_rule", self.eps_rule, CONSTRAINTS, verb="supported")
         checks.choice("on", self.on, ATTACKED_MODELS, verb="supported")
 
-    def paper_scores(self, dataset):
+    def paper_scores(self, dataset: str) -> tuple[float | None, float | None]:
         """The paper's (transferable, conferrable) on ``dataset``; (None, None) where it has none."""
         return dict(self.paper).get(dataset, (None, None))
 
@@ -789,7 +792,7 @@ REGISTRY = {
 }
 
 
-def registered(method):
+def registered(method: str) -> Registered:
     """The :data:`REGISTRY` entry of ``method``, or a ValueError naming the known ones."""
     if method not in REGISTRY:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(REGISTRY)}.")

@@ -12,9 +12,17 @@ The paper computes transferability over the reference models only and
 conferrability over the surrogates S and the references R.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from cae import checks, data
+
+if TYPE_CHECKING:
+    import keras
 
 
 def _check_pair(preds, t, name="preds"):
@@ -30,25 +38,26 @@ def _check_pair(preds, t, name="preds"):
     return preds, t
 
 
-def adv(preds, t):
+def adv(preds: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Adv (eq. 12): bool (n_models, n_examples), True where model m predicts t."""
     preds, t = _check_pair(preds, t)
     return preds == t[None, :]
 
 
-def transfer(preds, t):
+def transfer(preds: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Transfer (eq. 13): float (n_examples,), the fraction of models predicting t."""
     return adv(preds, t).mean(axis=0)
 
 
-def confer(surrogate_preds, reference_preds, t):
+def confer(surrogate_preds: np.ndarray, reference_preds: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Confer (eq. 14): Transfer(S, x) · (1 - Transfer(R, x)), float (n_examples,)."""
     surrogate_preds, t = _check_pair(surrogate_preds, t, "surrogate_preds")
     reference_preds, _ = _check_pair(reference_preds, t, "reference_preds")
     return transfer(surrogate_preds, t) * (1.0 - transfer(reference_preds, t))
 
 
-def predict_labels(models, x, batch_size=256, check_range=True):
+def predict_labels(models: Iterable[keras.Model], x: np.ndarray, batch_size: int = 256,
+                   check_range: bool = True) -> np.ndarray:
     """Predicted classes of each model on ``x``: int64 array (n_models, n_examples).
 
     ``x`` must be a float batch, finite and (unless ``check_range`` is False, as for
