@@ -34,6 +34,8 @@ them. Not counted: loading the dataset, and a Ray task's fresh worker process im
 TensorFlow; N workers on one machine are taken to be as fast as N machines.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
@@ -42,10 +44,15 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cae import cluster, data, experiments, models, paths, zoo
+from cae import cluster, data, experiments, models, paths, presets, zoo
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ REFERENCE_ARCHITECTURE = "resnet20"
 
 
 # --------------------------------------------------------------------------- counting
-def macs_per_image(model):
+def macs_per_image(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass of one image through ``model``'s
     ``Conv2D``, ``DepthwiseConv2D`` and ``Dense`` layers (see the module doc)."""
     import keras
@@ -71,7 +78,7 @@ def macs_per_image(model):
     return total
 
 
-def training_images(spec, preset):
+def training_images(spec: zoo.TrainSpec, preset: presets.Preset) -> int:
     """Images in one epoch of ``spec``'s training set, from the preset's sizes alone:
     its subset or split; Papernot's round r doubles its seed set r times; adversarial
     training adds its adversarial examples."""
@@ -97,7 +104,8 @@ def _machine_key(batch_size, architecture):
             f"|batch {batch_size}|{architecture}")
 
 
-def measure(architecture, batch_size, *, num_classes=10, seconds=3.0):
+def measure(architecture: str, batch_size: int, *, num_classes: int = 10, seconds: float = 3.0,
+            ) -> dict[str, float]:
     """Time ``architecture`` here: training images/s (Keras ``fit`` on random images,
     after a first step that traces it, for at least ``seconds`` and two steps),
     prediction images/s, the seconds one checkpoint (``model.save``) takes, and the
@@ -141,7 +149,7 @@ def measure(architecture, batch_size, *, num_classes=10, seconds=3.0):
             "setup_seconds": setup}
 
 
-def augmentation_seconds_per_image(kind="crop+flip", n=2048, repeats=5):
+def augmentation_seconds_per_image(kind: str = "crop+flip", n: int = 2048, repeats: int = 5) -> float:
     """Seconds per image of :func:`cae.zoo.augment_batch` here, the best of ``repeats``
     batches of ``n`` after one untimed (0 for ``"none"``)."""
     if kind == "none":
@@ -155,7 +163,8 @@ def augmentation_seconds_per_image(kind="crop+flip", n=2048, repeats=5):
     return min(times[1:]) / n
 
 
-def throughput(architectures, batch_size, augment="none", *, seconds=3.0, remeasure=False):
+def throughput(architectures: Iterable[str], batch_size: int, augment: str = "none", *, seconds: float = 3.0,
+               remeasure: bool = False) -> dict[str, dict[str, float] | float]:
     """:func:`measure` for each architecture and, under ``"augment_seconds_per_image"``,
     :func:`augmentation_seconds_per_image` of ``augment``; from the cache unless
     ``remeasure``. The logits layer (10 or 100 classes) is under 0.1 % of any
@@ -178,7 +187,7 @@ def throughput(architectures, batch_size, augment="none", *, seconds=3.0, remeas
 
 
 # --------------------------------------------------------------------------- scheduling
-def makespan(durations, dependencies, workers):
+def makespan(durations: Mapping[str, float], dependencies: Mapping[str, Sequence[str]], workers: int) -> float:
     """Wall time of tasks run in the given order on ``workers`` workers: each starts on
     the worker free first, not before the tasks it depends on have finished.
     ``durations``: {key: seconds} in order; ``dependencies``: {key: [keys]}."""
@@ -208,7 +217,7 @@ class ModelCost:
     flops_per_epoch: float
     seconds: float
     gpu_seconds: float | None
-    dependencies: tuple
+    dependencies: tuple[str, ...]
 
 
 def _groups(preset):
@@ -228,7 +237,9 @@ def _seconds(epochs, images, evaluate, parent_images, rates, parent_rate, fixed,
             + epochs * (fixed["save_seconds"] + images * augment) + fixed.get("setup_seconds", 0.0))
 
 
-def plan(preset, *, removal=False, workers=1, gpu_throughput=None, measured=None, seconds=3.0, remeasure=False):
+def plan(preset: presets.Preset, *, removal: bool | str | Iterable[str] | None = False, workers: int = 1,
+         gpu_throughput: float | None = None, measured: Mapping[str, dict[str, float] | float] | None = None,
+         seconds: float = 3.0, remeasure: bool = False) -> dict[str, object]:
     """The cost plan of ``preset``'s zoo (see the module doc); nothing is trained.
 
     ``removal``: include the removal attacks' models (:func:`cae.experiments.removal_specs`).
@@ -318,7 +329,7 @@ def _duration(seconds):
     return f"{seconds / 86400:.1f} d"
 
 
-def describe(result):
+def describe(result: Mapping[str, object]) -> str:
     """The plan as text: one row per group and architecture, then the totals."""
     rows = {}
     for model in result["models"]:
@@ -354,7 +365,7 @@ def describe(result):
     return "\n".join(lines)
 
 
-def to_json(result):
+def to_json(result: Mapping[str, object]) -> dict[str, object]:
     """The plan as plain data (``cae zoo plan --json``)."""
     out = dict(result, models=[dataclasses.asdict(m) for m in result["models"]])
     out["totals"] = {k: ({str(n): s for n, s in v.items()} if isinstance(v, dict) else v)
