@@ -58,13 +58,16 @@ def integer(name: str, value: object, minimum: int = 1, expected: str | None = N
 
 
 def labels(name: str, value: object, n: int | None = None, num_classes: int | None = None, *,
-           one_hot: bool = False, per_model: bool = False, error: type[ValueError] = ValueError) -> np.ndarray:
+           one_hot: bool = False, per_model: bool = False, classes_from: str | None = None,
+           error: type[ValueError] = ValueError) -> np.ndarray:
     """Class labels: integer class indices of shape (``n``,), each in 0..``num_classes`` - 1.
 
     ``n`` None: any length; ``num_classes`` None: any label >= 0. ``one_hot``: rows of
     shape (n, num_classes) (one-hot or scores) are accepted too and become their argmax.
-    ``per_model``: shape (n_models, n), one row of labels per model. ``error``: the
-    ValueError (sub)class raised. Returns the labels as a new int64 array.
+    ``per_model``: shape (n_models, n), one row of labels per model. ``classes_from``:
+    what ``num_classes`` was read from (e.g. ``"the manifest"``), named when a label is
+    out of range. ``error``: the ValueError (sub)class raised. Returns the labels as a
+    new int64 array.
     """
     array = np.asarray(value)
     if one_hot and array.ndim == 2 and array.shape[1] == num_classes and (n is None or len(array) == n):
@@ -81,6 +84,9 @@ def labels(name: str, value: object, n: int | None = None, num_classes: int | No
     if array.size:
         low, high = array.min(), array.max()
         if low < 0 or (num_classes is not None and high >= num_classes):
-            allowed = "0 or more" if num_classes is None else f"0..{num_classes - 1} (num_classes={num_classes})"
-            raise error(f"{name} holds labels in [{low}, {high}]; expected class indices {allowed}.")
+            if num_classes is None:
+                raise error(f"{name} holds labels in [{low}, {high}]; expected class indices 0 or more.")
+            said = f" but {classes_from} says" if classes_from else ";"
+            raise error(f"{name} holds labels in [{low}, {high}]{said} num_classes={num_classes}: expected class "
+                        f"indices 0..{num_classes - 1}.")
     return array.astype(np.int64)

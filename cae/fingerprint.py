@@ -101,7 +101,8 @@ def _image_array(name, value, n=None):
 
 
 def _label_array(name, value, n, num_classes):
-    return _frozen(checks.labels(name, value, n, num_classes, error=FingerprintError).astype("<i8", copy=False))
+    return _frozen(checks.labels(name, value, n, num_classes, classes_from="the manifest",
+                                 error=FingerprintError).astype("<i8", copy=False))
 
 
 def _frozen(array):
