@@ -13,15 +13,18 @@ compiled TensorFlow loop. With dropout off both produce the same examples.
 
 The baselines IGM, PGD, DeepFool and CW-L2 (:class:`IGM`, :class:`PGD`,
 :class:`DeepFool`, :class:`CarliniL2`) run through ART, untargeted, on the source model
-alone (Section IV-C). Every attack is a class in ART's style: its parameters
-(``attack_params``), checked by ``_check_params`` (a ``ValueError`` naming the argument,
-the value and what is allowed), and ``generate(x, y=None)``.
+alone (Section IV-C). Every attack is a class in ART's style, derived from
+:class:`Attack`: its parameters (``attack_params``), checked by ``_check_params`` (a
+``ValueError`` naming the argument, the value and what is allowed), ``set_params`` and
+``generate(x, y=None)``.
 
 :data:`REGISTRY` lists every attack the runner knows, with its name in tables, the norm
 of its ε, how it is held to ε and the paper's Table II numbers: the runner
 (:func:`cae.experiments.run_attack`), Table II and the figures read it. A new attack is a
 class here and an entry there (a baseline also a row of :data:`ATTACKS`).
 """
+
+from __future__ import annotations
 
 import contextlib
 import dataclasses
@@ -61,10 +64,10 @@ class AttackParams:
     confidence: float | None = None
     learning_rate: float | None = None
     constraint: str = "project"
-    art: tuple = ()
+    art: tuple[tuple[str, object], ...] = ()
     note: str = ""
 
-    def art_kwargs(self):
+    def art_kwargs(self) -> dict[str, object]:
         """Keyword arguments for the ART class (without the estimator and ε)."""
         kwargs = {"max_iter": self.max_iter}
         for name in ("eps_step", "nb_grads", "confidence", "learning_rate"):
@@ -74,7 +77,7 @@ class AttackParams:
         kwargs.update(dict(self.art))
         return kwargs
 
-    def row(self):
+    def row(self) -> dict[str, object]:
         """Table I's columns (None where the paper prints '-'), then the ART mapping."""
         return {
             "Method": self.method,
@@ -100,8 +103,8 @@ ATTACKS = {
         method="DeepFool", art_class="DeepFool", max_iter=100, nb_grads=10, norm="inf",
         constraint="filter", art=(("epsilon", 0.02),),
         note="ART's DeepFool takes L2 steps on the logits and has no ε; overshoot 0.02 as in "
-             "Moosavi-Dezfooli et al. (ART's 1e-6 left 20 of 32 quick-preset examples on the "
-             "boundary, not adversarial); an example counts if ||δ||∞ <= ε",
+             "Moosavi-Dezfooli et al. (ART's 1e-6 leaves many examples on the boundary, not "
+             "adversarial); an example counts if ||δ||∞ <= ε",
     ),
     "pgd": AttackParams(
         method="PGD", art_class="ProjectedGradientDescent", max_iter=100, eps_step=0.01, norm="2",
@@ -119,34 +122,12 @@ ATTACKS = {
 }
 
 
-def rows():
+def rows() -> list[dict[str, object]]:
     """Table I as plain dicts, one per attack, in the paper's order."""
     return [params.row() for params in ATTACKS.values()]
 
 
 # --------------------------------------------------------------------------- helpers
-def _labels(y, n, num_classes, name="y"):
-    """Class indices (n,) from int labels or one-hot / score rows (n, K)."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape == (n, num_classes):
-        y = np.argmax(y, axis=1)
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(
-            f"{name} has shape {y.shape}; expected ({n},) class indices or ({n}, {num_classes}) one-hot rows."
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} has dtype {y.dtype}; expected integer class indices.")
-    if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name} holds labels in [{y.min()}, {y.max()}]; expected 0..{num_classes - 1}.")
-    return y.astype(np.int64)
-
-
-_onehot = data.onehot
-
-
-_predict = data.predict
-
-
 @contextlib.contextmanager
 def _numpy_seed(seed):
     """Seed NumPy's global generator (ART draws from it) and restore it afterwards."""
@@ -158,7 +139,7 @@ def _numpy_seed(seed):
         np.random.set_state(state)
 
 
-def require_tensorflow(what):
+def require_tensorflow(what: str) -> None:
     """Refuse ``what`` (an ART-based step) unless Keras runs on TensorFlow, with the fix."""
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
@@ -192,7 +173,7 @@ def _compiled_gradient_classifier_class():
     class CompiledGradientClassifier(TensorFlowV2Classifier):
         """ART's ``TensorFlowV2Classifier`` whose ``loss_gradient`` runs as a tf.function.
 
-        Same gradient as ART's eager tape (about 3x faster on CNN ensembles); only used
+        Same gradient as ART's eager tape, traced once instead of run op by op; only used
         without ART preprocessing, which cae models never need (they normalise inside).
         """
 
@@ -252,7 +233,7 @@ def _project(delta, eps, norm):
     return (flat * scale[:, None]).reshape(delta.shape).astype(delta.dtype)
 
 
-def perturbation_norm(x, x_adv, norm):
+def perturbation_norm(x: np.ndarray, x_adv: np.ndarray, norm: str) -> np.ndarray:
     """Per-example ||x_adv - x|| in ``norm`` ("inf" or "2")."""
     delta = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
     if norm == "inf":
@@ -360,8 +341,64 @@ def _compiled_igm_jax(model_ref, loss):
     return run
 
 
+# --------------------------------------------------------------------------- the base
+class Attack:
+    """What every attack shares, in ART's shape: its parameters are attributes named in
+    ``attack_params`` and checked by :meth:`_check_params` (a ``ValueError`` naming the
+    argument, the value and what is allowed); :meth:`set_params` changes them;
+    :meth:`generate` returns the adversarial examples of float32 images in [0, 1].
+
+    Class attributes: ``method`` (the attack's name in messages and tables), ``norm``
+    (the norm its ε is measured in, ``"inf"`` or ``"2"``) and ``constraint`` (how it is
+    held to ε by default, one of :data:`CONSTRAINTS`). :data:`REGISTRY` reads them.
+    """
+
+    attack_params: tuple[str, ...] = ()
+    method: str = ""
+    norm: str = "inf"
+    constraint: str = "project"
+
+    def set_params(self, **kwargs) -> None:
+        """Change attack parameters (names in ``attack_params``) and check them; a refused
+        change leaves the attack as it was."""
+        self._check_names(kwargs)
+        before = {name: getattr(self, name) for name in kwargs}
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+        try:
+            self._check_params()
+        except ValueError:
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+
+    def _check_names(self, names) -> None:
+        unknown = sorted(set(names) - set(self.attack_params))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
+                f"of {self.method}; it takes {', '.join(self.attack_params)}."
+            )
+
+    def _check_params(self) -> None:
+        """Check the parameters every attack has: ``batch_size``, ``seed`` and ``verbose``."""
+        checks.integer("batch_size", self.batch_size, 1, "a positive int")
+        checks.integer("seed", self.seed, 0, "a non-negative int")
+        _check_flag("verbose", self.verbose)
+
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """Adversarial examples (float32) of ``x`` (float32 (N, 32, 32, 3) in [0, 1]);
+        ``y``: labels (int or one-hot; default: the attacked model's own)."""
+        raise NotImplementedError
+
+
+def _check_flag(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not allowed; expected True or False.")
+
+
 # --------------------------------------------------------------------------- C-IGM
-class CIGM:
+class CIGM(Attack):
     """Conferrable IGM (Lukas, Zhang & Kerschbaum, Section IV-D): targeted IGM on M_E.
 
     Each step moves x against the gradient of L_E = -M_E(x) · t (eq. 19), i.e.
@@ -401,23 +438,24 @@ class CIGM:
 
     attack_params = ("eps", "eps_step", "max_iter", "target", "transform", "backend", "batch_size", "seed",
                      "verbose")
+    method = "C-IGM"
     TARGETS = ("most_conferrable", "second_source", "random")
     BACKENDS = ("compiled", "art")
 
     def __init__(
         self,
-        ensemble,
-        eps,
+        ensemble: keras.Model,
+        eps: float,
         *,
-        eps_step=ATTACKS["igm"].eps_step,
-        max_iter=ATTACKS["igm"].max_iter,
-        target="most_conferrable",
-        transform="none",
-        backend="compiled",
-        batch_size=32,
-        seed=0,
-        verbose=False,
-    ):
+        eps_step: float = ATTACKS["igm"].eps_step,
+        max_iter: int = ATTACKS["igm"].max_iter,
+        target: str = "most_conferrable",
+        transform: str = "none",
+        backend: str = "compiled",
+        batch_size: int = 32,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> None:
         self.ensemble = ensemble
         self.eps = eps
         self.eps_step = eps_step
@@ -434,14 +472,6 @@ class CIGM:
         self.targets_ = None
         self.labels_ = None
 
-    def set_params(self, **kwargs):
-        """Change attack parameters (names in ``attack_params``) and check them."""
-        for name, value in kwargs.items():
-            if name not in self.attack_params:
-                raise ValueError(f"{name!r} is not a C-IGM parameter; choose from {', '.join(self.attack_params)}.")
-            setattr(self, name, value)
-        self._check_params()
-
     def _check_params(self):
         if not isinstance(self.ensemble, keras.Model):
             raise ValueError(
@@ -456,35 +486,32 @@ class CIGM:
         checks.choice("backend", self.backend, self.BACKENDS, verb="supported")
         if self.backend == "art":
             require_tensorflow("C-IGM with backend='art'")
-        checks.integer("batch_size", self.batch_size, 1, "a positive int")
-        checks.integer("seed", self.seed, 0, "a non-negative int")
-        if not isinstance(self.verbose, bool):
-            raise ValueError(f"verbose={self.verbose!r} is not allowed; expected True or False.")
+        super()._check_params()
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return int(self.ensemble.output_shape[-1])
 
     # ----------------------------------------------------------------- targets
-    def choose_targets(self, x, labels):
+    def choose_targets(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Target classes t (n,) for inputs ``x`` with source labels ``labels``."""
         if self.target == "random":
             rng = np.random.default_rng(self.seed)
             shift = rng.integers(1, self.num_classes, size=len(labels))
             return (labels + shift) % self.num_classes
         model = self._parts.mean_field if self.target == "most_conferrable" else self._parts.source
-        scores = _predict(model, x, self.batch_size).astype(np.float64)
+        scores = data.predict(model, x, self.batch_size).astype(np.float64)
         scores[np.arange(len(labels)), labels] = -np.inf
         return np.argmax(scores, axis=1).astype(np.int64)
 
     # ----------------------------------------------------------------- attack
-    def generate(self, x, y=None):
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """C-IGM examples for ``x`` (float32 (N, 32, 32, 3) in [0, 1]); ``y`` source labels."""
         x = data.check_images(x)
         if y is not None:
-            labels = _labels(y, len(x), self.num_classes)
+            labels = checks.labels("y", y, len(x), self.num_classes, one_hot=True)
         elif len(x):
-            labels = np.argmax(_predict(self._parts.source, x, self.batch_size), axis=1).astype(np.int64)
+            labels = np.argmax(data.predict(self._parts.source, x, self.batch_size), axis=1).astype(np.int64)
         else:
             labels = np.zeros(0, dtype=np.int64)
         targets = self.choose_targets(x, labels) if len(x) else labels.copy()
@@ -492,7 +519,7 @@ class CIGM:
         if len(x) == 0:
             return x.copy()
         ensemble_lib.reseed(self.ensemble, self.seed)
-        onehot = _onehot(targets, self.num_classes)
+        onehot = data.onehot(targets, self.num_classes)
         log.info("C-IGM (%s, transform %s): %d inputs, eps %.3g, %d steps of %.3g",
                  self.backend, self.transform, len(x), self.eps, self.max_iter, self.eps_step)
         if self.backend == "art":
@@ -536,7 +563,7 @@ class CIGM:
 
 
 # --------------------------------------------------------------------------- baselines
-class BaselineAttack:
+class BaselineAttack(Attack):
     """A baseline of the paper (Section IV-C, Table I): an untargeted attack on the source
     model alone, run through ART. Subclasses give their row of :data:`ATTACKS` (``params``)
     and build their ART attack (:meth:`_art_attack`); the rest is shared.
@@ -567,16 +594,16 @@ class BaselineAttack:
     params: AttackParams  # the attack's row of Table I (ATTACKS)
     common_params = ("eps", "constraint", "batch_size", "seed", "compiled_gradient", "verbose")
 
-    def __init__(self, model, eps, *, constraint=None, batch_size=32, seed=0, compiled_gradient=True,
-                 verbose=False, **art_params):
+    def __init__(self, model: keras.Model, eps: float, *, constraint: str | None = None, batch_size: int = 32,
+                 seed: int = 0, compiled_gradient: bool = True, verbose: bool = False, **art_params) -> None:
         self.model = model
         self.eps = eps
-        self.constraint = self.params.constraint if constraint is None else constraint
+        self.constraint = type(self).constraint if constraint is None else constraint
         self.batch_size = batch_size
         self.seed = seed
         self.compiled_gradient = compiled_gradient
         self.verbose = verbose
-        self._check_art_names(art_params)
+        self._check_names(art_params)
         for name, value in {**self.params.art_kwargs(), **art_params}.items():
             setattr(self, name, value)
         self._check_params()
@@ -585,41 +612,18 @@ class BaselineAttack:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # The parameters set_params takes: the common ones, then the attack's ART settings.
+        # The parameters set_params takes: the common ones, then the attack's ART settings;
+        # the name, norm and default ε rule are its row of Table I's.
         cls.attack_params = cls.common_params + tuple(cls.params.art_kwargs())
-
-    def set_params(self, **kwargs):
-        """Change attack parameters (names in ``attack_params``) and check them; a refused
-        change leaves the attack as it was."""
-        self._check_art_names({k: v for k, v in kwargs.items() if k not in self.common_params})
-        before = {name: getattr(self, name) for name in kwargs}
-        for name, value in kwargs.items():
-            setattr(self, name, value)
-        try:
-            self._check_params()
-        except ValueError:
-            for name, value in before.items():
-                setattr(self, name, value)
-            raise
-
-    def _check_art_names(self, names):
-        unknown = sorted(set(names) - set(self.params.art_kwargs()))
-        if unknown:
-            raise ValueError(
-                f"{', '.join(unknown)} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
-                f"of {self.params.method}; it takes {', '.join(sorted(self.params.art_kwargs()))}."
-            )
+        cls.method, cls.norm, cls.constraint = cls.params.method, cls.params.norm, cls.params.constraint
 
     def _check_params(self):
-        checks.integer("batch_size", self.batch_size, 1, "a positive int")
-        checks.integer("seed", self.seed, 0, "a non-negative int")
+        super()._check_params()
         checks.choice("constraint", self.constraint, CONSTRAINTS, verb="supported")
         # The largest distance between two images in [0, 1]: 1 in L-inf, sqrt(32*32*3) in L2.
-        upper = 1.0 if self.params.norm == "inf" else float(np.sqrt(32 * 32 * 3))
+        upper = 1.0 if self.norm == "inf" else float(np.sqrt(32 * 32 * 3))
         checks.positive_number("eps", self.eps, upper=upper)
-        for name in ("compiled_gradient", "verbose"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; expected True or False.")
+        _check_flag("compiled_gradient", self.compiled_gradient)
 
     def _art_kwargs(self):
         """The ART settings (Table I's and any changed), as keyword arguments."""
@@ -629,35 +633,35 @@ class BaselineAttack:
         """The ART attack on ``classifier``; ``common``: ``batch_size`` and ``verbose``."""
         raise NotImplementedError
 
-    def generate(self, x, y=None):
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Adversarial examples (float32) of ``x`` (float32 (N, 32, 32, 3) in [0, 1]),
         moving away from ``y`` (int or one-hot labels; default: the model's own)."""
         x = data.check_images(x)
         logits = models.logits_model(self.model)
         num_classes = int(logits.output_shape[-1])
         if y is not None:
-            labels = _labels(y, len(x), num_classes)
+            labels = checks.labels("y", y, len(x), num_classes, one_hot=True)
         if len(x) == 0:
             self.labels_, self.success_ = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
             return x.copy()
         if y is None:
-            labels = np.argmax(_predict(logits, x, self.batch_size), axis=1).astype(np.int64)
+            labels = np.argmax(data.predict(logits, x, self.batch_size), axis=1).astype(np.int64)
 
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum")
         classifier = _tensorflow_classifier(logits, loss, compiled_gradient=self.compiled_gradient)
         attack = self._art_attack(classifier, num_classes, {"batch_size": int(self.batch_size),
                                                             "verbose": self.verbose})
         with _numpy_seed(self.seed):
-            x_adv = attack.generate(x, y=_onehot(labels, num_classes)).astype(np.float32)
+            x_adv = attack.generate(x, y=data.onehot(labels, num_classes)).astype(np.float32)
 
-        eps, norm = float(self.eps), self.params.norm
+        eps, norm = float(self.eps), self.norm
         if self.constraint == "project":
             x_adv = np.clip(x + _project(x_adv - x, eps, norm), 0.0, 1.0).astype(np.float32)
-        success = np.argmax(_predict(logits, x_adv, self.batch_size), axis=1) != labels
+        success = np.argmax(data.predict(logits, x_adv, self.batch_size), axis=1) != labels
         if self.constraint == "filter":
             # A float32 tolerance: a perturbation of exactly ε may round just above it.
             success &= perturbation_norm(x, x_adv, norm) <= eps * (1 + 1e-5) + 1e-7
-        log.info("%s eps=%.3g: %d/%d successful", self.params.method, eps, int(success.sum()), len(x))
+        log.info("%s eps=%.3g: %d/%d successful", self.method, eps, int(success.sum()), len(x))
         self.labels_, self.success_ = labels, success
         return x_adv
 
@@ -713,7 +717,8 @@ class CarliniL2(BaselineAttack):
         return CarliniL2Method(classifier, targeted=False, **common, **self._art_kwargs())
 
 
-def baseline(name, model, x, eps, y=None, **settings):
+def baseline(name: str, model: keras.Model, x: np.ndarray, eps: float, y: np.ndarray | None = None,
+             **settings) -> tuple[np.ndarray, np.ndarray]:
     """Run baseline ``name`` (a key of :data:`ATTACKS`: ``"igm"``, ``"pgd"``,
     ``"deepfool"``, ``"cw"``) untargeted on the source ``model`` alone: its class of
     :data:`REGISTRY` with ``settings`` (see :class:`BaselineAttack`; Table I's ART
@@ -734,8 +739,8 @@ class Registered:
     """One attack as the runner (:func:`cae.experiments.run_attack`), the tables and the
     figures see it.
 
-    ``attack``: its class, ``attack(model, eps, **params).generate(x, y)``. ``name``: its
-    name in tables and figures. ``norm``: the norm ε is measured in (Table I's q,
+    ``attack``: its class (an :class:`Attack`), ``attack(model, eps, **params).generate(x, y)``.
+    ``name``: its name in tables and figures. ``norm``: the norm ε is measured in (Table I's q,
     ``"inf"`` or ``"2"``). ``eps_rule``: how the attack is held to ε (one of
     :data:`CONSTRAINTS`, see :class:`BaselineAttack`); ``"project"`` attacks run once per
     ε, the others once for every ε. ``on``: what it attacks, ``"ensemble"`` (the training
@@ -748,20 +753,20 @@ class Registered:
     (``"cinic10"``, ``"imagenet32"``); empty for an attack the paper did not run.
     """
 
-    attack: type
+    attack: type[Attack]
     name: str
     norm: str
     eps_rule: str
     on: str
-    outputs: tuple = ()
-    paper: tuple = ()
+    outputs: tuple[tuple[str, str], ...] = ()
+    paper: tuple[tuple[str, tuple[float, float]], ...] = ()
 
     def __post_init__(self):
         checks.choice("norm", self.norm, ("inf", "2"), verb="supported")
         checks.choice("eps_rule", self.eps_rule, CONSTRAINTS, verb="supported")
         checks.choice("on", self.on, ATTACKED_MODELS, verb="supported")
 
-    def paper_scores(self, dataset):
+    def paper_scores(self, dataset: str) -> tuple[float | None, float | None]:
         """The paper's (transferable, conferrable) on ``dataset``; (None, None) where it has none."""
         return dict(self.paper).get(dataset, (None, None))
 
@@ -771,23 +776,23 @@ def _quoted(method):
     return tuple(paper.TABLE2.get(method, {}).items())
 
 
-def _baseline_entry(method, cls):
-    """A baseline's registry entry: name, norm and ε rule from its row of Table I."""
-    return Registered(cls, cls.params.method, cls.params.norm, cls.params.constraint, "source", paper=_quoted(method))
+def _entry(key, cls, on="source", outputs=()):
+    """An attack's registry entry: name, norm and ε rule from the class (a baseline's from
+    its row of Table I), Table II's numbers from :data:`cae.paper.TABLE2`."""
+    return Registered(cls, cls.method, cls.norm, cls.constraint, on, outputs=outputs, paper=_quoted(key))
 
 
 # Every attack the runner knows, in Table II's order: C-IGM, then the baselines.
 REGISTRY = {
-    "cigm": Registered(CIGM, "C-IGM", "inf", "project", "ensemble", outputs=(("target", "targets_"),),
-                       paper=_quoted("cigm")),
-    "igm": _baseline_entry("igm", IGM),
-    "pgd": _baseline_entry("pgd", PGD),
-    "deepfool": _baseline_entry("deepfool", DeepFool),
-    "cw": _baseline_entry("cw", CarliniL2),
+    "cigm": _entry("cigm", CIGM, on="ensemble", outputs=(("target", "targets_"),)),
+    "igm": _entry("igm", IGM),
+    "pgd": _entry("pgd", PGD),
+    "deepfool": _entry("deepfool", DeepFool),
+    "cw": _entry("cw", CarliniL2),
 }
 
 
-def registered(method):
+def registered(method: str) -> Registered:
     """The :data:`REGISTRY` entry of ``method``, or a ValueError naming the known ones."""
     if method not in REGISTRY:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(REGISTRY)}.")

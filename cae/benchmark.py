@@ -31,14 +31,21 @@ evaluates on all of them), with their labels; SAC-w's surrogates are the trainin
 surrogates (the defender's own).
 """
 
-import argparse
+from __future__ import annotations
+
 import logging
 import math
+import pathlib
 import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cae import data, evaluation, experiments, fingerprint, paper, paths, peers, removal, scripts, stats, tables, zoo
+from cae import data, evaluation, experiments, fingerprint, paper, paths, peers, removal, stats, tables, zoo
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +61,7 @@ _SKIPPABLE = (ValueError, OSError, ImportError)  # data.DataError is a ValueErro
 
 
 # --------------------------------------------------------------------------- suspects
-def quoted_row(attack, family):
+def quoted_row(attack: str | None, family: str) -> str | None:
     """The quoted benchmark's row of a derived model of ``attack`` (None: no such row)."""
     row = QUOTED_ROW_OF_ATTACK.get(attack) or QUOTED_ROW_OF_FAMILY.get(family, family)
     return row if row in paper.BENCHMARK_CIGM_AUC else None
@@ -68,7 +75,9 @@ def _task_mapping(attack):
     return None
 
 
-def suspects(context, attacks=tuple(removal.REMOVAL_ATTACKS), extra_references=0, verbose=False):
+def suspects(context: experiments.Context, attacks: Sequence[str] = tuple(removal.REMOVAL_ATTACKS),
+             extra_references: int = 0, verbose: bool = False,
+             ) -> tuple[list[dict], list[tuple[str, keras.Model]], dict[str, str]]:
     """``(derived, independent, skipped)``. ``derived``: one dict per derived model,
     ``{"name", "family", "quoted", "model", "mapping"}`` (testing surrogates, then each
     removal attack of ``attacks`` that is cached or can be trained; ``quoted``: its row
@@ -105,7 +114,7 @@ def suspects(context, attacks=tuple(removal.REMOVAL_ATTACKS), extra_references=0
 
 
 # --------------------------------------------------------------------------- fingerprints
-def natural_pool(context):
+def natural_pool(context: experiments.Context) -> tuple[np.ndarray, np.ndarray]:
     """Test images outside the zoo's evaluation sample, and their labels (all test
     images when the preset evaluates on all of them)."""
     dataset = context.dataset
@@ -117,7 +126,7 @@ def natural_pool(context):
     return data.to_float(dataset.x_test[pool]), dataset.y_test[pool]
 
 
-def cigm_fingerprint(context):
+def cigm_fingerprint(context: experiments.Context) -> peers.PeerFingerprint:
     """The preset's C-IGM fingerprint as a peer fingerprint: the cached C-IGM run at the
     preset's ε and transform, Algorithm 2's filter (:func:`cae.fingerprint.extract`), no
     calibration (the benchmark scores retention alone)."""
@@ -131,7 +140,8 @@ def cigm_fingerprint(context):
     return peers.CIGMPeer.wrap(fp)
 
 
-def peer_fingerprint(context, method, seed=0, settings=None, natural=None):
+def peer_fingerprint(context: experiments.Context, method: str, seed: int = 0, settings: dict | None = None,
+                     natural: tuple[np.ndarray, np.ndarray] | None = None) -> peers.PeerFingerprint:
     """Peer ``method``'s fingerprint of the context's source, cached by the zoo, the
     method, its ``settings`` (constructor arguments) and ``seed``. ``natural``: the
     natural pool, when already loaded (:func:`natural_pool`)."""
@@ -157,7 +167,7 @@ def peer_fingerprint(context, method, seed=0, settings=None, natural=None):
     return fp
 
 
-def test_accuracy(context, model, mapping=None):
+def test_accuracy(context: experiments.Context, model: keras.Model, mapping: np.ndarray | None = None) -> float:
     """Test accuracy on the zoo's evaluation sample; through ``mapping`` for a model of
     another label set (its task's labels are the mapped ones; accuracy drops are then
     against the source's accuracy on the source's labels)."""
@@ -169,7 +179,7 @@ def test_accuracy(context, model, mapping=None):
 
 
 # --------------------------------------------------------------------------- the table
-def groups(derived):
+def groups(derived: Sequence[dict]) -> list[tuple[str, str | None, list[str]]]:
     """The table's rows as ``[(row name, quoted row or None, [derived names])]``: the
     testing surrogates, every family of :data:`cae.removal.FAMILIES` (and any other
     present), a family whose models belong to several quoted rows split into one row per
@@ -190,7 +200,8 @@ def groups(derived):
     return out + [(ALL_DERIVED, None, [d["name"] for d in derived])]
 
 
-def family_rows(scores, derived, independent, methods):
+def family_rows(scores: Mapping[str, Mapping[str, float]], derived: Sequence[dict],
+                independent: Sequence[tuple[str, keras.Model]], methods: Sequence[str]) -> list[dict]:
     """One row per family (see :func:`groups`): ``scores[method][model name]``;
     ``derived``: :func:`suspects`' dicts; ``independent``: ``[(name, model)]``."""
     negatives = [name for name, _ in independent]
@@ -209,14 +220,15 @@ def family_rows(scores, derived, independent, methods):
     return rows
 
 
-def columns(methods):
+def columns(methods: Sequence[str]) -> list[str]:
     titles = [peers.PEERS[m].title for m in methods]
     return (["family", "derived models", "independent models"] + [f"{t} AUC" for t in titles]
             + [f"{t} TPR@1%FPR" for t in titles] + ["quoted row", "C-IGM AUC quoted (not ours)"])
 
 
-def run(context, methods=tuple(peers.PEERS), attacks=tuple(removal.REMOVAL_ATTACKS), extra_references=None,
-        seed=0, verbose=False):
+def run(context: experiments.Context, methods: Sequence[str] = tuple(peers.PEERS),
+        attacks: Sequence[str] = tuple(removal.REMOVAL_ATTACKS), extra_references: int | None = None,
+        seed: int = 0, verbose: bool = False) -> dict[str, object]:
     """The benchmark on ``context``: returns ``{"rows", "models", "fingerprints", "skipped",
     "methods", "seconds"}`` (``rows``: :func:`family_rows`; ``models``: one row per
     model with its family, test accuracy and every method's score)."""
@@ -252,7 +264,7 @@ def run(context, methods=tuple(peers.PEERS), attacks=tuple(removal.REMOVAL_ATTAC
 
 
 # --------------------------------------------------------------------------- output
-def notes(result):
+def notes(result: Mapping[str, object]) -> str:
     methods = result["methods"]
     sizes = ", ".join(f"{peers.PEERS[m].title} {result['fingerprints'][m].n} inputs "
                       f"({result['seconds'][m]:.0f} s)" for m in methods)
@@ -272,7 +284,7 @@ def notes(result):
     return text
 
 
-def figure(result, path, title):
+def figure(result: Mapping[str, object], path: pathlib.Path, title: str) -> pathlib.Path:
     """A heatmap of the AUCs: families by methods, empty cells grey, values written in."""
     import matplotlib
 
@@ -300,7 +312,7 @@ def figure(result, path, title):
     return path
 
 
-def write(result, preset_name):
+def write(result: Mapping[str, object], preset_name: str) -> pathlib.Path:
     """``results/<preset>/benchmark.{csv,md,png}`` and ``benchmark_models.{csv,md}``."""
     title = f"Peer fingerprints: ROC-AUC per removal-attack family (preset {preset_name})"
     tables.write("benchmark", preset_name, result["rows"], title, notes=notes(result),
@@ -308,45 +320,3 @@ def write(result, preset_name):
     tables.write("benchmark_models", preset_name, result["models"],
                  f"Peer fingerprints: every model's score (preset {preset_name})")
     return figure(result, paths.results_dir(preset_name) / "benchmark.png", title)
-
-
-# --------------------------------------------------------------------------- the script
-def _choices(text, allowed, what):
-    if text == "all":
-        return list(allowed)
-    chosen = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [item for item in chosen if item not in allowed]
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"{what} {text!r}: give a comma-separated list of {', '.join(allowed)}, "
-                                         "or 'all'.")
-    return chosen
-
-
-def _attack_list(text):
-    try:
-        return removal.attack_list(text, "--removal")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def add_options(parser):
-    parser.add_argument("--methods", default="all", type=lambda t: _choices(t, peers.PEERS, "--methods"),
-                        help=f"comma-separated peer methods, or 'all' ({', '.join(peers.PEERS)})")
-    parser.add_argument("--removal", default="all",
-                        type=_attack_list,
-                        help=f"comma-separated removal attacks among the derived models, 'all' or 'none' "
-                             f"({', '.join(removal.REMOVAL_ATTACKS)})")
-    parser.add_argument("--extra-references", type=scripts.count, default=None, metavar="N",
-                        help="N more independent references (default: the preset's extra_references)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every peer's extraction (default 0)")
-
-
-def main(argv=None):
-    """``reproduce/benchmark.py``: the preset's zoo, every method, the table and the figure."""
-    args, preset = scripts.script_args("Peer fingerprints benchmark (issue #19)", argv, extra=add_options)
-    context = experiments.prepare(preset, verbose=not args.quiet)
-    result = run(context, methods=args.methods, attacks=args.removal, extra_references=args.extra_references,
-                 seed=args.seed, verbose=not args.quiet)
-    out = write(result, preset.name)
-    print(f"# wrote {out} and the tables beside it; {result['wall seconds']:.0f} s")
-    return result

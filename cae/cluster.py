@@ -17,11 +17,9 @@ inter-op threads are set to the task's CPUs (through ``CAE_THREADS`` and
 a task given no GPU sees none.
 
 Same weights as a serial run: on the CPU, TensorFlow's results depend on its intra-op
-thread count (measured on the tiny test spec: 1, 2, 3 and 4 threads give four
-different weight hashes; inter-op threads change nothing; the same count in a fresh
-process gives the same bits). So a zoo trained here with ``cpus_per_task=c`` has the
-weight hashes of a serial zoo trained with ``CAE_THREADS=c``
-(``tests/test_cluster.py`` checks it). GPU kernels are not bitwise reproducible unless
+thread count, not on its inter-op threads (README, "Training the zoo on a cluster"). So
+a zoo trained here with ``cpus_per_task=c`` has the weight hashes of a serial zoo
+trained with ``CAE_THREADS=c`` (``tests/test_cluster.py`` checks it). GPU kernels are not bitwise reproducible unless
 ``TF_DETERMINISTIC_OPS=1`` is set (it is passed on to the workers).
 
 The cache and data folders must be at the same path on every node (a shared file
@@ -36,11 +34,14 @@ cloud metadata go to a closed loopback port (see :func:`connect`).
 :mod:`cae.plan` projects what a preset's zoo costs before anything is trained.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 
 from cae import paths, removal, zoo  # removal registers its training sets in the zoo (workers train them)
 
@@ -64,7 +65,7 @@ _OFFLINE = {"http_proxy": _CLOSED, "https_proxy": _CLOSED, "HTTP_PROXY": _CLOSED
             "no_proxy": "127.0.0.1,localhost,::1", "NO_PROXY": "127.0.0.1,localhost,::1"}
 
 
-def ray_available():
+def ray_available() -> bool:
     """Whether Ray can be imported (``pip install -e ".[cluster]"``)."""
     import importlib.util
 
@@ -78,7 +79,7 @@ def _require_ray():
 
 
 # --------------------------------------------------------------------------- order
-def dependencies(spec):
+def dependencies(spec: zoo.TrainSpec) -> list[str]:
     """Keys of the zoo models that must be complete before ``spec`` trains: its parent,
     and for a Papernot round r > 0 the round r - 1 substitute it augments with."""
     keys = [spec.parent] if spec.parent else []
@@ -88,7 +89,7 @@ def dependencies(spec):
     return keys
 
 
-def ordered(specs):
+def ordered(specs: Iterable[zoo.TrainSpec]) -> list[zoo.TrainSpec]:
     """The specs, each once, parents before children (otherwise in the given order).
 
     A Papernot round's earlier rounds are added when missing. A dependency that is not
@@ -133,7 +134,8 @@ def _environment(changes):
                 os.environ[name] = value
 
 
-def connect(address=None, *, num_cpus=None, num_gpus=None, verbose=False):
+def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: float | None = None,
+            verbose: bool = False) -> str:
     """Connect to Ray: join the cluster at ``address``, or start a local Ray on this
     machine (``None`` or ``"local"``; ``num_cpus`` / ``num_gpus`` default to what the
     machine has). Reuses a connection this process already has. Returns the address of
@@ -168,7 +170,7 @@ def connect(address=None, *, num_cpus=None, num_gpus=None, verbose=False):
     return ray.get_runtime_context().gcs_address
 
 
-def configure_worker(cpus, gpus):
+def configure_worker(cpus: float, gpus: float) -> None:
     """Set up this process to train one model with ``cpus`` CPUs and ``gpus`` GPUs
     (before Keras is imported): thread pools, GPU memory growth, no GPU when given none."""
     threads = max(1, int(cpus))
@@ -222,7 +224,9 @@ def _check_resources(cpus_per_task, gpus_per_task, retries):
         raise ValueError(f"retries={retries!r}; give a whole number, 0 or more.")
 
 
-def train(specs, *, store=None, address=None, cpus_per_task=1, gpus_per_task=0.0, retries=2, verbose=True):
+def train(specs: Iterable[zoo.TrainSpec], *, store: zoo.Zoo | None = None, address: str | None = None,
+          cpus_per_task: float = 1, gpus_per_task: float = 0.0, retries: int = 2, verbose: bool = True,
+          ) -> list[dict]:
     """Train every incomplete model of ``specs`` as a Ray task; return one dict per model.
 
     ``store``: the :class:`cae.zoo.Zoo` whose folder, evaluation size and in-memory

@@ -1,5 +1,11 @@
 """Datasets: CIFAR-10, CINIC-10 and the paper's 100-class ImageNet32 subset.
 
+:data:`REGISTRY` is the one place a dataset is described (:class:`DatasetInfo`: its name
+and title, classes, test-set size, files, reader, and the datasets it shares images
+with); loading (:func:`load`, :func:`fetch`), cost plans (:mod:`cae.plan`), figure and
+table titles (:func:`title`) and removal attacks (:func:`share_images`) read it. A new
+dataset is one :func:`register` call with its reader.
+
 Every loader returns a :class:`Dataset` of uint8 images of shape (N, 32, 32, 3) and
 int64 labels. Images become float32 in [0, 1] only when fed to a model
 (:func:`to_float`); normalisation lives inside the models.
@@ -13,20 +19,28 @@ Decoding is done once per archive: the decoded arrays are cached under
 ``$CAE_CACHE_DIR/datasets`` keyed by the archive's SHA-256.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import io
 import logging
+import os
 import pathlib
 import pickle
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cae import imagenet32, paths
+from cae import checks, imagenet32, paths
 from cae.errors import DataError
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +64,14 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    class_names: tuple
+    class_names: tuple[str, ...]
     sha256: str
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return len(self.class_names)
 
-    def info(self):
+    def info(self) -> dict:
         """Split sizes and images per class, as plain data (``cae data info``)."""
         def per_class(y):
             counts = np.bincount(y, minlength=self.num_classes)
@@ -84,47 +98,96 @@ class Archive:
     sha256: str = ""
 
 
-# The names a dataset's files may have, in the order they are tried.
-ARCHIVES = {
-    "cifar10": (
-        Archive(
-            "cifar10-jpeg.tar.gz",
-            sha256="e17cde64cefa02a740a26d8441a63197cd8af95434ccef67c850b1673d19ff69",
-        ),
-        Archive(
-            "cifar-10-python.tar.gz",
-            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-            sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-        ),
-    ),
-    "cinic10": (
-        Archive(
-            "CINIC-10.tar.gz",
-            url="https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz",
-            sha256="31b095acf6d75e25a9e028bae82a07a0f94ff6b00671be2802d34ac4efa81a9e",
-        ),
-        Archive("CINIC-10"),
-    ),
-    "imagenet32": (Archive("Imagenet32"), Archive("imagenet32")),
-}
+# A reader: the dataset's file or folder -> (x_train, y_train, x_test, y_test), uint8
+# images (N, 32, 32, 3) and int64 labels 0..K-1 in the order of its class names.
+Reader = Callable[[pathlib.Path], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
-def onehot(labels, num_classes):
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Everything cae knows of a dataset before reading it.
+
+    ``name``: how specs, presets and the command line name it. ``title``: its name in
+    figures and tables. ``class_names``: label k is ``class_names[k]``. ``test_size``:
+    images in its test split (a cost plan needs no data). ``archives``: the files or
+    folders it may be read from, in the order they are tried. ``read``: the
+    :data:`Reader`. ``overlaps``: datasets that share images with it (neither may be the
+    other's Knockoff transfer set; :func:`share_images` looks both ways).
+    """
+
+    name: str
+    title: str
+    class_names: tuple[str, ...]
+    test_size: int
+    archives: tuple[Archive, ...]
+    read: Reader
+    overlaps: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# Every dataset cae reads, by name, in the order they were registered (:func:`register`).
+REGISTRY: dict[str, DatasetInfo] = {}
+
+
+def register(info: DatasetInfo) -> DatasetInfo:
+    """Add dataset ``info`` to :data:`REGISTRY` (a name may be registered once)."""
+    if not isinstance(info, DatasetInfo):
+        raise ValueError(f"info={info!r} is not allowed; expected a cae.data.DatasetInfo.")
+    if not info.name or info.name in REGISTRY:
+        raise ValueError(f"dataset name {info.name!r} is empty or already registered; choose another "
+                         "(or cae.data.unregister the old one first).")
+    checks.integer("num_classes", info.num_classes, 2, "at least 2 class names")
+    checks.integer("test_size", info.test_size, 0)
+    if not info.archives or not callable(info.read):
+        raise ValueError(f"dataset {info.name!r} needs at least one archive and a callable reader.")
+    REGISTRY[info.name] = info
+    return info
+
+
+def unregister(name: str) -> DatasetInfo:
+    """Remove dataset ``name`` from :data:`REGISTRY` and return its entry."""
+    return REGISTRY.pop(registered(name).name)
+
+
+def registered(name: str) -> DatasetInfo:
+    """The :data:`REGISTRY` entry of dataset ``name``, or a DataError naming the known ones."""
+    if name not in REGISTRY:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(names())}.")
+    return REGISTRY[name]
+
+
+def title(name: str) -> str:
+    """How dataset ``name`` is named in figures and tables (``name`` itself if unknown)."""
+    return REGISTRY[name].title if name in REGISTRY else name
+
+
+def share_images(first: str, second: str) -> bool:
+    """Whether datasets ``first`` and ``second`` share images (either lists the other
+    in :attr:`DatasetInfo.overlaps`)."""
+    return any(one in REGISTRY and other in REGISTRY[one].overlaps
+               for one, other in ((first, second), (second, first)))
+
+
+def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """float32 (n, num_classes) one-hot rows of int ``labels``."""
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
-def predict(model, x, batch_size=512):
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Outputs of a Keras ``model`` on float images, batched, as a NumPy array: the one
     predict helper of the package."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
-def names():
-    return tuple(ARCHIVES)
+def names() -> tuple[str, ...]:
+    """The registered datasets' names."""
+    return tuple(REGISTRY)
 
 
-def to_float(images):
+def to_float(images: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1] (float input is checked and passed through)."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
@@ -132,7 +195,8 @@ def to_float(images):
     return check_images(images)
 
 
-def check_images(x, name="x", shape=IMAGE_SHAPE, in_range=True):
+def check_images(x: np.ndarray, name: str = "x", shape: tuple[int, ...] | None = IMAGE_SHAPE,
+                 in_range: bool = True) -> np.ndarray:
     """Validate a float batch for a model: shape (N, 32, 32, 3), finite, in [0, 1].
 
     ``shape=None`` accepts any per-example shape; ``in_range=False`` accepts finite
@@ -159,7 +223,7 @@ def check_images(x, name="x", shape=IMAGE_SHAPE, in_range=True):
     return x.astype(np.float32, copy=False)
 
 
-def sha256_file(path, chunk=1 << 20):
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
@@ -175,22 +239,21 @@ def _folder_digest(folder):
     return digest.hexdigest()
 
 
-def locate(name, path=None):
+def locate(name: str, path: str | os.PathLike | None = None) -> pathlib.Path:
     """The file or folder to read dataset ``name`` from, or a clear error."""
-    if name not in ARCHIVES:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(names())}.")
+    archives = registered(name).archives
     if path is not None:
         path = pathlib.Path(path)
         if not path.exists():
             raise DataError(f"dataset file {path} does not exist.")
         return path
     folder = paths.data_dir()
-    for archive in ARCHIVES[name]:
+    for archive in archives:
         candidate = folder / archive.filename
         if candidate.exists():
             return candidate
-    wanted = " or ".join(a.filename for a in ARCHIVES[name])
-    fetchable = [a for a in ARCHIVES[name] if a.url]
+    wanted = " or ".join(a.filename for a in archives)
+    fetchable = [a for a in archives if a.url]
     hint = f", or run `cae data fetch {name}` where the network allows" if fetchable else ""
     raise DataError(
         f"dataset {name!r} not found: put {wanted} in {folder} "
@@ -198,14 +261,15 @@ def locate(name, path=None):
     )
 
 
-def load(name, path=None):
+def load(name: str, path: str | os.PathLike | None = None) -> Dataset:
     """Load dataset ``name`` (decoding once, then from the cache)."""
+    info = registered(name)
     source = locate(name, path)
     if source.is_dir():
         key = _folder_digest(source)
     else:
         key = sha256_file(source)
-        expected = {a.filename: a.sha256 for a in ARCHIVES[name] if a.sha256}
+        expected = {a.filename: a.sha256 for a in info.archives if a.sha256}
         if source.name in expected and key != expected[source.name]:
             raise DataError(
                 f"{source} has SHA-256 {key}, expected {expected[source.name]}: the file "
@@ -222,7 +286,7 @@ def load(name, path=None):
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             log.warning("ignoring unreadable decoded cache %s (%s)", cached, err)
     log.info("decoding %s from %s (once; cached in %s)", name, source, cached)
-    dataset = _READERS[name](source, key)
+    dataset = Dataset(name, *info.read(source), info.class_names, key)
     _validate(dataset, source)
     paths.atomic_save(
         cached,
@@ -299,7 +363,8 @@ def _image_folder_entries(source, splits):
         raise DataError(f"{source} is not a readable tar archive ({err}); download it again.") from err
 
 
-def read_image_folder(source, split_map, class_names=None):
+def read_image_folder(source: pathlib.Path, split_map: Mapping[str, str], class_names: Sequence[str] | None = None,
+                      ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
     """Read ``<split>/<class>/<image>`` data (CIFAR-10 JPEGs, CINIC-10).
 
     ``split_map`` maps folder names to ``"train"`` or ``"test"`` (CINIC-10 folds
@@ -333,11 +398,11 @@ def read_image_folder(source, split_map, class_names=None):
     return out, tuple(class_names)
 
 
-def _read_cifar10(source, key):
+def _read_cifar10(source):
     if source.name.startswith("cifar-10-python") or (source.is_dir() and (source / "data_batch_1").exists()):
-        return _read_cifar10_python(source, key)
-    splits, classes = read_image_folder(source, {"train": "train", "test": "test"}, CIFAR10_CLASSES)
-    return Dataset("cifar10", *splits["train"], *splits["test"], classes, key)
+        return _read_cifar10_python(source)
+    splits, _ = read_image_folder(source, {"train": "train", "test": "test"}, CIFAR10_CLASSES)
+    return (*splits["train"], *splits["test"])
 
 
 # What unpickling a file that is not the expected pickle raises.
@@ -347,7 +412,7 @@ _PICKLE_ERRORS = (
 )
 
 
-def _read_cifar10_python(source, key):
+def _read_cifar10_python(source):
     batches = {}
     try:
         if source.is_dir():
@@ -386,25 +451,53 @@ def _read_cifar10_python(source, key):
 
     train = read([f"data_batch_{i}" for i in range(1, 6)])
     test = read(["test_batch"])
-    return Dataset("cifar10", *train, *test, CIFAR10_CLASSES, key)
+    return (*train, *test)
 
 
-def _read_cinic10(source, key):
-    splits, classes = read_image_folder(
-        source, {"train": "train", "valid": "train", "test": "test"}, CIFAR10_CLASSES
-    )
-    return Dataset("cinic10", *splits["train"], *splits["test"], classes, key)
+def _read_cinic10(source):
+    splits, _ = read_image_folder(source, {"train": "train", "valid": "train", "test": "test"}, CIFAR10_CLASSES)
+    return (*splits["train"], *splits["test"])
 
 
-def _read_imagenet32(source, key):
-    return Dataset("imagenet32", *imagenet32.read(source), imagenet32.CLASS_NAMES, key)
-
-
-_READERS = {"cifar10": _read_cifar10, "cinic10": _read_cinic10, "imagenet32": _read_imagenet32}
+register(DatasetInfo(
+    "cifar10", "CIFAR-10", CIFAR10_CLASSES, 10_000,
+    (
+        Archive(
+            "cifar10-jpeg.tar.gz",
+            sha256="e17cde64cefa02a740a26d8441a63197cd8af95434ccef67c850b1673d19ff69",
+        ),
+        Archive(
+            "cifar-10-python.tar.gz",
+            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        ),
+    ),
+    _read_cifar10,
+))
+# CINIC-10's training pool is its train + valid folders (as in the paper); it holds all
+# 60,000 CIFAR-10 images, the test ones included.
+register(DatasetInfo(
+    "cinic10", "CINIC-10", CIFAR10_CLASSES, 90_000,
+    (
+        Archive(
+            "CINIC-10.tar.gz",
+            url="https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz",
+            sha256="31b095acf6d75e25a9e028bae82a07a0f94ff6b00671be2802d34ac4efa81a9e",
+        ),
+        Archive("CINIC-10"),
+    ),
+    _read_cinic10,
+    overlaps=("cifar10",),
+))
+register(DatasetInfo(
+    "imagenet32", "ImageNet32", imagenet32.CLASS_NAMES, 5_000,
+    (Archive("Imagenet32"), Archive("imagenet32")),
+    imagenet32.read,
+))
 
 
 # --------------------------------------------------------------------------- splits
-def split_indices(n, sizes, seed):
+def split_indices(n: int, sizes: Sequence[int], seed: int) -> tuple[np.ndarray, ...]:
     """Disjoint, seeded index sets of the given sizes drawn from ``range(n)``.
 
     ``split_indices(len(pool), (85_000, 95_000), seed)`` gives the paper's D1 and D2.
@@ -425,7 +518,8 @@ def split_indices(n, sizes, seed):
 FETCH_TIMEOUT = 5
 
 
-def fetch(name, folder=None, timeout=FETCH_TIMEOUT, if_missing=False):
+def fetch(name: str, folder: str | os.PathLike | None = None, timeout: float = FETCH_TIMEOUT,
+          if_missing: bool = False) -> pathlib.Path:
     """Download ``name``'s official archive into the data folder and verify its SHA-256.
 
     The download is streamed to a temporary file next to the target and renamed onto
@@ -433,21 +527,20 @@ def fetch(name, folder=None, timeout=FETCH_TIMEOUT, if_missing=False):
     archive's path (at once, without downloading, when a verified copy is there).
     ``timeout`` (seconds) bounds connecting and every read, so that a machine without
     network fails within seconds. With ``if_missing``, a folder that already holds any
-    file the dataset is read from (:data:`ARCHIVES`) is left as it is and that file
+    file the dataset is read from (:attr:`DatasetInfo.archives`) is left as it is and that file
     returned.
     """
     import urllib.request
 
-    if name not in ARCHIVES:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(names())}.")
-    archives = [a for a in ARCHIVES[name] if a.url]
+    known = registered(name).archives
+    archives = [a for a in known if a.url]
     folder = pathlib.Path(folder) if folder else paths.data_dir()
-    present = [folder / a.filename for a in ARCHIVES[name] if (folder / a.filename).exists()]
+    present = [folder / a.filename for a in known if (folder / a.filename).exists()]
     if if_missing and present:
         log.info("%s is already there", present[0])
         return present[0]
     if not archives:
-        wanted = " or ".join(a.filename for a in ARCHIVES[name])
+        wanted = " or ".join(a.filename for a in known)
         raise DataError(
             f"dataset {name!r} has no official download cae can verify; put {wanted} "
             f"in {folder} yourself (set CAE_DATA_DIR to the folder that holds it)."

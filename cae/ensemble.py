@@ -39,10 +39,17 @@ for attacking, not for training. All custom layers are registered, so ensembles
 saved as ``.keras`` load with ``safe_mode=True``.
 """
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import layers, ops
+
+# A backend tensor (TensorFlow's or JAX's) as Keras layers and losses receive it.
+Tensor = Any
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,7 @@ class AlwaysDropout(layers.Layer):
     different masks; :meth:`reseed` restarts the sequence.
     """
 
-    def __init__(self, rate, seed=0, **kwargs):
+    def __init__(self, rate: float, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         rate = float(rate)
         if not 0.0 <= rate < 1.0:
@@ -75,19 +82,19 @@ class AlwaysDropout(layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.supports_masking = True
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         if self.rate == 0.0:
             return inputs
         return keras.random.dropout(inputs, self.rate, seed=self.seed_generator)
 
-    def reseed(self, seed):
+    def reseed(self, seed: int) -> None:
         """Restart the mask sequence from ``seed`` (an int)."""
         _restart(self.seed_generator, seed)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
@@ -105,7 +112,7 @@ class RandomShiftFlip(layers.Layer):
     al. 2019). ``draws`` > 1 averages the model over that many transformed copies.
     """
 
-    def __init__(self, shift=2, flip=True, seed=0, **kwargs):
+    def __init__(self, shift: int = 2, flip: bool = True, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 8:
             raise ValueError(f"shift={shift!r} is not allowed; expected an int number of pixels in 0..8.")
@@ -116,7 +123,7 @@ class RandomShiftFlip(layers.Layer):
         self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         x = inputs
         n = ops.shape(x)[0]
         if self.shift:
@@ -136,14 +143,14 @@ class RandomShiftFlip(layers.Layer):
             x = ops.where(mirror, ops.flip(x, axis=2), x)
         return x
 
-    def reseed(self, seed):
+    def reseed(self, seed: int) -> None:
         """Restart the draws from ``seed`` (an int)."""
         _restart(self.seed_generator, seed)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "shift": self.shift, "flip": self.flip, "seed": self.seed}
 
 
@@ -151,18 +158,18 @@ class RandomShiftFlip(layers.Layer):
 class MeanOverDraws(layers.Layer):
     """Averages (draws * n, K) scores of ``draws`` stacked copies of a batch to (n, K)."""
 
-    def __init__(self, draws, **kwargs):
+    def __init__(self, draws: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.draws = int(draws)
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         k = ops.shape(inputs)[-1]
         return ops.mean(ops.reshape(inputs, (self.draws, -1, k)), axis=0)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "draws": self.draws}
 
 
@@ -170,17 +177,17 @@ class MeanOverDraws(layers.Layer):
 class Tile(layers.Layer):
     """Stacks ``draws`` copies of a batch along the batch axis."""
 
-    def __init__(self, draws, **kwargs):
+    def __init__(self, draws: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.draws = int(draws)
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         return ops.concatenate([inputs] * self.draws, axis=0)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "draws": self.draws}
 
 
@@ -193,22 +200,22 @@ class InferenceMode(layers.Layer):
     wrapped members' BatchNorm on their moving statistics (and their own dropout off).
     """
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model: keras.Model, **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(model, dict):
             model = keras.saving.deserialize_keras_object(model)
         self.model = model
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         return self.model(inputs, training=False)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return self.model.compute_output_shape(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.model)}
 
 
@@ -223,7 +230,7 @@ class ConferrabilityScores(layers.Layer):
     :func:`compose`.
     """
 
-    def __init__(self, num_surrogates, aggregate="mean", **kwargs):
+    def __init__(self, num_surrogates: int, aggregate: str = "mean", **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_surrogates = int(num_surrogates)
         if self.num_surrogates < 1:
@@ -232,7 +239,7 @@ class ConferrabilityScores(layers.Layer):
             )
         self.aggregate = _check_aggregate(aggregate)
 
-    def call(self, inputs):
+    def call(self, inputs: Sequence[Tensor]) -> Tensor:
         inputs = list(inputs)
         surrogate = self._combine(ops.stack(inputs[: self.num_surrogates], axis=0))
         if len(inputs) == self.num_surrogates:
@@ -247,10 +254,10 @@ class ConferrabilityScores(layers.Layer):
             return ops.exp(ops.mean(ops.log(ops.maximum(agreement, 1e-12)), axis=0))
         return ops.min(agreement, axis=0)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape[0])
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "num_surrogates": self.num_surrogates, "aggregate": self.aggregate}
 
 
@@ -274,14 +281,14 @@ class LinearLoss(keras.losses.Loss):
     on the batch size (ART's ``TensorFlowV2Classifier`` takes it as ``loss_object``).
     """
 
-    def __init__(self, reduction="sum", name="linear_loss", **kwargs):
+    def __init__(self, reduction: str = "sum", name: str = "linear_loss", **kwargs) -> None:
         super().__init__(reduction=reduction, name=name, **kwargs)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         return linear_loss(y_true, y_pred)
 
 
-def linear_loss(y_true, y_pred):
+def linear_loss(y_true: Tensor, y_pred: Tensor) -> Tensor:
     """Per-example L_E = -sum_k M_E(x)_k t_k (eq. 19); ``y_true`` one-hot (N, K)."""
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
@@ -343,7 +350,9 @@ def _check_rate(dropout):
     return rate
 
 
-def compose(source, surrogates, references, dropout=DEFAULT_DROPOUT, seed=0, name="ensemble", aggregate="mean"):
+def compose(source: keras.Model, surrogates: Sequence[keras.Model], references: Sequence[keras.Model],
+            dropout: float = DEFAULT_DROPOUT, seed: int = 0, name: str = "ensemble", aggregate: str = "mean",
+            ) -> keras.Model:
     """Compose(M, S, R): the C-IGM ensemble M_E as one Keras model (eqs. 16-18).
 
     ``source`` is M, ``surrogates`` and ``references`` lists of models with the cae
@@ -402,7 +411,7 @@ def _heads_and_scores(ensemble):
     return heads, scores[0]
 
 
-def aggregate_of(ensemble):
+def aggregate_of(ensemble: keras.Model) -> str:
     """How the ensemble combines its members (see :func:`compose`)."""
     return _heads_and_scores(ensemble)[1].aggregate
 
@@ -413,25 +422,25 @@ def _head_parts(head):
     return features, logits
 
 
-def dropout_layers(ensemble):
+def dropout_layers(ensemble: keras.Model) -> list[AlwaysDropout]:
     """The :class:`AlwaysDropout` layers of an ensemble, one per member (none if off)."""
     heads, _ = _heads(ensemble)
     return [layer for head in heads for layer in head.layers if isinstance(layer, AlwaysDropout)]
 
 
-def dropout_rate(ensemble):
+def dropout_rate(ensemble: keras.Model) -> float:
     """The ensemble's dropout rate (0.0 when built without dropout)."""
     rates = {layer.rate for layer in dropout_layers(ensemble)}
     return rates.pop() if rates else 0.0
 
 
-def reseed(ensemble, seed):
+def reseed(ensemble: keras.Model, seed: int) -> None:
     """Restart every member's dropout masks: member ``i`` from ``seed + i``."""
     for i, layer in enumerate(dropout_layers(ensemble)):
         layer.reseed(int(seed) + i)
 
 
-def with_dropout(ensemble, dropout, seed=0):
+def with_dropout(ensemble: keras.Model, dropout: float, seed: int = 0) -> keras.Model:
     """The same ensemble (shared weights) with another dropout rate; 0 turns it off."""
     rate = _check_rate(dropout)
     heads, num_surrogates = _heads(ensemble)
@@ -442,7 +451,7 @@ def with_dropout(ensemble, dropout, seed=0):
     )
 
 
-def source_model(ensemble):
+def source_model(ensemble: keras.Model) -> keras.Model:
     """The ensemble's source model M (softmax output, no dropout, shared weights)."""
     heads, _ = _heads(ensemble)
     features, logits = _head_parts(heads[0])
@@ -452,7 +461,7 @@ def source_model(ensemble):
 TRANSFORMS = ("none", "shift+flip", "shift")
 
 
-def parse_transform(transform):
+def parse_transform(transform: str) -> tuple[str, int, int]:
     """``"none"``, ``"shift"`` or ``"shift+flip"``, optionally with ``:PIXELS`` (default
     2) and ``xDRAWS`` (default 1): e.g. ``"shift+flip:2x1"``. Returns (kind, shift, draws)."""
     text = str(transform)
@@ -472,7 +481,7 @@ def parse_transform(transform):
     return kind, shift, draws
 
 
-def with_transform(ensemble, transform, seed=0):
+def with_transform(ensemble: keras.Model, transform: str, seed: int = 0) -> keras.Model:
     """``ensemble`` (shared weights) behind :class:`RandomShiftFlip`: every call sees each
     image randomly moved (and mirrored), averaged over ``draws`` copies. ``"none"``
     returns ``ensemble`` itself."""
@@ -488,7 +497,7 @@ def with_transform(ensemble, transform, seed=0):
     return keras.Model(inputs, scores, name=f"{ensemble.name}_transformed")
 
 
-def roles(ensemble):
+def roles(ensemble: keras.Model) -> dict[str, int]:
     """Numbers of members by role: ``{"source": 1, "surrogate": s, "reference": r}``."""
     heads, num_surrogates = _heads(ensemble)
     return {"source": 1, "surrogate": num_surrogates - 1, "reference": len(heads) - num_surrogates}

@@ -14,11 +14,18 @@ on the fixed test sample ``zoo.test_subset(dataset, preset.evaluate_on)``, the o
 zoo's metrics use.
 """
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cae import data, experiments, fingerprint, models, removal, zoo
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +33,13 @@ FIDELITY_SEED = 11
 
 
 # --------------------------------------------------------------------------- measurements
-def predicted_labels(model, x):
+def predicted_labels(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """``model``'s class of every image of ``x``."""
     return zoo.predict(model, x).argmax(axis=1)
 
 
-def d1_sample(source, dataset, spec, n, seed=FIDELITY_SEED):
+def d1_sample(source: keras.Model, dataset: data.Dataset, spec: zoo.TrainSpec, n: int | None,
+              seed: int = FIDELITY_SEED) -> tuple[np.ndarray, np.ndarray]:
     """A fixed sample of ``n`` D1 images (float) and the source's labels on them."""
     d1 = zoo.split_of(dataset, spec)
     n = len(d1) if not n else min(int(n), len(d1))
@@ -40,14 +48,15 @@ def d1_sample(source, dataset, spec, n, seed=FIDELITY_SEED):
     return x, predicted_labels(source, x)
 
 
-def fidelity_on_d1(model, source, dataset, spec, n):
+def fidelity_on_d1(model: keras.Model, source: keras.Model, dataset: data.Dataset, spec: zoo.TrainSpec,
+                   n: int | None) -> float:
     """Accuracy of ``model`` on ``n`` D1 inputs labelled by ``source`` (``spec`` is the
     source's spec, which fixes D1)."""
     x, labels = d1_sample(source, dataset, spec, n)
     return float(np.mean(predicted_labels(model, x) == labels))
 
 
-def test_accuracy(model, dataset, n=None):
+def test_accuracy(model: keras.Model, dataset: data.Dataset, n: int | None = None) -> float:
     """Accuracy on the fixed test sample of ``n`` images (all when ``n`` is falsy)."""
     pick = zoo.test_subset(dataset, n or None)
     return float(np.mean(predicted_labels(model, data.to_float(dataset.x_test[pick])) == dataset.y_test[pick]))
@@ -56,7 +65,7 @@ def test_accuracy(model, dataset, n=None):
 class Meter:
     """Measures test accuracy, fidelity and retention, with the shared samples loaded once."""
 
-    def __init__(self, context, fp):
+    def __init__(self, context: experiments.Context, fp: fingerprint.Fingerprint) -> None:
         preset, dataset = context.preset, context.dataset
         self.fp = fp
         n = preset.evaluate_on or None
@@ -64,7 +73,7 @@ class Meter:
         pick = zoo.test_subset(dataset, n)
         self.x_test, self.y_test = data.to_float(dataset.x_test[pick]), dataset.y_test[pick]
 
-    def __call__(self, model, mapping=None):
+    def __call__(self, model: keras.Model, mapping: np.ndarray | None = None) -> dict[str, object]:
         """``mapping``: for a model of another label set (transfer learning), the map of
         the source's classes to its own; labels, fidelity and keys are mapped first."""
         if mapping is None:
@@ -77,7 +86,8 @@ class Meter:
 
 
 # --------------------------------------------------------------------------- removal attacks
-def removal_models(context, attacks=removal.PAPER_ATTACKS, verbose=False):
+def removal_models(context: experiments.Context, attacks: Iterable[str] = removal.PAPER_ATTACKS,
+                   verbose: bool = False) -> dict[str, keras.Model]:
     """``{attack: derived model}``, trained or loaded through ``context.store``
     (``attacks``: names of :data:`cae.removal.REMOVAL_ATTACKS`, by default the paper's)."""
     return {name: removal.remove(name, context.specs["source"], context.preset, context.store, verbose=verbose)
@@ -85,7 +95,8 @@ def removal_models(context, attacks=removal.PAPER_ATTACKS, verbose=False):
 
 
 # --------------------------------------------------------------------------- non-evasiveness
-def detector_game(context, eps_values=(0.05, 0.15, 0.25), steps=400, train_fraction=0.7, seed=0):
+def detector_game(context: experiments.Context, eps_values: Sequence[float] = (0.05, 0.15, 0.25), steps: int = 400,
+                  train_fraction: float = 0.7, seed: int = 0) -> list[dict[str, object]]:
     """Section V-A: train a small CNN to tell C-IGM fingerprints from benign D1 inputs.
 
     The detector trains for about ``steps`` batches of 32, however few the images:

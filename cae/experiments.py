@@ -4,25 +4,36 @@ Expensive stages (training, attacks) write their outputs to the cache, named by 
 hash of everything that determines them; cheap stages (tables, figures) only read them.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import pathlib
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cae import (attacks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal, scores,
                  stats, zoo)
 
+if TYPE_CHECKING:
+    import keras
+
 log = logging.getLogger(__name__)
 
 GROUPS = presets.GROUPS
+# A zoo's specs and models by group: "source" -> one, every other group -> a list.
+Specs = dict[str, "zoo.TrainSpec | list[zoo.TrainSpec]"]
+Models = dict[str, "keras.Model | list[keras.Model]"]
 
 
-def source_spec(preset):
+def source_spec(preset: presets.Preset) -> zoo.TrainSpec:
     return zoo.TrainSpec(
         architecture=preset.source_architecture, dataset=preset.dataset,
         split=(preset.defender_size, preset.adversary_size, preset.split_seed),
@@ -32,7 +43,7 @@ def source_spec(preset):
     )
 
 
-def model_specs(preset, source=None):
+def model_specs(preset: presets.Preset, source: zoo.TrainSpec | None = None) -> Specs:
     """Specs of every model of the preset: ``{"source": spec, group: [spec, ...]}``.
 
     Training models (used to build the ensemble) learn from the defender's D1; testing
@@ -114,7 +125,8 @@ def _check_members(members, method="cigm"):
     return members
 
 
-def robust_member_specs(preset, source=None):
+def robust_member_specs(preset: presets.Preset, source: zoo.TrainSpec | None = None,
+                        ) -> dict[str, list[zoo.TrainSpec]]:
     """Specs of the robust C-IGM's adversarially trained members:
     ``{"robust_surrogates": [...], "robust_references": [...]}``, ``preset.robust_members``
     of each (empty for 0).
@@ -169,7 +181,7 @@ def robust_member_specs(preset, source=None):
     return specs
 
 
-def snapshot_specs(preset, source=None):
+def snapshot_specs(preset: presets.Preset, source: zoo.TrainSpec | None = None) -> dict[str, list[zoo.TrainSpec]]:
     """The training models' specs with option ``snapshots=preset.snapshot_epochs``
     (``{"train_surrogates": [...], "train_references": [...]}``): the same models, trained
     again under their own keys so that the zoo keeps each one's earlier selves."""
@@ -181,7 +193,7 @@ def snapshot_specs(preset, source=None):
             for group in ("train_surrogates", "train_references")}
 
 
-def snapshot_models(context, verbose=False):
+def snapshot_models(context: Context, verbose: bool = False) -> tuple[list[keras.Model], list[keras.Model]]:
     """The snapshot C-IGM's (surrogates, references): each training model, then its
     snapshots (:func:`snapshot_specs`), trained through the zoo if not cached."""
     specs = snapshot_specs(context.preset, context.specs["source"])
@@ -190,20 +202,22 @@ def snapshot_models(context, verbose=False):
                  for group in ("train_surrogates", "train_references"))
 
 
-def robust_models(context, verbose=False):
+def robust_models(context: Context, verbose: bool = False) -> tuple[list[keras.Model], list[keras.Model]]:
     """The robust C-IGM's adversarially trained (surrogates, references) for ``context``'s
     source (:func:`robust_member_specs`), trained through the zoo if not cached."""
     specs = robust_member_specs(context.preset, context.specs["source"])
     return tuple([context.store.get(s, verbose=verbose) for s in specs[group]] for group in ROBUST_GROUPS)
 
 
-def all_specs(specs):
+def all_specs(specs: Specs) -> Iterator[zoo.TrainSpec]:
     yield specs["source"]
     for group in GROUPS:
         yield from specs[group]
 
 
-def train_zoo(preset, store=None, verbose=True, source=None):
+def train_zoo(preset: presets.Preset, store: zoo.Zoo | None = None, verbose: bool = True,
+              source: zoo.TrainSpec | None = None,
+              ) -> tuple[Models, Specs, zoo.Zoo]:
     """Train (or reuse) every model of the preset; returns ``{name: model(s)}``.
     ``source``: see :func:`model_specs`."""
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
@@ -218,7 +232,7 @@ def train_zoo(preset, store=None, verbose=True, source=None):
     return models, specs, store
 
 
-def removal_attacks(chosen):
+def removal_attacks(chosen: bool | str | Iterable[str] | None) -> list[str]:
     """The removal attacks a ``removal`` setting names: False / None none, True the
     paper's (Tables V / VI), or a list of names or a command line's text (``"all"``,
     ``"paper"``, ``"none"``, comma-separated names; :func:`cae.removal.attack_list`)."""
@@ -229,7 +243,8 @@ def removal_attacks(chosen):
     return removal.attack_list(chosen if isinstance(chosen, str) else ",".join(chosen))
 
 
-def removal_specs(preset, source=None, attacks=True):
+def removal_specs(preset: presets.Preset, source: zoo.TrainSpec | None = None,
+                  attacks: bool | str | Iterable[str] | None = True) -> list[zoo.TrainSpec]:
     """The specs of the removal attacks ``attacks`` names (:func:`removal_attacks`; by
     default the paper's, of Tables V / VI) on the preset's source (the ensemble
     attack's members, Papernot's rounds), parents before children."""
@@ -241,7 +256,8 @@ def removal_specs(preset, source=None, attacks=True):
     return cluster.ordered(specs)
 
 
-def preset_specs(preset, removal=False, source=None):
+def preset_specs(preset: presets.Preset, removal: bool | str | Iterable[str] | None = False,
+                 source: zoo.TrainSpec | None = None) -> list[zoo.TrainSpec]:
     """Every model of the preset's zoo (:func:`model_specs`), then the models of the
     removal attacks ``removal`` names (:func:`removal_attacks`); parents before children."""
     specs = list(all_specs(model_specs(preset, source)))
@@ -250,8 +266,9 @@ def preset_specs(preset, removal=False, source=None):
     return cluster.ordered(specs)
 
 
-def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_task=1, gpus_per_task=0.0,
-                 verbose=True):
+def train_preset(preset: presets.Preset, *, address: str | None = None,
+                 removal: bool | str | Iterable[str] | None = False, store: zoo.Zoo | None = None,
+                 cpus_per_task: float = 1, gpus_per_task: float = 0.0, verbose: bool = True) -> list[dict] | None:
     """Train the preset's zoo (and the models of the removal attacks ``removal`` names,
     :func:`removal_attacks`).
 
@@ -269,7 +286,8 @@ def train_preset(preset, *, address=None, removal=False, store=None, cpus_per_ta
                          cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, verbose=verbose)
 
 
-def attack_inputs(preset, dataset, source, spec=None):
+def attack_inputs(preset: presets.Preset, dataset: data.Dataset, source: keras.Model,
+                  spec: zoo.TrainSpec | None = None) -> np.ndarray:
     """Indices into the training pool of ``preset.attack_inputs`` D1 images that the
     source classifies correctly, drawn with a fixed seed (Alg. 2, line 5). ``spec``:
     the source's, when it is not the preset's."""
@@ -285,7 +303,7 @@ def attack_inputs(preset, dataset, source, spec=None):
     return np.array(chosen[: preset.attack_inputs])
 
 
-def run_key(*parts):
+def run_key(*parts: object) -> str:
     """A short hash naming an expensive stage's output by everything that determines it."""
     text = json.dumps([p if not dataclasses.is_dataclass(p) else dataclasses.asdict(p) for p in parts],
                       sort_keys=True, default=str)
@@ -299,28 +317,29 @@ class Context:
 
     preset: presets.Preset
     dataset: data.Dataset
-    models: dict
-    specs: dict
+    models: Models
+    specs: Specs
     store: zoo.Zoo
     inputs: np.ndarray  # indices into dataset.x_train (D1, classified correctly by the source)
 
     @property
-    def x(self):
+    def x(self) -> np.ndarray:
         return data.to_float(self.dataset.x_train[self.inputs])
 
     @property
-    def y(self):
+    def y(self) -> np.ndarray:
         return self.dataset.y_train[self.inputs]
 
-    def key(self, *parts):
+    def key(self, *parts: object) -> str:
         model_keys = {g: [s.key for s in self.specs[g]] for g in GROUPS}
         return run_key(self.specs["source"].key, model_keys, self.inputs.tolist(), *parts)
 
-    def folder(self):
+    def folder(self) -> pathlib.Path:
         return paths.cache_dir() / "runs" / self.preset.name
 
 
-def prepare(preset, verbose=True, store=None, source=None):
+def prepare(preset: presets.Preset, verbose: bool = True, store: zoo.Zoo | None = None,
+            source: zoo.TrainSpec | None = None) -> Context:
     """Train (or load) the preset's zoo and pick the attack inputs. ``source``: see
     :func:`model_specs`."""
     models, specs, store = train_zoo(preset, store=store, verbose=verbose, source=source)
@@ -329,7 +348,9 @@ def prepare(preset, verbose=True, store=None, source=None):
     return Context(preset, dataset, models, specs, store, inputs)
 
 
-def external_context(source, x, y, preset, *, test=None, architecture=zoo.CLONE, store=None, verbose=True):
+def external_context(source: keras.Model, x: np.ndarray, y: np.ndarray, preset: presets.Preset, *,
+                     test: tuple[np.ndarray, np.ndarray] | None = None, architecture: str = zoo.CLONE,
+                     store: zoo.Zoo | None = None, verbose: bool = True) -> Context:
     """The context of :func:`prepare` for a model of your own instead of the preset's source.
 
     ``x``, ``y``: labelled images (uint8, or float32 in [0, 1]; integer labels), the
@@ -387,7 +408,8 @@ def _cached(path, compute, required=()):
     return result
 
 
-def cigm_ensemble(context, dropout=None, aggregate="mean", members="paper"):
+def cigm_ensemble(context: Context, dropout: float | None = None, aggregate: str = "mean",
+                  members: str = "paper") -> keras.Model:
     """C-IGM's ensemble of the source and the training models (:func:`cae.ensemble.compose`).
     ``members="robust"`` also holds the adversarially trained surrogates and references
     of :func:`robust_models` (after the paper's, in each group; trained if not cached)."""
@@ -405,8 +427,9 @@ def cigm_ensemble(context, dropout=None, aggregate="mean", members="paper"):
     )
 
 
-def run_attack(context, method, eps, target="most_conferrable", dropout=None, transform="none", aggregate="mean",
-               members="paper"):
+def run_attack(context: Context, method: str, eps: float, target: str = "most_conferrable",
+               dropout: float | None = None, transform: str = "none", aggregate: str = "mean",
+               members: str = "paper") -> dict[str, np.ndarray]:
     """Per-example results of ``method`` at ``eps`` on the attack inputs (cached).
 
     Returns arrays: ``x_adv``; ``success`` (the source's label changed, within the
@@ -467,7 +490,7 @@ def run_attack(context, method, eps, target="most_conferrable", dropout=None, tr
     return result
 
 
-def summarise(result, prefix="test"):
+def summarise(result: Mapping[str, np.ndarray], prefix: str = "test") -> dict[str, object]:
     """Mean transferability (over the group's references) and conferrability of the
     successful examples of one attack run (Section IV-C, Table II)."""
     ok = result["success"]
@@ -489,25 +512,25 @@ def summarise(result, prefix="test"):
 
 
 # --------------------------------------------------------------------------- extract
-def fingerprint_mask(result, tau):
+def fingerprint_mask(result: Mapping[str, np.ndarray], tau: float) -> np.ndarray:
     """Alg. 2's filter on a C-IGM run (as :func:`cae.fingerprint.extract` applies it):
     successful examples with Confer(training surrogates, training references) >= τ."""
     return fingerprint.extract_mask(training_conferrability(result), tau, result["success"])
 
 
-def training_conferrability(result):
+def training_conferrability(result: Mapping[str, np.ndarray]) -> np.ndarray:
     """Confer(training surrogates, training references) of every example of a C-IGM run."""
     return scores.confer(result["train_surrogates"], result["train_references"], result["t"])
 
 
-def retentions(result, keep, group):
+def retentions(result: Mapping[str, np.ndarray], keep: np.ndarray, group: str) -> list[float]:
     """Each model of ``group``'s retention of the examples ``keep``: the fraction it
     labels like the source."""
     t = result["t"][keep]
     return [float(np.mean(labels[keep] == t)) for labels in result[group]]
 
 
-def natural_mistakes(context, n):
+def natural_mistakes(context: Context, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images the source misclassifies (float32, and their indices into the
     training pool), from the pool's images in neither D1 nor D2: the defender's own
     held-out data, which no model of the zoo trained on. Drawn in a fixed seeded order."""
@@ -532,7 +555,8 @@ def natural_mistakes(context, n):
     return data.to_float(dataset.x_train[chosen]), chosen
 
 
-def extract(context, eps=None, tau=None, target="most_conferrable", transform=None, mistakes=None):
+def extract(context: Context, eps: float | None = None, tau: float | None = None, target: str = "most_conferrable",
+            transform: str | None = None, mistakes: int | None = None) -> fingerprint.Fingerprint:
     """Alg. 2 on the preset's zoo: C-IGM (``transform``: the preset's by default) on
     the training models' ensemble, keep examples with Confer(training surrogates,
     training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
@@ -584,7 +608,7 @@ def extract(context, eps=None, tau=None, target="most_conferrable", transform=No
 MAX_ACCURACY_DROP = 0.10
 
 
-def affordable_transformations(context, max_drop=MAX_ACCURACY_DROP):
+def affordable_transformations(context: Context, max_drop: float = MAX_ACCURACY_DROP) -> list[tuple[str, float]]:
     """The input transformations of :data:`cae.preprocessing.SWEEPS` that cost the source
     at most ``max_drop`` test accuracy (on the preset's evaluation images): those a thief
     could put in front of a stolen model for free. Verification is calibrated on the
@@ -604,7 +628,7 @@ def affordable_transformations(context, max_drop=MAX_ACCURACY_DROP):
     return chosen
 
 
-def calibration_models(context):
+def calibration_models(context: Context) -> tuple[list[keras.Model], list[keras.Model], str]:
     """The models verification is calibrated on: the preset's validation models (trained
     on D1, not in the ensemble), or, for a preset without them, its testing models
     (then the testing models' scores are in-sample). Returns (surrogates, references,
@@ -627,7 +651,7 @@ EXTRA_RECIPES = (
 )
 
 
-def extra_reference_specs(specs, n):
+def extra_reference_specs(specs: Specs, n: int) -> list[zoo.TrainSpec]:
     """``n`` more independent references (D2, ground truth) with seeds no other model of
     ``specs`` uses: more negatives for verification than the preset's few. Model ``i``
     uses recipe ``i mod 3`` of :data:`EXTRA_RECIPES` and the testing references'

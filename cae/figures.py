@@ -14,12 +14,21 @@ only on the number of classes. Functions that draw return a matplotlib ``Figure`
 saving and closing it is the caller's job.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cae import attacks, experiments, scores
+from cae import attacks, data, experiments, fingerprint, scores
+
+if TYPE_CHECKING:
+    import keras
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +37,7 @@ RESOLUTION = 41      # grid points per axis for the script (odd: the centre is o
 
 
 # --------------------------------------------------------------------------- decision space
-def orthogonal_direction(delta, seed=0):
+def orthogonal_direction(delta: np.ndarray, seed: int = 0) -> np.ndarray:
     """A random direction ``Q`` orthogonal to ``delta`` with ``||Q||_2 = ||delta||_2``.
 
     As in the paper, from the QR decomposition of the (D, 2) matrix whose columns are
@@ -52,7 +61,7 @@ def orthogonal_direction(delta, seed=0):
     return (direction * (length / np.linalg.norm(direction))).reshape(delta.shape)
 
 
-def grid_values(extent=EXTENT, resolution=RESOLUTION):
+def grid_values(extent: float = EXTENT, resolution: int = RESOLUTION) -> np.ndarray:
     """``resolution`` evenly spaced values in [-extent, extent]; 0 exactly when odd."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
         raise ValueError(f"resolution={resolution!r} is not allowed; expected an int >= 2 (odd puts x on the grid).")
@@ -64,7 +73,8 @@ def grid_values(extent=EXTENT, resolution=RESOLUTION):
     return values
 
 
-def plane_points(x, delta, direction, a_values, b_values, clip=True):
+def plane_points(x: np.ndarray, delta: np.ndarray, direction: np.ndarray, a_values: np.ndarray,
+                 b_values: np.ndarray, clip: bool = True) -> np.ndarray:
     """Images ``x + a·δ + b·Q`` for every (b, a) pair: float32 (len(b), len(a), *x.shape).
 
     ``clip`` keeps them in the valid image range [0, 1] (the models are only defined
@@ -79,8 +89,9 @@ def plane_points(x, delta, direction, a_values, b_values, clip=True):
     return points.astype(np.float32)
 
 
-def decision_grid(models, x, delta, direction, extent=EXTENT, resolution=RESOLUTION, clip=True,
-                  batch_size=512, max_points=4096):
+def decision_grid(models: Sequence[keras.Model], x: np.ndarray, delta: np.ndarray, direction: np.ndarray,
+                  extent: float = EXTENT, resolution: int = RESOLUTION, clip: bool = True, batch_size: int = 512,
+                  max_points: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels of each model on the plane of eq. 15 around one image ``x`` (32, 32, 3).
 
     Returns ``(a_values, b_values, labels)``: ``labels[m, i, j]`` is the argmax class of
@@ -109,7 +120,7 @@ def decision_grid(models, x, delta, direction, extent=EXTENT, resolution=RESOLUT
     return a_values, b_values, labels
 
 
-def most_conferrable_example(result, prefix="test"):
+def most_conferrable_example(result: Mapping[str, np.ndarray], prefix: str = "test") -> tuple[int, float]:
     """The documented choice of Figure 5's example from one attack run.
 
     Among the successful examples (``result["success"]``), the one with the highest
@@ -137,9 +148,9 @@ class DecisionSpace:
     a_values: np.ndarray
     b_values: np.ndarray
     labels: np.ndarray        # (models, len(b), len(a))
-    names: tuple              # one panel title per model
-    roles: tuple              # "source", "surrogate" or "reference"
-    class_names: tuple
+    names: tuple[str, ...]    # one panel title per model
+    roles: tuple[str, ...]    # "source", "surrogate" or "reference"
+    class_names: tuple[str, ...]
     label: int                # the source's label of x
     key: int                  # the source's label of x_adv (t)
     conferrability: float     # on the testing models
@@ -150,10 +161,10 @@ class DecisionSpace:
     seed: int
 
     @property
-    def delta(self):
+    def delta(self) -> np.ndarray:
         return self.x_adv.astype(np.float64) - self.x.astype(np.float64)
 
-    def rows(self):
+    def rows(self) -> list[dict[str, object]]:
         """Per model: labels of x and x_adv and the share of the plane labelled as each."""
         out = []
         centre = len(self.b_values) // 2, len(self.a_values) // 2
@@ -169,8 +180,9 @@ class DecisionSpace:
         return out
 
 
-def decision_space(context, method="igm", eps=0.25, example=None, resolution=RESOLUTION, extent=EXTENT,
-                   seed=0, clip=True):
+def decision_space(context: experiments.Context, method: str = "igm", eps: float = 0.25, example: int | None = None,
+                   resolution: int = RESOLUTION, extent: float = EXTENT, seed: int = 0, clip: bool = True,
+                   ) -> DecisionSpace:
     """Figure 5's data on a prepared :class:`cae.experiments.Context`.
 
     Runs (or loads from the cache) ``method`` at ``eps`` on the attack inputs; the
@@ -211,7 +223,7 @@ def decision_space(context, method="igm", eps=0.25, example=None, resolution=RES
 
 
 # --------------------------------------------------------------------------- colours
-def class_colours(num_classes):
+def class_colours(num_classes: int) -> list[tuple[float, float, float, float]]:
     """One RGBA colour per class, fixed by the number of classes only.
 
     tab10 up to 10 classes, tab20 up to 20, else evenly spread hues in a golden-ratio
@@ -234,7 +246,7 @@ def class_colours(num_classes):
     return colours
 
 
-def class_colormap(num_classes):
+def class_colormap(num_classes: int) -> tuple[ListedColormap, BoundaryNorm]:
     """``(cmap, norm)`` mapping class index k to ``class_colours(num_classes)[k]``."""
     import matplotlib
 
@@ -244,7 +256,7 @@ def class_colormap(num_classes):
 
 
 # --------------------------------------------------------------------------- Figure 5
-def plot_decision_space(space, title=None, panel_size=2.6):
+def plot_decision_space(space: DecisionSpace, title: str | None = None, panel_size: float = 2.6) -> Figure:
     """Figure 5 from a :class:`DecisionSpace`.
 
     Top row: the source (first panel) and the testing surrogates; bottom row: the
@@ -302,14 +314,14 @@ def plot_decision_space(space, title=None, panel_size=2.6):
     method = attacks.REGISTRY[space.method].name if space.method in attacks.REGISTRY else space.method
     figure.suptitle(title or (
         f"Figure 5 — decision space around attack input #{space.index} ({names[space.label]} → "
-        f"{names[space.key]}), {method} ε = {space.eps:g}, {dataset_title(space.dataset)}, "
+        f"{names[space.key]}), {method} ε = {space.eps:g}, {data.title(space.dataset)}, "
         f"preset {space.preset}\nconferrability on the testing models {space.conferrability:.2f}; "
         f"top: source + testing surrogates, bottom: testing references"), fontsize=9)
     return figure
 
 
 # --------------------------------------------------------------------------- Figures 8-10
-def amplify(delta, eps):
+def amplify(delta: np.ndarray, eps: float) -> np.ndarray:
     """A perturbation as an image: ``0.5 + δ / (2ε)``, so -ε is black, 0 mid-grey and +ε
     white in each channel (clipped to [0, 1])."""
     if not np.isfinite(eps) or eps <= 0:
@@ -317,8 +329,9 @@ def amplify(delta, eps):
     return np.clip(0.5 + np.asarray(delta, dtype=np.float64) / (2.0 * eps), 0.0, 1.0)
 
 
-def fingerprint_grid(originals, fingerprints, original_labels, keys, class_names, eps, targets=None,
-                     columns=2, title=None, panel_size=1.5):
+def fingerprint_grid(originals: np.ndarray, fingerprints: np.ndarray, original_labels: np.ndarray, keys: np.ndarray,
+                     class_names: Sequence[str], eps: float, targets: np.ndarray | None = None, columns: int = 2,
+                     title: str | None = None, panel_size: float = 1.5) -> Figure:
     """Figures 8-10: for each example, the original, the amplified perturbation and the
     fingerprint, side by side; ``columns`` examples per row.
 
@@ -373,7 +386,8 @@ def fingerprint_grid(originals, fingerprints, original_labels, keys, class_names
     return figure
 
 
-def fingerprint_figure(source, fp, class_names, n=12, columns=3, title=None):
+def fingerprint_figure(source: keras.Model, fp: fingerprint.Fingerprint, class_names: Sequence[str], n: int = 12,
+                       columns: int = 3, title: str | None = None) -> Figure:
     """Figures 8-10 from a :class:`cae.fingerprint.Fingerprint` that stores its
     originals: its first ``n`` examples (in the order of the attack inputs)."""
     if fp.originals is None:
@@ -384,8 +398,3 @@ def fingerprint_figure(source, fp, class_names, n=12, columns=3, title=None):
     targets = None if fp.targets is None else fp.targets[:n]
     return fingerprint_grid(originals, fp.x[:n], original_labels, fp.keys[:n], class_names,
                             float(fp.manifest["epsilon"]), targets=targets, columns=columns, title=title)
-
-
-def dataset_title(dataset):
-    """How a dataset is named in figure titles."""
-    return {"cifar10": "CIFAR-10", "cinic10": "CINIC-10", "imagenet32": "ImageNet32"}.get(dataset, dataset)

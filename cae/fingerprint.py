@@ -50,7 +50,7 @@ import zlib
 import numpy as np
 
 import cae
-from cae import data, paths, stats
+from cae import checks, data, paths, stats
 
 # cae.models and cae.preprocessing import Keras: they are imported inside the functions that
 # take Keras models, so that loading and checking a fingerprint (and importing cae.removal,
@@ -101,21 +101,8 @@ def _image_array(name, value, n=None):
 
 
 def _label_array(name, value, n, num_classes):
-    array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise FingerprintError(
-            f"{name} has dtype {array.dtype}; expected integer class indices (int64)."
-        )
-    if array.shape != (n,):
-        raise FingerprintError(
-            f"{name} has shape {array.shape} but x holds {n} images; expected ({n},)."
-        )
-    if array.size and (array.min() < 0 or array.max() >= num_classes):
-        raise FingerprintError(
-            f"{name} holds classes in [{array.min()}, {array.max()}] but the manifest says "
-            f"num_classes={num_classes}; labels must lie in [0, {num_classes - 1}]."
-        )
-    return _frozen(array.astype("<i8", copy=True))
+    return _frozen(checks.labels(name, value, n, num_classes, classes_from="the manifest",
+                                 error=FingerprintError).astype("<i8", copy=False))
 
 
 def _frozen(array):

@@ -62,10 +62,13 @@ with :func:`cae.data.split_indices`. Labels are 0..99 in the order of the paper'
 list, and ``class_names`` are the paper's names.
 """
 
+from __future__ import annotations
+
 import ast
 import functools
 import importlib.util
 import logging
+import os
 import pathlib
 import pickle
 import zipfile
@@ -130,7 +133,7 @@ def _tfds_file(relative):
 
 
 @functools.lru_cache(maxsize=None)
-def label_wnids():
+def label_wnids() -> tuple[str, ...]:
     """The 1000 WordNet ids in ImageNet32 label order: label ``k`` (1-based) is item ``k - 1``."""
     wnids = tuple(_tfds_file(_LABEL_ORDER_FILE).read_text().split())
     if len(wnids) != NUM_LABELS or len(set(wnids)) != NUM_LABELS:
@@ -139,7 +142,7 @@ def label_wnids():
 
 
 @functools.lru_cache(maxsize=None)
-def synsets():
+def synsets() -> dict[str, tuple[str, ...]]:
     """``{wnid: (synonym, ...)}`` for the 1000 ILSVRC classes, from tensorflow-datasets' files."""
     wnids = _tfds_file(_SORTED_WNIDS_FILE).read_text().split()
     source = _tfds_file(_SYNSET_NAMES_FILE)
@@ -156,7 +159,7 @@ def synsets():
     }
 
 
-def wnid_for(name):
+def wnid_for(name: str) -> str:
     """The WordNet id whose first synonym is ``name`` (see the module notes on ambiguity)."""
     matches = [wnid for wnid, synonyms in synsets().items() if synonyms[0] == name]
     if len(matches) != 1:
@@ -169,7 +172,7 @@ def wnid_for(name):
 
 
 @functools.lru_cache(maxsize=None)
-def class_labels(names=CLASS_NAMES):
+def class_labels(names: tuple[str, ...] = CLASS_NAMES) -> np.ndarray:
     """The 1-based ImageNet32 labels of ``names``, as an int64 array in the same order."""
     position = {wnid: k + 1 for k, wnid in enumerate(label_wnids())}
     labels = np.array([position[wnid_for(name)] for name in names], dtype=np.int64)
@@ -253,7 +256,7 @@ def _select(paths, lookup):
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
 
 
-def read(source):
+def read(source: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read the paper's 100 classes from the ImageNet32 folder ``source``: returns
     ``(x_train, y_train, x_test, y_test)`` (uint8 images, labels 0..99 in the order of
     :data:`CLASS_NAMES`); :func:`cae.data.load` makes them a ``Dataset``.

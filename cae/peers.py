@@ -65,14 +65,26 @@ Methods
     fingerprint.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
 import numbers
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cae import attacks, checks, data, ensemble, fingerprint as fingerprint_lib, models, paths, scores
+
+if TYPE_CHECKING:
+    import keras
+
+# What a method scores: a Keras model, or a callable returning class probabilities (or,
+# for the label-only methods, labels; cae.fingerprint.predict_labels lists the forms).
+Suspect = Any
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +110,10 @@ class PeerFingerprint:
     x: np.ndarray
     keys: np.ndarray
     num_classes: int
-    outputs: np.ndarray = None
-    correlation: np.ndarray = None
+    outputs: np.ndarray | None = None
+    correlation: np.ndarray | None = None
     settings: dict = dataclasses.field(default_factory=dict)
-    fingerprint: object = None
+    fingerprint: fingerprint_lib.Fingerprint | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -136,10 +148,10 @@ class PeerFingerprint:
             raise ValueError(f"settings must be JSON-serialisable: {err}") from None
 
     @property
-    def n(self):
+    def n(self) -> int:
         return len(self.keys)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> str | os.PathLike:
         """Write the arrays and settings to ``path`` (an ``.npz``, atomically; no pickles).
         A ``cigm`` fingerprint is saved with :func:`cae.fingerprint.save` instead."""
         if self.fingerprint is not None:
@@ -153,7 +165,7 @@ class PeerFingerprint:
         return path
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike) -> PeerFingerprint:
         """Read what :meth:`save` wrote (checked like a new one)."""
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
@@ -207,7 +219,8 @@ def _predict(model, x, batch_size=256):
     return data.predict(model, x, batch_size).astype(np.float64)
 
 
-def probabilities(suspect, x, num_classes=None, batch_size=256):
+def probabilities(suspect: Suspect, x: np.ndarray, num_classes: int | None = None,
+                  batch_size: int = 256) -> np.ndarray:
     """The suspect's class scores (n, K) on ``x``: a Keras model's outputs, or what a
     callable returns (``num_classes`` None: any K >= 2). Label-only suspects are
     refused (SAC needs scores)."""
@@ -215,7 +228,7 @@ def probabilities(suspect, x, num_classes=None, batch_size=256):
 
     if isinstance(suspect, keras.Model):
         models.check_interface(suspect, where="the suspect model", num_classes=num_classes)
-        output = suspect.predict(x, batch_size=batch_size, verbose=0)
+        output = data.predict(suspect, x, batch_size)
     elif callable(suspect) and not hasattr(suspect, "predict_labels"):
         output = suspect(x)
     else:
@@ -272,7 +285,7 @@ class Peer:
     needs_labels = False  # extract needs y_pool
     attack_params = ()
 
-    def __init__(self, **params):
+    def __init__(self, **params) -> None:
         for key, value in params.items():
             if key not in self.attack_params:
                 raise ValueError(f"{key!r} is not a parameter of {self.name}; choose from "
@@ -283,13 +296,15 @@ class Peer:
     def _check_params(self):
         pass
 
-    def settings(self, seed):
+    def settings(self, seed: int) -> dict[str, object]:
         return {**{k: getattr(self, k) for k in self.attack_params}, "seed": int(seed)}
 
-    def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
+    def extract(self, source: keras.Model, x_pool: np.ndarray, y_pool: np.ndarray | None = None, *,
+                surrogates: Sequence[keras.Model] = (), references: Sequence[keras.Model] = (),
+                seed: int = 0) -> PeerFingerprint:
         raise NotImplementedError
 
-    def score(self, suspect, fingerprint, mapping=None):
+    def score(self, suspect: Suspect, fingerprint: PeerFingerprint, mapping: np.ndarray | None = None) -> float:
         raise NotImplementedError
 
     def __repr__(self):
@@ -297,7 +312,7 @@ class Peer:
 
 
 # --------------------------------------------------------------------------- IPGuard
-def ipguard_loss(logits, i, j, k):
+def ipguard_loss(logits: np.ndarray, i: np.ndarray, j: np.ndarray, k: float) -> np.ndarray:
     """IPGuard's loss per example, in NumPy: ``ReLU(g_i - g_j + k) + ReLU(max_{t != i,j} g_t - g_i)``."""
     logits = np.asarray(logits, np.float64)
     rows = np.arange(len(logits))
@@ -393,7 +408,8 @@ class IPGuard(Peer):
     needs_probabilities = False
     attack_params = ("n", "k", "learning_rate", "max_iter", "batch_size")
 
-    def __init__(self, *, n=100, k=1.0, learning_rate=0.01, max_iter=500, batch_size=128):
+    def __init__(self, *, n: int = 100, k: float = 1.0, learning_rate: float = 0.01, max_iter: int = 500,
+                 batch_size: int = 128) -> None:
         super().__init__(n=n, k=k, learning_rate=learning_rate, max_iter=max_iter, batch_size=batch_size)
 
     def _check_params(self):
@@ -403,7 +419,9 @@ class IPGuard(Peer):
         checks.integer("max_iter", self.max_iter)
         checks.integer("batch_size", self.batch_size)
 
-    def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
+    def extract(self, source: keras.Model, x_pool: np.ndarray, y_pool: np.ndarray | None = None, *,
+                surrogates: Sequence[keras.Model] = (), references: Sequence[keras.Model] = (),
+                seed: int = 0) -> PeerFingerprint:
         source = _keras_model(source, "source")
         x, _ = _pool(x_pool, y_pool)
         rng = np.random.default_rng(seed)
@@ -446,14 +464,14 @@ class IPGuard(Peer):
             losses, _ = run(x, onehot_i, onehot_j, float(self.k))
         return x, np.asarray(losses, np.float64)
 
-    def score(self, suspect, fingerprint, mapping=None):
+    def score(self, suspect: Suspect, fingerprint: PeerFingerprint, mapping: np.ndarray | None = None) -> float:
         """The fraction of IPGuard's keys the suspect's labels match (label-only), in [0, 1]."""
         _check_fingerprint(fingerprint, self.name)
         return _label_rate(suspect, fingerprint, mapping)
 
 
 # --------------------------------------------------------------------------- SAC
-def correlation_matrix(outputs):
+def correlation_matrix(outputs: np.ndarray) -> np.ndarray:
     """SAC's sample correlation: ``(1 - cos(O_a, O_b)) / 2`` for every pair of rows of
     ``outputs`` (n, K); (n, n), in [0, 1], zero on the diagonal."""
     outputs = np.asarray(outputs, np.float64)
@@ -463,7 +481,7 @@ def correlation_matrix(outputs):
     return np.clip((1.0 - unit @ unit.T) / 2.0, 0.0, 1.0)
 
 
-def correlation_distance(a, b):
+def correlation_distance(a: np.ndarray, b: np.ndarray) -> float:
     """SAC's distance between two correlation matrices: the mean absolute difference, in [0, 1]."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 2:
@@ -480,7 +498,7 @@ class _SAC(Peer):
         return PeerFingerprint(self.name, x, np.argmax(outputs, axis=1), num_classes, outputs=outputs,
                                correlation=correlation_matrix(outputs), settings=self.settings(seed))
 
-    def score(self, suspect, fingerprint, mapping=None):
+    def score(self, suspect: Suspect, fingerprint: PeerFingerprint, mapping: np.ndarray | None = None) -> float:
         """Minus SAC's distance between the suspect's and the source's correlation
         matrices, in [-1, 0]; 0 for a suspect whose outputs correlate exactly like the
         source's. Needs the suspect's probabilities; a suspect of another label set
@@ -501,13 +519,15 @@ class SACW(_SAC):
     needs_labels = True
     attack_params = ("n",)
 
-    def __init__(self, *, n=100):
+    def __init__(self, *, n: int = 100) -> None:
         super().__init__(n=n)
 
     def _check_params(self):
         checks.integer("n", self.n, minimum=2)
 
-    def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
+    def extract(self, source: keras.Model, x_pool: np.ndarray, y_pool: np.ndarray | None = None, *,
+                surrogates: Sequence[keras.Model] = (), references: Sequence[keras.Model] = (),
+                seed: int = 0) -> PeerFingerprint:
         source = _keras_model(source, "source")
         x, y = _pool(x_pool, y_pool, needs_labels=True, method="SAC-w")
         wrong = np.argmax(_predict(source, x), axis=1) != y
@@ -528,7 +548,7 @@ def _first(indices, n, seed):
     return np.sort(np.random.default_rng(seed).permutation(indices)[:n])
 
 
-def cutmix(x, seed=0, fraction=0.2):
+def cutmix(x: np.ndarray, seed: int = 0, fraction: float = 0.2) -> np.ndarray:
     """SAC-m's CutMix (as the authors release it): every image gets the square patch
     (side ``fraction`` of the image side) of another image of ``x`` at the same place;
     one box for the whole batch, centred outside the middle two thirds along both axes."""
@@ -560,14 +580,16 @@ class SACM(_SAC):
     name, title = "sac_m", "SAC-m"
     attack_params = ("n", "fraction")
 
-    def __init__(self, *, n=100, fraction=0.2):
+    def __init__(self, *, n: int = 100, fraction: float = 0.2) -> None:
         super().__init__(n=n, fraction=fraction)
 
     def _check_params(self):
         checks.integer("n", self.n, minimum=2)
         checks.number("fraction", self.fraction, low=0.0, high=1.0, low_open=True)
 
-    def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
+    def extract(self, source: keras.Model, x_pool: np.ndarray, y_pool: np.ndarray | None = None, *,
+                surrogates: Sequence[keras.Model] = (), references: Sequence[keras.Model] = (),
+                seed: int = 0) -> PeerFingerprint:
         source = _keras_model(source, "source")
         x, _ = _pool(x_pool, y_pool)
         if len(x) < 2:
@@ -585,13 +607,15 @@ class Mistakes(Peer):
     needs_labels = True
     attack_params = ("n",)
 
-    def __init__(self, *, n=100):
+    def __init__(self, *, n: int = 100) -> None:
         super().__init__(n=n)
 
     def _check_params(self):
         checks.integer("n", self.n)
 
-    def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
+    def extract(self, source: keras.Model, x_pool: np.ndarray, y_pool: np.ndarray | None = None, *,
+                surrogates: Sequence[keras.Model] = (), references: Sequence[keras.Model] = (),
+                seed: int = 0) -> PeerFingerprint:
         source = _keras_model(source, "source")
         x, y = _pool(x_pool, y_pool, needs_labels=True, method="the mistakes baseline")
         labels = np.argmax(_predict(source, x), axis=1)
@@ -602,7 +626,7 @@ class Mistakes(Peer):
         return PeerFingerprint(self.name, x[chosen], labels[chosen], _num_classes(source),
                                settings=self.settings(seed))
 
-    def score(self, suspect, fingerprint, mapping=None):
+    def score(self, suspect: Suspect, fingerprint: PeerFingerprint, mapping: np.ndarray | None = None) -> float:
         """The fraction of the source's mistakes the suspect repeats (label-only), in [0, 1]."""
         _check_fingerprint(fingerprint, self.name)
         return _label_rate(suspect, fingerprint, mapping)
@@ -620,7 +644,8 @@ class CIGMPeer(Peer):
     name, title = "cigm", "C-IGM (this paper)"
     attack_params = ("n", "eps", "tau", "iterations", "dropout", "transform")
 
-    def __init__(self, *, n=100, eps=0.15, tau=1.0, iterations=100, dropout=0.5, transform="none"):
+    def __init__(self, *, n: int = 100, eps: float = 0.15, tau: float = 1.0, iterations: int = 100,
+                 dropout: float = 0.5, transform: str = "none") -> None:
         super().__init__(n=n, eps=eps, tau=tau, iterations=iterations, dropout=dropout, transform=transform)
 
     def _check_params(self):
@@ -634,7 +659,7 @@ class CIGMPeer(Peer):
                              "such as 'none' or 'shift+flip'.")
 
     @classmethod
-    def wrap(cls, fp):
+    def wrap(cls, fp: fingerprint_lib.Fingerprint) -> PeerFingerprint:
         """A peer fingerprint of a :class:`cae.fingerprint.Fingerprint` (e.g. ``cae extract``'s)."""
         if not isinstance(fp, fingerprint_lib.Fingerprint):
             raise ValueError(f"fp is a {type(fp).__name__}; expected a cae.fingerprint.Fingerprint "
@@ -643,7 +668,9 @@ class CIGMPeer(Peer):
                     **{k: fp.manifest.get(k) for k in ("epsilon", "tau", "attack", "source_model_hash")}}
         return PeerFingerprint(cls.name, fp.x, fp.keys, fp.num_classes, settings=settings, fingerprint=fp)
 
-    def extract(self, source, x_pool, y_pool=None, *, surrogates=(), references=(), seed=0):
+    def extract(self, source: keras.Model, x_pool: np.ndarray, y_pool: np.ndarray | None = None, *,
+                surrogates: Sequence[keras.Model] = (), references: Sequence[keras.Model] = (),
+                seed: int = 0) -> PeerFingerprint:
         source = _keras_model(source, "source")
         surrogates, references = list(surrogates), list(references)
         if not surrogates or not references:
@@ -671,7 +698,7 @@ class CIGMPeer(Peer):
             raise ValueError(f"C-IGM: {err}") from None
         return self.wrap(fp)
 
-    def score(self, suspect, fingerprint, mapping=None):
+    def score(self, suspect: Suspect, fingerprint: PeerFingerprint, mapping: np.ndarray | None = None) -> float:
         """The retention of :func:`cae.fingerprint.verify` (label-only), in [0, 1]; through
         ``mapping``, the fraction of keys t the suspect answers with ``mapping[t]``."""
         _check_fingerprint(fingerprint, self.name)
@@ -688,7 +715,7 @@ class CIGMPeer(Peer):
 PEERS = {cls.name: cls for cls in (CIGMPeer, IPGuard, SACW, SACM, Mistakes)}
 
 
-def get(name, **params):
+def get(name: str, **params) -> Peer:
     """An instance of peer method ``name`` with ``params``."""
     if name not in PEERS:
         raise ValueError(f"unknown peer method {name!r}; choose one of {', '.join(PEERS)}.")

@@ -34,6 +34,8 @@ them. Not counted: loading the dataset, and a Ray task's fresh worker process im
 TensorFlow; N workers on one machine are taken to be as fast as N machines.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
@@ -42,15 +44,18 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cae import cluster, experiments, models, paths, zoo
+from cae import cluster, data, experiments, models, paths, presets, zoo
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
-# Classes and test images of each dataset cae reads, so a plan needs no data.
-DATASETS = {"cifar10": (10, 10_000), "cinic10": (10, 90_000), "imagenet32": (100, 5_000)}
 # What :func:`measure` returns for an architecture.
 MEASURES = ("train_images_per_s", "predict_images_per_s", "save_seconds", "setup_seconds")
 # The architecture a GPU throughput is given for.
@@ -58,7 +63,7 @@ REFERENCE_ARCHITECTURE = "resnet20"
 
 
 # --------------------------------------------------------------------------- counting
-def macs_per_image(model):
+def macs_per_image(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass of one image through ``model``'s
     ``Conv2D``, ``DepthwiseConv2D`` and ``Dense`` layers (see the module doc)."""
     import keras
@@ -73,7 +78,7 @@ def macs_per_image(model):
     return total
 
 
-def training_images(spec, preset):
+def training_images(spec: zoo.TrainSpec, preset: presets.Preset) -> int:
     """Images in one epoch of ``spec``'s training set, from the preset's sizes alone:
     its subset or split; Papernot's round r doubles its seed set r times; adversarial
     training adds its adversarial examples."""
@@ -99,7 +104,8 @@ def _machine_key(batch_size, architecture):
             f"|batch {batch_size}|{architecture}")
 
 
-def measure(architecture, batch_size, *, num_classes=10, seconds=3.0):
+def measure(architecture: str, batch_size: int, *, num_classes: int = 10, seconds: float = 3.0,
+            ) -> dict[str, float]:
     """Time ``architecture`` here: training images/s (Keras ``fit`` on random images,
     after a first step that traces it, for at least ``seconds`` and two steps),
     prediction images/s, the seconds one checkpoint (``model.save``) takes, and the
@@ -112,7 +118,7 @@ def measure(architecture, batch_size, *, num_classes=10, seconds=3.0):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy())
     rng = np.random.default_rng(0)
     x = rng.random((8 * batch_size, 32, 32, 3), dtype=np.float32)
-    y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, len(x))]
+    y = data.onehot(rng.integers(0, num_classes, len(x)), num_classes)
     model.fit(x[:batch_size], y[:batch_size], batch_size=batch_size, epochs=1, verbose=0)
     first_fit = time.perf_counter() - started
     steps, spent, chunk = 0, 0.0, 2
@@ -143,7 +149,7 @@ def measure(architecture, batch_size, *, num_classes=10, seconds=3.0):
             "setup_seconds": setup}
 
 
-def augmentation_seconds_per_image(kind="crop+flip", n=2048, repeats=5):
+def augmentation_seconds_per_image(kind: str = "crop+flip", n: int = 2048, repeats: int = 5) -> float:
     """Seconds per image of :func:`cae.zoo.augment_batch` here, the best of ``repeats``
     batches of ``n`` after one untimed (0 for ``"none"``)."""
     if kind == "none":
@@ -157,7 +163,8 @@ def augmentation_seconds_per_image(kind="crop+flip", n=2048, repeats=5):
     return min(times[1:]) / n
 
 
-def throughput(architectures, batch_size, augment="none", *, seconds=3.0, remeasure=False):
+def throughput(architectures: Iterable[str], batch_size: int, augment: str = "none", *, seconds: float = 3.0,
+               remeasure: bool = False) -> dict[str, dict[str, float] | float]:
     """:func:`measure` for each architecture and, under ``"augment_seconds_per_image"``,
     :func:`augmentation_seconds_per_image` of ``augment``; from the cache unless
     ``remeasure``. The logits layer (10 or 100 classes) is under 0.1 % of any
@@ -180,7 +187,7 @@ def throughput(architectures, batch_size, augment="none", *, seconds=3.0, remeas
 
 
 # --------------------------------------------------------------------------- scheduling
-def makespan(durations, dependencies, workers):
+def makespan(durations: Mapping[str, float], dependencies: Mapping[str, Sequence[str]], workers: int) -> float:
     """Wall time of tasks run in the given order on ``workers`` workers: each starts on
     the worker free first, not before the tasks it depends on have finished.
     ``durations``: {key: seconds} in order; ``dependencies``: {key: [keys]}."""
@@ -210,7 +217,7 @@ class ModelCost:
     flops_per_epoch: float
     seconds: float
     gpu_seconds: float | None
-    dependencies: tuple
+    dependencies: tuple[str, ...]
 
 
 def _groups(preset):
@@ -230,7 +237,9 @@ def _seconds(epochs, images, evaluate, parent_images, rates, parent_rate, fixed,
             + epochs * (fixed["save_seconds"] + images * augment) + fixed.get("setup_seconds", 0.0))
 
 
-def plan(preset, *, removal=False, workers=1, gpu_throughput=None, measured=None, seconds=3.0, remeasure=False):
+def plan(preset: presets.Preset, *, removal: bool | str | Iterable[str] | None = False, workers: int = 1,
+         gpu_throughput: float | None = None, measured: Mapping[str, dict[str, float] | float] | None = None,
+         seconds: float = 3.0, remeasure: bool = False) -> dict[str, object]:
     """The cost plan of ``preset``'s zoo (see the module doc); nothing is trained.
 
     ``removal``: include the removal attacks' models (:func:`cae.experiments.removal_specs`).
@@ -247,9 +256,8 @@ def plan(preset, *, removal=False, workers=1, gpu_throughput=None, measured=None
         raise ValueError(f"workers={workers!r}; give a number of workers, 1 or more.")
     if gpu_throughput is not None and not gpu_throughput > 0:
         raise ValueError(f"gpu_throughput={gpu_throughput!r}; give ResNet-20's training images per second, > 0.")
-    if preset.dataset not in DATASETS:
-        raise ValueError(f"no class count known for dataset {preset.dataset!r}; add it to cae.plan.DATASETS.")
-    num_classes, test_images = DATASETS[preset.dataset]
+    dataset = data.registered(preset.dataset)  # classes and test images, so a plan needs no data
+    num_classes, test_images = dataset.num_classes, dataset.test_size
     specs = experiments.preset_specs(preset, removal=removal)
     by_key = {spec.key: spec for spec in specs}
 
@@ -321,7 +329,7 @@ def _duration(seconds):
     return f"{seconds / 86400:.1f} d"
 
 
-def describe(result):
+def describe(result: Mapping[str, object]) -> str:
     """The plan as text: one row per group and architecture, then the totals."""
     rows = {}
     for model in result["models"]:
@@ -357,7 +365,7 @@ def describe(result):
     return "\n".join(lines)
 
 
-def to_json(result):
+def to_json(result: Mapping[str, object]) -> dict[str, object]:
     """The plan as plain data (``cae zoo plan --json``)."""
     out = dict(result, models=[dataclasses.asdict(m) for m in result["models"]])
     out["totals"] = {k: ({str(n): s for n, s in v.items()} if isinstance(v, dict) else v)

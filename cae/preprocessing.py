@@ -27,11 +27,17 @@ weights are shared, not copied. JPEG compression, the survey's fifth, has no
 ``keras.ops`` counterpart and is not offered.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import keras
 import numpy as np
 from keras import layers, ops
+
+# A backend tensor (TensorFlow's or JAX's) as Keras layers receive it.
+Tensor = Any
 
 # Strengths swept by reproduce/preprocessing.py, mildest first.
 SWEEPS = {
@@ -47,21 +53,21 @@ SWEEPS = {
 class Quantize(layers.Layer):
     """Rounds images in [0, 1] to ``bits`` bits per channel (2**bits levels)."""
 
-    def __init__(self, bits, **kwargs):
+    def __init__(self, bits: int, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
             raise ValueError(f"quantize: bits must be an integer from 1 to 8, got {bits!r}.")
         self.bits = int(bits)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         levels = float(2**self.bits - 1)
         return ops.round(ops.clip(x, 0.0, 1.0) * levels) / levels
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "bits": self.bits}
 
 
-def gaussian_kernel(sigma):
+def gaussian_kernel(sigma: float) -> np.ndarray:
     """The normalised 1-D Gaussian of standard deviation ``sigma``, radius ceil(2σ)."""
     radius = max(1, math.ceil(2 * sigma))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
@@ -76,7 +82,7 @@ def _reflect_pad(x, radius):
 class GaussianBlur(layers.Layer):
     """Gaussian smoothing of each channel with standard deviation ``sigma`` pixels."""
 
-    def __init__(self, sigma, **kwargs):
+    def __init__(self, sigma: float, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(sigma, (int, float)) or not 0 < sigma <= 4:
             raise ValueError(f"blur: sigma must be a number in (0, 4] pixels, got {sigma!r}.")
@@ -84,11 +90,11 @@ class GaussianBlur(layers.Layer):
         taps = gaussian_kernel(self.sigma)
         self._radius, self._kernel2d = len(taps) // 2, np.outer(taps, taps)[:, :, None, None]
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         kernel = np.tile(self._kernel2d, (1, 1, x.shape[-1], 1))  # one copy per channel (depthwise)
         return ops.depthwise_conv(_reflect_pad(x, self._radius), ops.convert_to_tensor(kernel), padding="valid")
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "sigma": self.sigma}
 
 
@@ -96,20 +102,20 @@ class GaussianBlur(layers.Layer):
 class MedianFilter(layers.Layer):
     """The median of each pixel's ``size`` x ``size`` neighbourhood, per channel."""
 
-    def __init__(self, size, **kwargs):
+    def __init__(self, size: int, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(size, (int, np.integer)) or size < 3 or size > 9 or size % 2 == 0:
             raise ValueError(f"median: size must be an odd integer from 3 to 9, got {size!r}.")
         self.size = int(size)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         radius = self.size // 2
         height, width = x.shape[1], x.shape[2]
         padded = _reflect_pad(x, radius)
         shifted = [padded[:, i:i + height, j:j + width, :] for i in range(self.size) for j in range(self.size)]
         return ops.sort(ops.stack(shifted, axis=-1), axis=-1)[..., self.size * self.size // 2]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "size": self.size}
 
 
@@ -118,18 +124,18 @@ class InputNoise(layers.Layer):
     """Adds Gaussian noise of standard deviation ``stddev`` to every query (in training
     and inference alike, unlike ``keras.layers.GaussianNoise``), then clips to [0, 1]."""
 
-    def __init__(self, stddev, seed=0, **kwargs):
+    def __init__(self, stddev: float, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(stddev, (int, float)) or not 0 < stddev <= 1:
             raise ValueError(f"noise: stddev must be a number in (0, 1], got {stddev!r}.")
         self.stddev, self.seed = float(stddev), int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         noise = keras.random.normal(ops.shape(x), stddev=self.stddev, seed=self.seed_generator)
         return ops.clip(x + noise, 0.0, 1.0)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
 
 
@@ -138,21 +144,21 @@ class RandomMirror(layers.Layer):
     """Mirrors each image left to right with probability ``p`` (1 = every image), in
     training and inference alike (unlike ``keras.layers.RandomFlip``)."""
 
-    def __init__(self, p, seed=0, **kwargs):
+    def __init__(self, p: float, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise ValueError(f"flip: p must be a probability in (0, 1], got {p!r}.")
         self.p, self.seed = float(p), int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         mirrored = ops.flip(x, axis=2)
         if self.p >= 1:
             return mirrored
         pick = keras.random.uniform(ops.shape(x)[:1], seed=self.seed_generator) < self.p
         return ops.where(ops.reshape(pick, (-1, 1, 1, 1)), mirrored, x)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "p": self.p, "seed": self.seed}
 
 
@@ -160,7 +166,7 @@ TRANSFORMS = {"quantize": Quantize, "blur": GaussianBlur, "median": MedianFilter
               "flip": RandomMirror}
 
 
-def transform(kind, strength):
+def transform(kind: str, strength: float) -> keras.layers.Layer:
     """The layer of ``kind`` (one of :data:`TRANSFORMS`) at ``strength``."""
     if kind not in TRANSFORMS:
         raise ValueError(f"unknown input transformation {kind!r}; choose one of {', '.join(TRANSFORMS)}.")
@@ -173,7 +179,7 @@ def transform(kind, strength):
     return TRANSFORMS[kind](strength, name=f"preprocess_{kind}")
 
 
-def wrap(model, kind, strength):
+def wrap(model: keras.Model, kind: str, strength: float) -> keras.Model:
     """``model`` behind input transformation ``kind`` at ``strength``: a new model that
     shares ``model``'s weights (nothing is trained or copied)."""
     inputs = keras.Input((32, 32, 3), name="image")

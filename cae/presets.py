@@ -11,6 +11,8 @@
   models per architecture). Epochs are not stated in the paper; ours are listed here.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 # The preset's groups of surrogates and references (fields of Preset naming each model's
@@ -22,9 +24,9 @@ EPSILONS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 PAPER_ARCHITECTURES = ("resnet20", "resnet56", "densenet", "vgg16", "vgg19", "mobilenetv2")
 
 
-# Settings of the presets sized for a 2-core CPU (quick, cpu). ART's CW-L2 with its
-# default 10 binary-search steps took 315 s for 16 inputs on 2 busy cores; 2 steps from
-# c = 1 took 69 s and fooled 7 of 16.
+# Settings of the presets sized for a 2-core CPU (quick, cpu): fewer ε, and CW-L2 and
+# DeepFool on fewer inputs, CW-L2 with 2 binary-search steps from c = 1 instead of ART's
+# 10 from 0.01 (Table I's), so that the baselines take minutes rather than hours there.
 _TWO_CORES = dict(
     epsilons=(0.03, 0.08, 0.15, 0.25),
     baseline_overrides=(("cw", (("binary_search_steps", 2), ("initial_const", 1.0),
@@ -44,7 +46,7 @@ def _cycle(architectures, count):
     return tuple(architectures[i % len(architectures)] for i in range(count))
 
 
-def paper_dataset(dataset):
+def paper_dataset(dataset: str) -> str:
     """The paper's dataset to compare a run on ``dataset`` with: CIFAR-10 runs are compared
     with CINIC-10 (same ten classes; the paper has no CIFAR-10 experiment)."""
     return "imagenet32" if dataset == "imagenet32" else "cinic10"
@@ -61,17 +63,17 @@ class Preset:
     split_seed: int
     source_architecture: str
     source_epochs: int
-    train_surrogates: tuple       # architecture of each training surrogate (trained on D1)
-    train_references: tuple       # ... each training reference (trained on D1, ground truth)
-    test_surrogates: tuple        # ... each testing surrogate (D2 labelled by the source)
-    test_references: tuple        # ... each testing reference (D2, ground truth)
+    train_surrogates: tuple[str, ...]  # architecture of each training surrogate (trained on D1)
+    train_references: tuple[str, ...]  # ... each training reference (trained on D1, ground truth)
+    test_surrogates: tuple[str, ...]  # ... each testing surrogate (D2 labelled by the source)
+    test_references: tuple[str, ...]  # ... each testing reference (D2, ground truth)
     surrogate_epochs: int
     reference_epochs: int
     # Validation models: trained on D1 like the training models but kept out of the C-IGM
     # ensemble, so the examples can be selected and verification calibrated on models the
     # attack never optimised against (the testing models only score).
-    valid_surrogates: tuple = ()
-    valid_references: tuple = ()
+    valid_surrogates: tuple[str, ...] = ()
+    valid_references: tuple[str, ...] = ()
     # Training models (the ensemble's) each learn from their own random sample of this many
     # D1 examples (0 = all of D1): a cheaper way to afford more of them on a CPU. Testing
     # models always use all of D2.
@@ -85,7 +87,7 @@ class Preset:
     augment: str = "crop+flip"
     attack_inputs: int = 300      # inputs the source classifies correctly, attacked
     epsilon: float = 0.15         # Table II's epsilon
-    epsilons: tuple = EPSILONS    # Figure 4's sweep
+    epsilons: tuple[float, ...] = EPSILONS  # Figure 4's sweep
     attack_iterations: int = 100
     tau: float = 1.0              # conferrability threshold of Extract (Alg. 2)
     # Independent references beyond the testing ones that reproduce/verification.py (and
@@ -95,9 +97,9 @@ class Preset:
     # paper's; the reproduce scripts report the paper's C-IGM beside it.
     transform: str = "none"
     # ART settings changed for speed, per baseline: ((method, ((name, value), ...)), ...).
-    baseline_overrides: tuple = ()
+    baseline_overrides: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
     # Baselines attacked on only the first n inputs, for speed: ((method, n), ...).
-    baseline_inputs: tuple = ()
+    baseline_inputs: tuple[tuple[str, int], ...] = ()
     dropout: float = 0.5
     evaluate_on: int = 0          # test images for zoo metrics (0 = all)
     # Removal attacks (Tables V/VI).
@@ -112,18 +114,17 @@ class Preset:
     # (cae.experiments.robust_member_specs: D1, adversarial extraction's recipe); 0: none.
     robust_members: int = 0
     # Their attack while training: adv_extract's "pgd" (10 steps, random start), "igm", or "fgm"
-    # (one step). FGM is cheap but useless here: training cpu's robust surrogate with it, ART
-    # reported 0.00 % success on every batch logged (a copy confident on its training
-    # images leaves FGM no gradient), against about 39 % for PGD in adv_extract's batches.
+    # (one step; cheaper, but it finds no adversarial examples against a copy confident on
+    # its training images: README, "Attack your own model").
     robust_attack: str = "pgd"
     # C-IGM with snapshot members (beyond the paper; run_attack(..., members="snapshots")):
     # each training model is also taken as it was after these epochs (its earlier selves
     # join the ensemble beside it; cae.experiments.snapshot_models).
-    snapshot_epochs: tuple = ()
+    snapshot_epochs: tuple[int, ...] = ()
     mistakes: int = 0             # beyond the paper: natural images the source misclassifies, keyed by
                                   # its wrong labels beside the C-IGM keys (cae extract; 0 = the paper's)
 
-    def summary(self):
+    def summary(self) -> dict:
         return dataclasses.asdict(self)
 
 
@@ -134,11 +135,9 @@ PRESETS = {
         defender_size=20_000,
         adversary_size=20_000,
         split_seed=0,
-        # The ensemble needs many training models more than good ones: with 2 + 2 models on all
-        # of D1 (the preset until then) C-IGM's conferrability on the testing models was 0.117,
-        # below CW-L2's 0.150; with 6 + 6 models on 10,000-image samples of D1 it is 0.182
-        # (benchmarks/ensemble_size.py), and 0.225 with the larger step below (the README and
-        # results/quick/RESULTS.md give its wall times).
+        # The ensemble needs many training models more than good ones: 6 + 6, each trained on
+        # its own 10,000-image sample of D1 (benchmarks/ensemble_size.py compares counts; the
+        # README's "Reproducing the paper" and results/quick/ give the measurements).
         source_architecture="cnn",
         source_epochs=8,
         train_surrogates=("cnn",) * 6,
@@ -148,10 +147,9 @@ PRESETS = {
         surrogate_epochs=3,
         reference_epochs=3,
         training_subset=10_000,
-        # Adam's step for these short runs, chosen on the test accuracy of the source and of
-        # two training references (the defender's models; the testing models were not
-        # consulted): source 0.672 / 0.703 / 0.714 at 2e-3 / 4e-3 / 6e-3, training
-        # references 0.49 / 0.52 / 0.54 / 0.54 at 2e-3 / 4e-3 / 6e-3 / 8e-3, at equal cost.
+        # Adam's step for these short runs, chosen among 2e-3 to 8e-3 on the test accuracy of
+        # the source and of two training references (the defender's models; the testing
+        # models were not consulted).
         learning_rate=6e-3,
         augment="flip",
         attack_inputs=100,
@@ -179,12 +177,11 @@ PRESETS = {
         surrogate_epochs=10,
         reference_epochs=10,
         extra_references=6,
-        # Chosen on the validation models (benchmarks/separation.py): C-IGM's
-        # conferrability on them at ε 0.15 is 0.178 with the transform, 0.157 without
-        # (0.195 / 0.159 at ε 0.08); the testing models were not consulted.
+        # Chosen on the validation models' conferrability (benchmarks/separation.py; README,
+        # "Separation on held-out models"); the testing models were not consulted.
         transform="shift+flip",
-        # The robust C-IGM's adversarially trained members, 2 + 2 (measured with 1 + 1:
-        # README, "Attack your own model"), and the epochs whose snapshots members="snapshots"
+        # The robust C-IGM's adversarially trained members, 2 + 2 (README, "Attack your own
+        # model", reports a run with 1 + 1), and the epochs whose snapshots members="snapshots"
         # adds; neither is the preset's fingerprint (the validation models chose the paper's).
         robust_members=2,
         snapshot_epochs=(4, 7),
@@ -272,7 +269,7 @@ PRESETS = {
 }
 
 
-def get(name):
+def get(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     return PRESETS[name]

@@ -20,6 +20,8 @@ instead of sending.
 Standard library only (``urllib``), plus NumPy.
 """
 
+from __future__ import annotations
+
 import http.client
 import ipaddress
 import json
@@ -29,10 +31,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cae.data import IMAGE_SHAPE
+from cae.data import IMAGE_SHAPE, onehot
+
+if TYPE_CHECKING:
+    from art.estimators.classification import BlackBoxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +84,8 @@ class TFServingClient:
     Not thread-safe: use one client per thread.
     """
 
-    def __init__(self, url, timeout=10.0, batch_size=64, max_queries=None, retries=3,
-                 backoff=0.5, num_classes=None):
+    def __init__(self, url: str, timeout: float = 10.0, batch_size: int = 64, max_queries: int | None = None,
+                 retries: int = 3, backoff: float = 0.5, num_classes: int | None = None) -> None:
         parsed = urllib.parse.urlsplit(str(url))
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(
@@ -113,7 +120,7 @@ class TFServingClient:
         return kind(value)
 
     @property
-    def remaining(self):
+    def remaining(self) -> int | None:
         """Queries left in the budget (None when unlimited)."""
         return None if self.max_queries is None else self.max_queries - self.queries
 
@@ -130,7 +137,7 @@ class TFServingClient:
             )
         self.queries += count
 
-    def predict_labels(self, x, num_classes=None):
+    def predict_labels(self, x: np.ndarray, num_classes: int | None = None) -> np.ndarray:
         """Top-1 labels (int64, shape (n,)) of the remote model on float32 images ``x``."""
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
@@ -243,7 +250,7 @@ def _parse_predictions(raw, count, num_classes, url):
 
 
 # --------------------------------------------------------------------------- ART
-def blackbox_suspect(fn, num_classes):
+def blackbox_suspect(fn: Callable[[np.ndarray], np.ndarray], num_classes: int) -> BlackBoxClassifier:
     """Wrap ``fn(x) -> labels (b,) or class scores (b, K)`` as an ART ``BlackBoxClassifier``.
 
     Labels are turned into one-hot rows (ART's ``BlackBoxClassifier.predict`` writes
@@ -271,7 +278,7 @@ def blackbox_suspect(fn, num_classes):
                     f"fn returned {output.shape} values that are not labels in "
                     f"0..{num_classes - 1} for {len(x)} inputs."
                 )
-            return np.eye(num_classes, dtype=np.float32)[labels]
+            return onehot(labels, num_classes)
         if output.shape != (len(x), num_classes):
             raise ValueError(
                 f"fn returned shape {output.shape}; expected ({len(x)},) labels or "

@@ -62,11 +62,11 @@ on ``preset.finetune_examples`` random D2 images labelled with the source's hard
 ``ftll``  fine-tune the last layer only, learning rate 1e-4;
 ``ftal``  fine-tune all layers, 1e-4;
 ``rtll``  re-initialise the last layer and train only it, 1e-2 (a fresh linear layer on
-          frozen features needs larger steps to learn in a few epochs; on the quick
-          preset 1e-3 left it at 0.38 test accuracy, 1e-2 reached 0.66, source 0.69);
+          frozen features needs larger steps to learn in a few epochs; 1e-3 left it far
+          below the source's accuracy on the quick preset);
 ``rtal``  re-initialise the last layer and train all layers, 1e-3 (Adam's default; the
-          fresh layer's early gradients disturb the whole network, and neither 1e-4,
-          3e-4, 3e-3 nor 1e-2 did better on the quick preset).
+          fresh layer's early gradients disturb the whole network; steps from 1e-4 to
+          1e-2 did no better on the quick preset).
 
 Adversarial training (``adv_fgm``, ``adv_pgd``, ``adv_igm``): the source is fine-tuned
 (all layers, 1e-4, ``preset.finetune_epochs``) on the fine-tuning set plus
@@ -142,12 +142,20 @@ the source in the zoo under its weight hash and the images as an in-memory datas
 runs :func:`remove`. ``cae remove`` is its command line.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cae import checks, data, fingerprint, paths, presets, zoo
+
+if TYPE_CHECKING:
+    import keras
+    from art.attacks import EvasionAttack
 
 # cae.models and cae.attacks import Keras; they are imported inside the functions that use
 # them, so that importing this module (as the zoo's training workers do, cae.cluster) does
@@ -176,8 +184,6 @@ FAMILIES = ("model extraction", "fine-tuning", "adversarial training", "ensemble
 # RemovalAttack.architecture: "" the source's; "any" a setting, default the source's;
 # "other" a setting, default another architecture of the preset, never the source's.
 _ARCHITECTURE_RULES = ("", "any", "other")
-# Pairs of datasets that share images: neither may be the other's Knockoff transfer set.
-_OVERLAPPING = ({"cifar10", "cinic10"},)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +206,7 @@ class RemovalAttack:
     # on D2 is Retraining) start from different initial weights.
     seed_offset: int = 0
     learning_rate: float | None = None
-    options: tuple = ()
+    options: tuple[tuple[str, object], ...] = ()
     note: str = ""
     # Which architecture the derived model has (see _ARCHITECTURE_RULES); "any" and
     # "other" make ``architecture`` a setting of removal_spec.
@@ -213,7 +219,7 @@ class RemovalAttack:
             raise ValueError(f"RemovalAttack architecture {self.architecture!r}; expected one of "
                              f"{_ARCHITECTURE_RULES}.")
 
-    def row(self):
+    def row(self) -> dict[str, object]:
         """One line of the settings table (:func:`rows`)."""
         init = "source" if self.fine_tune else "scratch"
         if self.labels == "transfer":
@@ -302,7 +308,7 @@ OTHER_TASK = tuple(name for name, attack in REMOVAL_ATTACKS.items() if attack.la
 _EXTRA_OPTIONS = {"knockoff": ("knockoff_transfer",), "transfer": ("train_last_only",)}
 
 
-def attack_list(text, what="removal attacks"):
+def attack_list(text: str, what: str = "removal attacks") -> list[str]:
     """Removal attacks named by a command line: ``"all"``, ``"paper"`` (the paper's,
     :data:`PAPER_ATTACKS`), ``"none"`` or a comma-separated list of names. ``what``
     names the option in the error."""
@@ -316,7 +322,7 @@ def attack_list(text, what="removal attacks"):
     return chosen
 
 
-def rows():
+def rows() -> list[dict[str, object]]:
     """The attacks' settings as plain dicts, in the order of Tables V and VI."""
     return [attack.row() for attack in REMOVAL_ATTACKS.values()]
 
@@ -328,7 +334,8 @@ def _check_attack(name):
     return REMOVAL_ATTACKS[name]
 
 
-def removal_spec(name, source_spec, preset, **settings):
+def removal_spec(name: str, source_spec: zoo.TrainSpec, preset: presets.Preset,
+                 **settings) -> zoo.TrainSpec | list[zoo.TrainSpec]:
     """The TrainSpec of removal attack ``name`` applied to the source (a list of n
     member specs for ``"ensemble"``; the last round's spec for ``"papernot"``).
 
@@ -389,7 +396,7 @@ def removal_spec(name, source_spec, preset, **settings):
     return base
 
 
-def extraction_architectures(source_spec, preset):
+def extraction_architectures(source_spec: zoo.TrainSpec, preset: presets.Preset) -> tuple[str, ...]:
     """The architectures ``preset`` lists (its source's, then its groups', in order)
     other than ``source_spec``'s: one model each for ``extract_prob`` / ``extract_label``
     (empty for presets of one architecture, such as ``quick`` and ``smoke``)."""
@@ -431,7 +438,7 @@ def _architecture(name, attack, source_spec, preset, architecture):
     return architecture
 
 
-def papernot_specs(spec):
+def papernot_specs(spec: zoo.TrainSpec) -> list[zoo.TrainSpec]:
     """Specs of every round 0..R of a Papernot spec (round R last)."""
     rounds = spec.option("papernot_rounds")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
@@ -442,7 +449,8 @@ def papernot_specs(spec):
 
 
 # --------------------------------------------------------------------------- attacks
-def remove(name, source_spec, preset, store, verbose=True, **settings):
+def remove(name: str, source_spec: zoo.TrainSpec, preset: presets.Preset, store: zoo.Zoo, verbose: bool = True,
+           **settings) -> keras.Model:
     """Run removal attack ``name`` on the source and return the derived Keras model.
 
     The source must be trainable or cached in ``store`` (it is loaded, never changed);
@@ -459,8 +467,9 @@ def remove(name, source_spec, preset, store, verbose=True, **settings):
     return store.get(spec, verbose=verbose)
 
 
-def remove_model(name, source, x_adversary, *, preset="quick", architecture=zoo.CLONE, test=None, store=None,
-                 verbose=True, **settings):
+def remove_model(name: str, source: keras.Model, x_adversary: np.ndarray, *, preset: str | presets.Preset = "quick",
+                 architecture: str = zoo.CLONE, test: tuple[np.ndarray, np.ndarray] | None = None,
+                 store: zoo.Zoo | None = None, verbose: bool = True, **settings) -> keras.Model:
     """Run removal attack ``name`` on any Keras model and return the derived model.
 
     :func:`remove` attacks a zoo model; this attacks one the zoo did not train (a
@@ -506,8 +515,9 @@ def remove_model(name, source, x_adversary, *, preset="quick", architecture=zoo.
     return remove(name, source_spec, preset, store, verbose=verbose, **settings)
 
 
-def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLONE, test=None, labels=None,
-                    split=None):
+def external_source(source: keras.Model, x_adversary: np.ndarray, store: zoo.Zoo, *, preset: presets.Preset,
+                    architecture: str = zoo.CLONE, test: tuple[np.ndarray, np.ndarray] | None = None,
+                    labels: np.ndarray | None = None, split: tuple[int, int, int] | None = None) -> zoo.TrainSpec:
     """Put a model the zoo did not train into ``store`` as a source, with the images as
     an in-memory dataset; returns the source's spec (see :func:`remove_model` for the
     arguments). The spec names the source's weight hash and the dataset names the
@@ -527,12 +537,12 @@ def external_source(source, x_adversary, store, *, preset, architecture=zoo.CLON
     if labels is None:
         y = zoo.predict(source, data.to_float(x)).argmax(axis=1)
     else:
-        y = _check_labels(np.asarray(labels), len(x), num_classes)
+        y = checks.labels("labels", labels, len(x), num_classes)
     if test is None:
         x_test, y_test = x[:1000], y[:1000]
     else:
         x_test = _adversary_images(test[0], "test images")
-        y_test = _check_labels(np.asarray(test[1]), len(x_test), num_classes)
+        y_test = checks.labels("test labels", test[1], len(x_test), num_classes)
     digest = models.arrays_sha256((x, y, x_test, y_test))
     dataset = data.Dataset(f"external-{digest[:16]}", x, y.astype(np.int64), x_test, y_test.astype(np.int64),
                            tuple(str(k) for k in range(num_classes)), digest)
@@ -569,7 +579,8 @@ def _adversary_images(x, what):
     return x
 
 
-def ensemble_attack(source_spec, preset, store, n=3, verbose=True, **settings):
+def ensemble_attack(source_spec: zoo.TrainSpec, preset: presets.Preset, store: zoo.Zoo, n: int = 3,
+                    verbose: bool = True, **settings) -> keras.Model:
     """The ensemble attack: one Retraining surrogate per part of D2 (n disjoint parts),
     averaged into one model (see :func:`average_models`)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -580,7 +591,7 @@ def ensemble_attack(source_spec, preset, store, n=3, verbose=True, **settings):
     return average_models(members, name=f"ensemble_{n}")
 
 
-def average_models(members, name="ensemble"):
+def average_models(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
     """One Keras model whose output is the mean of the members' softmax outputs.
 
     Built from built-in layers (``Average`` over the member sub-models), so it saves as
@@ -605,7 +616,7 @@ def average_models(members, name="ensemble"):
 
 
 # --------------------------------------------------------------------------- labels
-def jagielski_labels(probabilities, temperature):
+def jagielski_labels(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """Jagielski et al.'s soft labels: the softmax M(x) taken as logits, re-tempered by
     T' (paper eq. 4): ``softmax(M(x) / T')``."""
     if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
@@ -617,21 +628,9 @@ def jagielski_labels(probabilities, temperature):
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-_onehot = data.onehot
-
-
-def _check_labels(labels, n, num_classes):
-    labels = np.asarray(labels)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) or (
-            n and not 0 <= labels.min() <= labels.max() < num_classes):
-        raise ValueError(f"labels have shape {labels.shape} and dtype {labels.dtype}; expected ({n},) "
-                         f"integer class indices in [0, {num_classes}).")
-    return labels
-
-
 def _hard_labels(probabilities, spec):
     probabilities = np.asarray(probabilities)
-    return _onehot(probabilities.argmax(axis=1), probabilities.shape[1])
+    return data.onehot(probabilities.argmax(axis=1), probabilities.shape[1])
 
 
 def _jagielski_relabel(probabilities, spec):
@@ -647,7 +646,7 @@ def _source_labels(store, spec, dataset, indices, parent):
     """Fine-tuning: D2 images with the source's hard labels (argmax, one-hot)."""
     x = data.to_float(dataset.x_train[indices])
     labels = store.parent_predictions(spec, dataset, indices, parent).argmax(axis=1)
-    return x, _onehot(labels, dataset.num_classes)
+    return x, data.onehot(labels, dataset.num_classes)
 
 
 @zoo.training_set("jagielski", relabel=_jagielski_relabel, options=("jagielski_temperature",))
@@ -664,7 +663,7 @@ def _knockoff(store, spec, dataset, indices, parent):
     if transfer == spec.dataset:
         images, pool = dataset.x_train, indices
     else:
-        if {transfer, spec.dataset} in _OVERLAPPING:
+        if data.share_images(transfer, spec.dataset):
             raise ValueError(f"knockoff_transfer={transfer!r} shares images (test images included) with "
                              f"the source's dataset {spec.dataset!r}; choose a dataset without overlap.")
         other = store.dataset(transfer)
@@ -677,7 +676,7 @@ def _knockoff(store, spec, dataset, indices, parent):
 
 
 # --------------------------------------------------------------------------- Papernot
-def jacobian_sign(model, x, labels, batch_size=256):
+def jacobian_sign(model: keras.Model, x: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """sign(∂ log F_y(x) / ∂x) for each image x and its label y (F = ``model``'s
     softmax, computed from its logits); same sign as Papernot's Jacobian row ∂F_y/∂x."""
     import keras
@@ -688,7 +687,7 @@ def jacobian_sign(model, x, labels, batch_size=256):
     x = data.check_images(x)
     logits = models.logits_model(model)
     num_classes = int(logits.output_shape[-1])
-    labels = _check_labels(labels, len(x), num_classes)
+    labels = checks.labels("labels", labels, len(x), num_classes)
 
     if keras.backend.backend() == "jax":
         import jax
@@ -716,12 +715,13 @@ def jacobian_sign(model, x, labels, batch_size=256):
     out = np.empty_like(x)
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
-        g = gradient(x[start:stop], _onehot(labels[start:stop], num_classes))
+        g = gradient(x[start:stop], data.onehot(labels[start:stop], num_classes))
         out[start:stop] = np.sign(ops.convert_to_numpy(g))
     return out
 
 
-def jacobian_augmentation(model, x, labels, lam=PAPERNOT_LAMBDA, batch_size=256):
+def jacobian_augmentation(model: keras.Model, x: np.ndarray, labels: np.ndarray, lam: float = PAPERNOT_LAMBDA,
+                          batch_size: int = 256) -> np.ndarray:
     """Papernot et al.'s new points: clip(x + λ · sign(∂F_y(x)/∂x), 0, 1)."""
     if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and np.isfinite(lam) and lam > 0):
         raise ValueError(f"papernot_lambda={lam!r} is not allowed; expected a number > 0.")
@@ -751,18 +751,20 @@ def _papernot(store, spec, dataset, indices, parent):
 
 
 # --------------------------------------------------------------------------- adversarial
-def adversarial_examples(model, x, labels, method="fgm", eps=ADVERSARIAL_EPS, eps_step=ADVERSARIAL_EPS_STEP,
-                         max_iter=ADVERSARIAL_MAX_ITER, seed=0, batch_size=128):
+def adversarial_examples(model: keras.Model, x: np.ndarray, labels: np.ndarray, method: str = "fgm",
+                         eps: float = ADVERSARIAL_EPS, eps_step: float = ADVERSARIAL_EPS_STEP,
+                         max_iter: int = ADVERSARIAL_MAX_ITER, seed: int = 0, batch_size: int = 128) -> np.ndarray:
     """Untargeted L-inf adversarial examples against ``model`` with ART (FGM, PGD with
     one random start, or IGM = ART's BasicIterativeMethod), moving away from ``labels``."""
     attack, num_classes = evasion_attack(model, method, eps, eps_step, max_iter, batch_size)
     x = data.check_images(x)
-    labels = _check_labels(labels, len(x), num_classes)
+    labels = checks.labels("labels", labels, len(x), num_classes)
     return perturb(attack, x, labels, num_classes, eps, seed)
 
 
-def evasion_attack(model, method="fgm", eps=ADVERSARIAL_EPS, eps_step=ADVERSARIAL_EPS_STEP,
-                   max_iter=ADVERSARIAL_MAX_ITER, batch_size=128):
+def evasion_attack(model: keras.Model, method: str = "fgm", eps: float = ADVERSARIAL_EPS,
+                   eps_step: float = ADVERSARIAL_EPS_STEP, max_iter: int = ADVERSARIAL_MAX_ITER,
+                   batch_size: int = 128) -> tuple[EvasionAttack, int]:
     """The ART attack of :func:`adversarial_examples` on ``model``'s logits, and the
     number of classes. The logits model shares ``model``'s weights, so the attack
     follows them while ``model`` trains (adversarial extraction)."""
@@ -800,7 +802,8 @@ def evasion_attack(model, method="fgm", eps=ADVERSARIAL_EPS, eps_step=ADVERSARIA
                                 **common), num_classes
 
 
-def perturb(attack, x, labels, num_classes, eps, seed=0):
+def perturb(attack: EvasionAttack, x: np.ndarray, labels: np.ndarray, num_classes: int, eps: float,
+            seed: int = 0) -> np.ndarray:
     """``attack``'s examples of float images ``x`` away from int ``labels``, inside the
     ε-ball (L-inf) and [0, 1]; ART's random starts seeded by ``seed``."""
     if len(x) == 0:
@@ -808,7 +811,7 @@ def perturb(attack, x, labels, num_classes, eps, seed=0):
     from cae.attacks import _numpy_seed  # ART draws random starts from NumPy's global RNG
 
     with _numpy_seed(seed):
-        x_adv = attack.generate(x, y=_onehot(labels, num_classes))
+        x_adv = attack.generate(x, y=data.onehot(labels, num_classes))
     # Guard against float rounding just outside the ε-ball or [0, 1].
     return np.clip(np.clip(x_adv, x - eps, x + eps), 0.0, 1.0).astype(np.float32)
 
@@ -852,7 +855,7 @@ def _kernel_layers(model):
     return out
 
 
-def prune_masks(model, fraction):
+def prune_masks(model: keras.Model, fraction: float) -> list[np.ndarray]:
     """Global magnitude pruning: for each convolution or dense layer of ``model`` (in
     layer order), a float32 0/1 mask of its kernel's shape, zero at the ``ceil(fraction
     · n)`` weights of smallest absolute value among all n kernel weights (ties: the
@@ -871,7 +874,7 @@ def prune_masks(model, fraction):
     return masks
 
 
-def pruned_fraction(model):
+def pruned_fraction(model: keras.Model) -> float:
     """The fraction of ``model``'s convolution and dense kernel weights that are zero."""
     kernels = [np.asarray(layer.kernel) for layer in _kernel_layers(model)]
     return float(sum(np.sum(k == 0) for k in kernels) / sum(k.size for k in kernels))
@@ -928,7 +931,7 @@ def _prune_set(store, spec, dataset, indices, parent):
 
 
 # --------------------------------------------------------------------------- transfer learning
-def check_mapping(mapping, num_classes=None):
+def check_mapping(mapping: Sequence[int] | np.ndarray, num_classes: int | None = None) -> np.ndarray:
     """A class mapping (one task class per source class) as an int64 array, checked:
     integers 0..k-1, each used, k >= 2; ``num_classes`` entries when given."""
     values = np.asarray(mapping) if not isinstance(mapping, (str, bytes)) else np.asarray([])
@@ -945,7 +948,7 @@ def check_mapping(mapping, num_classes=None):
     return values.astype(np.int64)
 
 
-def task_mapping(attack_or_spec, **settings):
+def task_mapping(attack_or_spec: str | zoo.TrainSpec, **settings) -> np.ndarray | None:
     """The class mapping of a transfer-learning attack (its name, with ``settings``, or
     a derived model's TrainSpec), or None for an attack that keeps the source's task."""
     if isinstance(attack_or_spec, zoo.TrainSpec):
@@ -982,10 +985,11 @@ def _transfer_set(store, spec, dataset, indices, parent):
     """Transfer learning: D2 images with their ground-truth labels mapped to the task's."""
     mapping = _task(spec, dataset)
     x = data.to_float(dataset.x_train[indices])
-    return x, _onehot(mapping[dataset.y_train[indices]], int(mapping.max()) + 1)
+    return x, data.onehot(mapping[dataset.y_train[indices]], int(mapping.max()) + 1)
 
 
-def map_fingerprint(fp, mapping=TRANSFER_MAPPING):
+def map_fingerprint(fp: fingerprint.Fingerprint, mapping: Sequence[int] | np.ndarray = TRANSFER_MAPPING,
+                    ) -> fingerprint.Fingerprint:
     """``fp`` in a transferred model's label space: every key t becomes ``mapping[t]``
     (targets likewise); the same inputs. The manifest's ``num_classes`` becomes the
     task's, it records ``label_mapping`` and ``mapped_from`` (``fp``'s sha256), and the
@@ -999,7 +1003,9 @@ def map_fingerprint(fp, mapping=TRANSFER_MAPPING):
                                    targets=None if fp.targets is None else mapping[fp.targets])
 
 
-def verify_transfer(suspect, fp, mapping=TRANSFER_MAPPING, threshold=None, batch_size=256):
+def verify_transfer(suspect: keras.Model | Callable, fp: fingerprint.Fingerprint,
+                    mapping: Sequence[int] | np.ndarray = TRANSFER_MAPPING, threshold: float | None = None,
+                    batch_size: int = 256) -> fingerprint.VerifyResult:
     """:func:`cae.fingerprint.verify` of a suspect that answers in a task's label space
     (transfer learning), through ``mapping``: its ``retention`` and ``matches`` count the
     keys t it answers with ``mapping[t]``. Without a calibration for that label space,
@@ -1045,4 +1051,4 @@ def _adversarial_ground_truth(store, spec, dataset, indices, parent):
     the ground truth of its images; the adversarial half of each batch is made while it
     trains (the fit hook of adversarial extraction)."""
     x = data.to_float(dataset.x_train[indices])
-    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
+    return x, data.onehot(dataset.y_train[indices], dataset.num_classes)

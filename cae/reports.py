@@ -24,7 +24,7 @@ beside the paper's numbers (:mod:`cae.paper`), one function per table or figure,
 
 import numpy as np
 
-from cae import attacks, evaluation, experiments, fingerprint, paper as quoted, preprocessing, presets, removal, stats
+from cae import attacks, data, evaluation, experiments, fingerprint, paper as quoted, preprocessing, presets, removal, stats
 
 GROUP_NAMES = {
     "train_surrogates": ("training", "surrogate"), "train_references": ("training", "reference"),
@@ -351,7 +351,7 @@ def table2_notes(context, rows):
     return (f"Ours: {len(context.inputs)} inputs from D1 classified correctly by the source; scores over "
             f"the successful examples on {len(p.test_surrogates)} testing surrogates and "
             f"{len(p.test_references)} testing references (transferability over the references). "
-            f"Paper: {'ImageNet32' if p.dataset == 'imagenet32' else 'CINIC-10'} (quoted, not run).\n\n{verdict}\n")
+            f"Paper: {data.title(presets.paper_dataset(p.dataset))} (quoted, not run).\n\n{verdict}\n")
 
 
 # --------------------------------------------------------------------------- Figures 8-10

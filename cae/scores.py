@@ -12,34 +12,22 @@ The paper computes transferability over the reference models only and
 conferrability over the surrogates S and the references R.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from cae import data
+from cae import checks, data
 
-
-def _labels(array, name, ndim):
-    array = np.asarray(array)
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            f"{name} has dtype {array.dtype}; expected integer class labels "
-            "(take the argmax of probability vectors first, or use predict_labels)."
-        )
-    if array.ndim != ndim:
-        expected = "(n_models, n_examples)" if ndim == 2 else "(n_examples,)"
-        raise ValueError(
-            f"{name} has shape {array.shape}; expected {expected}"
-            + (" (one row of labels per model)." if ndim == 2 else ".")
-        )
-    if array.size and array.min() < 0:
-        raise ValueError(
-            f"{name} contains the negative label {array.min()}; class labels are 0 .. K-1."
-        )
-    return array
+if TYPE_CHECKING:
+    import keras
 
 
 def _check_pair(preds, t, name="preds"):
-    preds = _labels(preds, name, 2)
-    t = _labels(t, "t", 1)
+    preds = checks.labels(name, preds, per_model=True)
+    t = checks.labels("t", t)
     if preds.shape[1] != t.shape[0]:
         raise ValueError(
             f"{name} has {preds.shape[1]} examples per model but t has {t.shape[0]} targets; "
@@ -50,25 +38,26 @@ def _check_pair(preds, t, name="preds"):
     return preds, t
 
 
-def adv(preds, t):
+def adv(preds: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Adv (eq. 12): bool (n_models, n_examples), True where model m predicts t."""
     preds, t = _check_pair(preds, t)
     return preds == t[None, :]
 
 
-def transfer(preds, t):
+def transfer(preds: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Transfer (eq. 13): float (n_examples,), the fraction of models predicting t."""
     return adv(preds, t).mean(axis=0)
 
 
-def confer(surrogate_preds, reference_preds, t):
+def confer(surrogate_preds: np.ndarray, reference_preds: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Confer (eq. 14): Transfer(S, x) · (1 - Transfer(R, x)), float (n_examples,)."""
     surrogate_preds, t = _check_pair(surrogate_preds, t, "surrogate_preds")
     reference_preds, _ = _check_pair(reference_preds, t, "reference_preds")
     return transfer(surrogate_preds, t) * (1.0 - transfer(reference_preds, t))
 
 
-def predict_labels(models, x, batch_size=256, check_range=True):
+def predict_labels(models: Iterable[keras.Model], x: np.ndarray, batch_size: int = 256,
+                   check_range: bool = True) -> np.ndarray:
     """Predicted classes of each model on ``x``: int64 array (n_models, n_examples).
 
     ``x`` must be a float batch, finite and (unless ``check_range`` is False, as for
@@ -87,5 +76,5 @@ def predict_labels(models, x, batch_size=256, check_range=True):
     x = data.check_images(x, shape=None, in_range=check_range)
     labels = np.empty((len(models), len(x)), dtype=np.int64)
     for i, model in enumerate(models):
-        labels[i] = np.argmax(model.predict(x, batch_size=int(batch_size), verbose=0), axis=-1)
+        labels[i] = np.argmax(data.predict(model, x, int(batch_size)), axis=-1)
     return labels

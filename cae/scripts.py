@@ -1,18 +1,24 @@
-"""Plumbing shared by the scripts (``reproduce/``, ``benchmarks/``, :func:`cae.benchmark.main`):
-their command line, logging, the settings and git revision they print first, and argparse
-types. Nothing here computes a result.
+"""Plumbing shared by the scripts (``reproduce/``, ``benchmarks/``): their command line,
+logging, the settings and git revision they print first, and argparse types. Nothing here
+computes a result, and the scripts' own ``main`` functions and options live in the scripts.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
 import logging
 import pathlib
 import subprocess
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from cae import paths, presets
 
+T = TypeVar("T")
 
-def git_revision():
+
+def git_revision() -> str:
     """The short hash of the checkout cae runs from, or ``"unknown"``."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -21,7 +27,7 @@ def git_revision():
         return "unknown"
 
 
-def count(text):
+def count(text: str) -> int:
     """argparse type: a number of things, 0 or more."""
     try:
         n = int(text)
@@ -32,7 +38,37 @@ def count(text):
     return n
 
 
-def script_args(description, argv=None, extra=None):
+def names(allowed: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    """argparse type: a comma-separated list of names among ``allowed``, or ``"all"``;
+    ``what`` (the option) names it in the error."""
+    def parse(text):
+        if text == "all":
+            return list(allowed)
+        chosen = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in chosen if item not in allowed]
+        if unknown or not chosen:
+            raise argparse.ArgumentTypeError(f"{what} {text!r}: give a comma-separated list of "
+                                             f"{', '.join(allowed)}, or 'all'.")
+        return chosen
+
+    return parse
+
+
+def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """argparse type from ``parse(text)``, a function that raises ValueError on bad text:
+    argparse then prints its message (it prints a generic one for a plain ValueError)."""
+    def wrapped(text):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return wrapped
+
+
+def script_args(description: str, argv: Sequence[str] | None = None,
+                extra: Callable[[argparse.ArgumentParser], object] | None = None,
+                ) -> tuple[argparse.Namespace, presets.Preset]:
     """Parse a reproduce script's arguments, set up logging, print the resolved
     settings and the git revision. ``extra(parser)`` adds script-specific options."""
     parser = argparse.ArgumentParser(description=description)

@@ -4,11 +4,15 @@ The paper's numbers are quoted in :mod:`cae.paper` for comparison only; every ot
 number in a table comes from a run.
 """
 
+from __future__ import annotations
+
 import csv
 import io
 import logging
 import math
+import pathlib
 import sys
+from collections.abc import Mapping, Sequence
 
 from cae import paths
 
@@ -22,14 +26,14 @@ def _fmt(value):
     return str(value)
 
 
-def markdown(rows, columns=None):
+def markdown(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
     columns = columns or list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows, columns=None):
+def to_csv(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
     columns = columns or list(rows[0])
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -38,7 +42,8 @@ def to_csv(rows, columns=None):
     return out.getvalue()
 
 
-def write(name, preset_name, rows, title, notes="", columns=None):
+def write(name: str, preset_name: str, rows: Sequence[Mapping], title: str, notes: str = "",
+          columns: Sequence[str] | None = None) -> pathlib.Path:
     """Write ``results/<preset>/<name>.csv`` and ``.md``; print the Markdown."""
     folder = paths.results_dir(preset_name)
     text = f"# {title}\n\n{markdown(rows, columns)}\n{notes}".rstrip() + "\n"

@@ -19,6 +19,8 @@ shuffling, augmentation and dropout randomness from (seed, epoch), so a resumed 
 continues exactly as an uninterrupted one would.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
@@ -27,10 +29,15 @@ import os
 import pathlib
 import shutil
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cae import data, paths
+
+if TYPE_CHECKING:
+    import keras
 
 # cae.models imports Keras: it is imported inside the methods that build and load models,
 # so that a training worker (cae.cluster) imports this module, then sets up Keras's threads
@@ -66,7 +73,9 @@ TRAIN_OPTIONS = ("reinit_last", "train_last_only", "subset_seed", "part", "parts
                  "external_weights", "schedule", "ema", "snapshots")
 
 
-def training_set(name, relabel=None, *, options=(), build=None, fit=None, task=None):
+def training_set(name: str, relabel: Callable | None = None, *, options: Sequence[str] = (),
+                 build: Callable | None = None, fit: Callable | None = None, task: Callable | None = None,
+                 ) -> Callable[[Callable], Callable]:
     """Decorator registering a training-set builder under ``name``. ``relabel``: for a
     set labelled by the parent, how the parent's softmax becomes labels (see
     :data:`RELABEL`); the builder's labels are then those of the un-augmented images.
@@ -129,7 +138,7 @@ class TrainSpec:
 
     architecture: str
     dataset: str
-    split: tuple
+    split: tuple[int, int, int]
     data: str = "D1"
     subset: int = 0
     labels: str = "ground_truth"
@@ -143,7 +152,7 @@ class TrainSpec:
     learning_rate: float = 2e-3
     augment: str = "crop+flip"
     temperature: float = 1.0
-    options: tuple = ()
+    options: tuple[tuple[str, object], ...] = ()
     version: int = SPEC_VERSION
 
     def __post_init__(self):
@@ -173,25 +182,25 @@ class TrainSpec:
             raise ValueError(f"TrainSpec option snapshots={snapshots!r}; expected a tuple of epochs in "
                              f"1..{self.epochs - 1} after which to keep the model (snapshot-<epoch>.keras).")
 
-    def option(self, name, default=None):
+    def option(self, name: str, default: object = None) -> object:
         return dict(self.options).get(name, default)
 
-    def to_json(self):
+    def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
 
     @property
-    def key(self):
+    def key(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
-    def replace(self, **changes):
+    def replace(self, **changes) -> TrainSpec:
         return dataclasses.replace(self, **changes)
 
-    def with_options(self, **changes):
+    def with_options(self, **changes) -> TrainSpec:
         """This spec with options ``changes`` set (added or replaced; kept sorted)."""
         return self.replace(options=merge_options(self.options, **changes))
 
 
-def merge_options(options, **changes):
+def merge_options(options: Iterable[tuple[str, object]], **changes) -> tuple[tuple[str, object], ...]:
     """``(name, value)`` option pairs with ``changes`` set, sorted by name."""
     merged = dict(options)
     merged.update(changes)
@@ -207,7 +216,7 @@ SCHEDULES = ("cosine", "onecycle")
 CLONE = "clone"
 
 
-def softmax_with_temperature(probs, temperature):
+def softmax_with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Re-temper probability vectors: softmax(log p / T)."""
     logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
@@ -218,7 +227,7 @@ def softmax_with_temperature(probs, temperature):
 @training_set("ground_truth")
 def _ground_truth(store, spec, dataset, indices, parent):
     x = data.to_float(dataset.x_train[indices])
-    return x, np.eye(dataset.num_classes, dtype=np.float32)[dataset.y_train[indices]]
+    return x, data.onehot(dataset.y_train[indices], dataset.num_classes)
 
 
 def _tempered(probs, spec):
@@ -234,7 +243,7 @@ def _distill(store, spec, dataset, indices, parent):
     return x, _tempered(store.parent_predictions(spec, dataset, indices, parent), spec)
 
 
-def split_of(dataset, spec):
+def split_of(dataset: data.Dataset, spec: TrainSpec) -> np.ndarray:
     """Indices of ``spec``'s training examples in ``dataset.x_train`` (sorted).
 
     ``spec.subset`` keeps a random sample of that many examples of the split: the first
@@ -269,7 +278,7 @@ def split_of(dataset, spec):
     return np.sort(order)
 
 
-def augment_batch(x, rng, pad=4, crop=True):
+def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 4, crop: bool = True) -> np.ndarray:
     """Standard CIFAR augmentation: random crop with ``pad`` reflect padding, h-flip."""
     n = len(x)
     if not crop:
@@ -288,7 +297,7 @@ def augment_batch(x, rng, pad=4, crop=True):
     return out
 
 
-def mixup_images(x, rng, alpha):
+def mixup_images(x: np.ndarray, rng: np.random.Generator, alpha: float) -> np.ndarray:
     """Each image blended with another of the batch, λ ~ Beta(α, α) per image: the inputs
     of function matching (Beyer et al. 2022, "Knowledge distillation: A good teacher is
     patient and consistent"), where the teacher labels the blends themselves, so the
@@ -299,7 +308,7 @@ def mixup_images(x, rng, alpha):
     return lam * x + (1.0 - lam) * x[rng.permutation(len(x))]
 
 
-def test_subset(dataset, n=None, seed=0):
+def test_subset(dataset: data.Dataset, n: int | None = None, seed: int = 0) -> np.ndarray:
     """A fixed random sample of ``n`` test indices (all of them when ``n`` is None)."""
     total = len(dataset.y_test)
     if not n or n >= total:
@@ -307,10 +316,11 @@ def test_subset(dataset, n=None, seed=0):
     return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
+# The one predict helper is cae.data.predict; cae.cli and the benchmarks call it by this name too.
 predict = data.predict
 
 
-def channel_stats(x):
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of float images, accumulated in float64
     (a float32 running sum over millions of pixels drifts by about 1 % in the std)."""
     pixels = x.reshape(-1, x.shape[-1])
@@ -326,7 +336,8 @@ class Zoo:
     (and, recursively, nothing else: a parent must already be in the zoo) if needed.
     """
 
-    def __init__(self, root=None, evaluate_on=None, datasets=None):
+    def __init__(self, root: str | os.PathLike | None = None, evaluate_on: int | None = None,
+                 datasets: Mapping[str, data.Dataset] | None = None) -> None:
         self.root = pathlib.Path(root) if root else paths.cache_dir() / "zoo"
         self.evaluate_on = evaluate_on  # number of test images for metrics (None = all)
         # Datasets already in memory, by name (tests and notebooks pass small ones).
@@ -337,33 +348,34 @@ class Zoo:
         self._parents = {}  # parent key -> loaded model (children only predict with it)
 
     # ------------------------------------------------------------------ paths
-    def folder(self, spec):
+    def folder(self, spec: TrainSpec) -> pathlib.Path:
         return self.root / spec.key
 
-    def complete(self, spec):
+    def complete(self, spec: TrainSpec) -> bool:
         return (self.folder(spec) / "metrics.json").exists()
 
-    def metrics(self, spec):
+    def metrics(self, spec: TrainSpec) -> dict:
         return json.loads((self.folder(spec) / "metrics.json").read_text())
 
-    def add_dataset(self, dataset):
+    def add_dataset(self, dataset: data.Dataset) -> None:
         """Make an in-memory :class:`cae.data.Dataset` available to specs by its name."""
         known = self._datasets.get(dataset.name)
         if known is not None and known.sha256 != dataset.sha256:
             raise ValueError(f"this zoo already holds a different dataset named {dataset.name!r}.")
         self._datasets[dataset.name] = dataset
 
-    def datasets_in_memory(self):
+    def datasets_in_memory(self) -> dict[str, data.Dataset]:
         """The datasets this zoo holds in memory, by name (given, added or loaded so far):
         what a worker of another process needs besides the files (cae.cluster)."""
         return dict(self._datasets)
 
-    def dataset(self, name):
+    def dataset(self, name: str) -> data.Dataset:
         if name not in self._datasets:
             self._datasets[name] = data.load(name)
         return self._datasets[name]
 
-    def parent_predictions(self, spec, dataset, indices, parent, pool="train"):
+    def parent_predictions(self, spec: TrainSpec, dataset: data.Dataset, indices: np.ndarray, parent: keras.Model,
+                           pool: str = "train") -> np.ndarray:
         """``parent``'s softmax on ``dataset``'s ``pool`` images at ``indices``.
 
         The parent (``spec.parent``) is a fixed model of the zoo, so each image is
@@ -387,7 +399,7 @@ class Zoo:
             self._parents[key] = self.load(key)
         return self._parents[key]
 
-    def load(self, spec_or_key):
+    def load(self, spec_or_key: TrainSpec | str) -> keras.Model:
         import keras  # noqa: F401  (registers layers)
 
         from cae import models
@@ -396,7 +408,7 @@ class Zoo:
         return models.load(self.root / key / "model.keras")
 
     # ------------------------------------------------------------------ training
-    def snapshots(self, spec, verbose=True):
+    def snapshots(self, spec: TrainSpec, verbose: bool = True) -> list[keras.Model]:
         """The models a spec with option ``snapshots`` kept after those epochs (trained
         first if needed), in epoch order."""
         import keras
@@ -414,13 +426,13 @@ class Zoo:
             out.append(models.check_interface(model, where=str(path)))
         return out
 
-    def get(self, spec, verbose=True):
+    def get(self, spec: TrainSpec, verbose: bool = True) -> keras.Model:
         """The trained model for ``spec``; trains (or resumes) it if not complete."""
         if not self.complete(spec):
             self.train(spec, verbose=verbose)
         return self.load(spec)
 
-    def train(self, spec, verbose=True):
+    def train(self, spec: TrainSpec, verbose: bool = True) -> keras.Model:
         import keras
         from tqdm.auto import tqdm
 
@@ -560,7 +572,7 @@ class Zoo:
         return metrics
 
     # ------------------------------------------------------------------ housekeeping
-    def remove(self, spec):
+    def remove(self, spec: TrainSpec) -> None:
         shutil.rmtree(self.folder(spec), ignore_errors=True)
 
 
@@ -586,7 +598,7 @@ def _optimizer(spec, steps_per_epoch, keras):
     return keras.optimizers.Adam(schedule, **extra)
 
 
-def set_threads_from_env():
+def set_threads_from_env() -> None:
     """Honour ``CAE_THREADS`` for TensorFlow's thread pools (before any op runs).
 
     Other Keras backends are left alone (JAX sizes its CPU pool from XLA_FLAGS).

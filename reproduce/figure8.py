@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cae import experiments, figures, paper, paths, reports, scripts, tables  # noqa: E402
+from cae import data, experiments, figures, paper, paths, reports, scripts, tables  # noqa: E402
 
 
 def add_options(parser):
@@ -29,7 +29,7 @@ def main(figure_number=8, argv=None):
         f"Figure {figure_number}: C-IGM fingerprints at ε = {eps}", argv=argv, extra=add_options)
     context = experiments.prepare(preset, verbose=not args.quiet)
     fp = experiments.extract(context, eps=eps, mistakes=0)  # the paper's fingerprint
-    dataset = figures.dataset_title(preset.dataset)
+    dataset = data.title(preset.dataset)
     tables.write(f"figure{figure_number}", preset.name, [reports.fingerprint_row(fp)],
                  f"Figure {figure_number} data: C-IGM fingerprint at ε = {eps:g} (preset {preset.name}, {dataset})",
                  notes=f"The paper's Figure {figure_number} shows C-IGM fingerprints at ε = {eps:g} "

@@ -158,6 +158,21 @@ def test_cigm_bad_parameters(ensemble_off, name, value):
         attack.set_params(**{name: value})
 
 
+def test_every_registered_attack_is_an_attack(ensemble_off):
+    """C-IGM and the baselines share one base: name, norm and ε rule of the registry come
+    from the class, and a refused set_params leaves any of them as it was."""
+    for entry in A.REGISTRY.values():
+        assert issubclass(entry.attack, A.Attack)
+        assert (entry.name, entry.norm, entry.eps_rule) == (entry.attack.method, entry.attack.norm,
+                                                            entry.attack.constraint)
+    attack = A.CIGM(ensemble_off, 0.1)
+    with pytest.raises(ValueError, match="max_iter=0"):
+        attack.set_params(eps=0.2, max_iter=0)
+    assert (attack.eps, attack.max_iter) == (0.1, A.ATTACKS["igm"].max_iter)
+    with pytest.raises(ValueError, match="nb_grads is not a parameter of C-IGM"):
+        attack.set_params(nb_grads=3)
+
+
 def test_cigm_rejects_bad_inputs(ensemble_off, members, x):
     with pytest.raises(ValueError, match="ensemble"):
         A.CIGM("not a model", 0.1)

@@ -1,5 +1,6 @@
 """Tests of ``cae data info`` and ``cae data fetch`` (in-process, plus one real subprocess)."""
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -129,7 +130,7 @@ def test_fetch_verified(isolated, monkeypatch, capsys):
     payload = b"pretend archive bytes"
     archive = data.Archive("cifar-10-python.tar.gz", "https://example.org/c.tar.gz",
                            hashlib.sha256(payload).hexdigest())
-    monkeypatch.setitem(data.ARCHIVES, "cifar10", (archive,))
+    monkeypatch.setitem(data.REGISTRY, "cifar10", dataclasses.replace(data.REGISTRY["cifar10"], archives=(archive,)))
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(payload))
     status, out, err = run(["data", "fetch", "cifar10"], capsys)
     assert status == 0, err

@@ -4,6 +4,7 @@ Nothing is downloaded: ``urllib.request.urlopen`` fails the test if it is called
 the download paths are tested with a fake ``urlopen`` or against 127.0.0.1.
 """
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -40,6 +41,11 @@ def isolated(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     return tmp_path
+
+
+def with_archives(monkeypatch, name, *archives):
+    """Read dataset ``name`` from ``archives`` for this test only."""
+    monkeypatch.setitem(data.REGISTRY, name, dataclasses.replace(data.REGISTRY[name], archives=archives))
 
 
 # --------------------------------------------------------------------------- builders
@@ -197,11 +203,8 @@ def test_cifar10_python_tar_is_lossless_and_channel_major(isolated):
 def test_cifar10_found_in_data_dir_by_official_name(isolated, monkeypatch):
     path = write_cifar_python(isolated / "data" / "cifar-10-python.tar.gz")
     expected = {"cifar-10-python.tar.gz": data.sha256_file(path)}
-    monkeypatch.setattr(data, "ARCHIVES", {
-        **data.ARCHIVES,
-        "cifar10": tuple(data.Archive(a.filename, a.url, expected.get(a.filename, a.sha256))
-                         for a in data.ARCHIVES["cifar10"]),
-    })
+    with_archives(monkeypatch, "cifar10", *(data.Archive(a.filename, a.url, expected.get(a.filename, a.sha256))
+                                            for a in data.REGISTRY["cifar10"].archives))
     assert data.locate("cifar10") == path
     assert data.load("cifar10").num_classes == 10
 
@@ -311,10 +314,10 @@ def test_decoding_is_cached(isolated, monkeypatch):
     cached = list((isolated / "cache" / "datasets").glob("cifar10-*.npz"))
     assert len(cached) == 1
 
-    def must_not_decode(source, key):
+    def must_not_decode(source):
         raise AssertionError("decoded again although the cache holds this archive")
 
-    monkeypatch.setitem(data._READERS, "cifar10", must_not_decode)
+    monkeypatch.setitem(data.REGISTRY, "cifar10", dataclasses.replace(data.REGISTRY["cifar10"], read=must_not_decode))
     second = data.load("cifar10", path)
     for field in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
@@ -480,7 +483,7 @@ def test_fetch_verified_download(isolated, monkeypatch):
     payload = gzip.compress(b"pretend archive")
     archive = data.Archive("cifar-10-python.tar.gz", "https://example.org/c.tar.gz",
                            hashlib.sha256(payload).hexdigest())
-    monkeypatch.setitem(data.ARCHIVES, "cifar10", (archive,))
+    with_archives(monkeypatch, "cifar10", archive)
     calls = []
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen(payload, calls))
     target = data.fetch("cifar10", isolated / "elsewhere")
@@ -508,7 +511,7 @@ def loopback_urlopen(url, timeout=None):
 def fetch_from(monkeypatch, port):
     """Point cifar10's official download at ``http://127.0.0.1:<port>`` and fetch it."""
     archive = data.Archive("cifar-10-python.tar.gz", f"http://127.0.0.1:{port}/cifar-10-python.tar.gz", "0" * 64)
-    monkeypatch.setitem(data.ARCHIVES, "cifar10", (archive,))
+    with_archives(monkeypatch, "cifar10", archive)
     monkeypatch.setattr(urllib.request, "urlopen", loopback_urlopen)
     started = time.monotonic()
     with pytest.raises(DataError) as info:
@@ -556,6 +559,56 @@ def test_fetch_without_official_download():
         data.fetch("imagenet32")
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
         data.fetch("mnist")
+
+
+# --------------------------------------------------------------------------- registry
+def read_npz(source):
+    """A reader of the fake dataset: its four arrays from one .npz file."""
+    with np.load(source) as arrays:
+        return tuple(arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+
+
+@pytest.fixture
+def fake_dataset(isolated):
+    """A three-class dataset registered for one test, read from an .npz in the data
+    folder, then unregistered: a new dataset needs nothing but its registration."""
+    rng = np.random.default_rng(0)
+    arrays = {f"x_{split}": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+              for split, n in (("train", 12), ("test", 6))}
+    arrays.update(y_train=np.arange(12) % 3, y_test=np.arange(6) % 3)
+    np.savez(isolated / "data" / "fake3.npz", **arrays)
+    info = data.register(data.DatasetInfo("fake3", "Fake-3", ("red", "green", "blue"), 6,
+                                           (data.Archive("fake3.npz"),), read_npz, overlaps=("cifar10",)))
+    yield info, arrays
+    data.unregister("fake3")
+    assert "fake3" not in data.names()
+
+
+def test_a_registered_dataset_flows_through_load_plan_and_titles(fake_dataset):
+    from cae import cli, models, plan, presets
+
+    info, arrays = fake_dataset
+    assert data.names()[-1] == "fake3" and data.title("fake3") == "Fake-3"
+    dataset = data.load("fake3")
+    assert dataset.name == "fake3" and dataset.class_names == info.class_names and dataset.num_classes == 3
+    np.testing.assert_array_equal(dataset.x_test, arrays["x_test"])
+    assert cli.main(["data", "info", "fake3", "--json"]) == 0  # the CLI's choices come from the registry
+    assert data.share_images("cifar10", "fake3") and not data.share_images("cinic10", "fake3")
+    # A cost plan takes the class count and the test-set size from the registry.
+    preset = dataclasses.replace(presets.get("smoke"), dataset="fake3", evaluate_on=0)
+    measured = {"cnn": {"train_images_per_s": 1000.0, "predict_images_per_s": 4000.0, "save_seconds": 0.1},
+                "augment_seconds_per_image": 1e-5}
+    source = plan.plan(preset, measured=measured)["models"][0]
+    assert source.parameters == models.build("cnn", 3).count_params()
+    assert source.seconds == pytest.approx(3 * 2000 / 1000 + info.test_size / 4000 + 3 * (0.1 + 2000 * 1e-5))
+
+
+def test_register_refuses_a_taken_name_and_unknown_names_are_named():
+    with pytest.raises(ValueError, match="'cifar10' is empty or already registered"):
+        data.register(data.REGISTRY["cifar10"])
+    with pytest.raises(DataError, match="unknown dataset 'mnist'"):
+        data.unregister("mnist")
+    assert data.title("mnist") == "mnist"
 
 
 # --------------------------------------------------------------------------- real data

@@ -1,5 +1,5 @@
-"""Peer fingerprinting methods (cae.peers) and the peer benchmark (cae.benchmark), on
-tiny hand-made models: no training, no real data.
+"""Peer fingerprinting methods (cae.peers) and the peer benchmark (cae.benchmark and
+reproduce/benchmark.py), on tiny hand-made models: no training, no real data.
 
 The task: which colour channel of an image is brightest (3 classes). Every model is
 global average pooling then a Dense layer named ``logits`` then softmax, so it is a cae
@@ -9,12 +9,15 @@ source with a little more noise, an independent one the identity with other nois
 """
 
 import dataclasses
+import pathlib
+import runpy
 
 import numpy as np
 import pytest
 
 from cae import benchmark, data, experiments, fingerprint, paper, peers, presets, removal, zoo
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCALE = 30.0
 
 
@@ -413,16 +416,17 @@ def test_benchmark_reuses_cached_peer_fingerprints(context):
 
 
 def test_benchmark_script_options(context, monkeypatch, capsys):
+    script = runpy.run_path(str(ROOT / "reproduce" / "benchmark.py"))  # not __main__: functions only
     monkeypatch.setattr(benchmark.evaluation, "removal_models", _fake_removal)
-    monkeypatch.setattr(benchmark.experiments, "prepare", lambda preset, verbose=True: context)
-    result = benchmark.main(["--preset", "smoke", "-q", "--methods", "mistakes,sac_m", "--removal", "ftal"])
+    monkeypatch.setattr(experiments, "prepare", lambda preset, verbose=True: context)
+    result = script["main"](["--preset", "smoke", "-q", "--methods", "mistakes,sac_m", "--removal", "ftal"])
     assert result["methods"] == ["mistakes", "sac_m"]
     assert [r["derived models"] for r in result["rows"] if r["family"] == "fine-tuning"] == [1]
     assert "wrote" in capsys.readouterr().out
     for argv, match in ((["--methods", "ipguard,foo"], "--methods 'ipguard,foo'"),
                         (["--removal", "ftal,bar"], "--removal 'ftal,bar'")):
         with pytest.raises(SystemExit):
-            benchmark.main(["--preset", "smoke", *argv])
+            script["main"](["--preset", "smoke", *argv])
         assert match in capsys.readouterr().err
     with pytest.raises(ValueError, match="choose one or more of"):
         benchmark.run(context, methods=["nope"])
