@@ -707,6 +707,12 @@ class Calibration:
         """θ for ``statistic``: just above all calibration references but a fraction
         ``alpha`` (:func:`cae.stats.choose_threshold`), under every condition (the highest
         θ over them); None if none exists."""
+        cache = self.__dict__.setdefault("_thresholds", {})  # computed once per calibration and statistic
+        if statistic not in cache:
+            cache[statistic] = self._threshold(statistic)
+        return cache[statistic]
+
+    def _threshold(self, statistic):
         chosen = []
         for condition in self.conditions:
             scores = self.reference_scores(statistic, condition)
