@@ -102,15 +102,15 @@ def main(argv=None):
                  for s in fingerprint.STATISTICS}
         verdict = {s: {name: calibration.judge(m[cut], s) for name, m in {**positives, **negatives}.items()}
                    for s in fingerprint.STATISTICS}
-        retention = score["retention"]
+        retention = score[fingerprint.DEFAULT_STATISTIC]
         rows.append({
             "mistakes": n, "keys": cigm + n,
             "valid gap": min(v[cut].mean() for v in valid_s_usable) - max(v[cut].mean() for v in valid_r),
-            "AUC retention": stats.roc_auc([retention[p] for p in positives], [retention[q] for q in negatives]),
-            "AUC LR": stats.roc_auc([score["lr"][p] for p in positives], [score["lr"][q] for q in negatives]),
+            **{f"AUC {s.label}": stats.roc_auc([score[name][p] for p in positives], [score[name][q] for q in negatives])
+               for name, s in fingerprint.STATISTICS.items()},
             "min derived": min(retention[p] for p in positives), "max independent": max(retention[q] for q in negatives),
             "gap": min(retention[p] for p in positives) - max(retention[q] for q in negatives),
-            "θ": calibration.threshold("retention"),
+            "θ": calibration.threshold(fingerprint.DEFAULT_STATISTIC),
             **{f"flagged {kind} ({s})": f"{sum(verdict[s][m] == 'surrogate' for m in group)}/{len(group)}"
                for s in fingerprint.STATISTICS for kind, group in (("derived", positives), ("independent", negatives))},
             "source p-value": f"{calibration.p_value(source[cut]):.2g}",

@@ -165,15 +165,16 @@ def main(argv=None):
                                 "valid AUC": stats.roc_auc(list(valid_s), list(valid_r))})
                 kept = keep[ok]
                 matches = {n: labels[n][kept] == t_ok[kept] for n in suspects}
-                retention = {n: float(m.mean()) for n, m in matches.items()}
-                lr, flagged = {}, {}
+                calibration, flagged = None, {}
                 if len(result["valid_surrogates"]):
                     calibration = fingerprint.Calibration(result["valid_surrogates"][:, keep] == result["t"][keep],
                                                           result["valid_references"][:, keep] == result["t"][keep])
-                    lr = {n: calibration.score(m, "lr") for n, m in matches.items()}
-                    for statistic in ("retention", "lr"):  # cae verify's rule, untransformed calibration
+                    for statistic in fingerprint.STATISTICS:  # cae verify's rule, untransformed calibration
                         flagged[statistic] = {n for n, m in matches.items()
                                               if calibration.judge(m, statistic) == "surrogate"}
+                score = {s: {n: fingerprint.STATISTICS[s].score(calibration, m) for n, m in matches.items()}
+                         for s in fingerprint.available_statistics(calibration)}
+                retention = score[fingerprint.DEFAULT_STATISTIC]
                 positives, negatives = usable, list(independent)
                 test_s = [retention[n] for n in derived_names if n in usable]
                 test_r = [retention[n] for n in independent if n.startswith("testing")]
@@ -182,35 +183,35 @@ def main(argv=None):
                     "max testing reference": max(test_r),
                     "min derived": min(retention[n] for n in positives),
                     "max independent": max(retention[n] for n in negatives),
-                    "AUC retention": stats.roc_auc([retention[n] for n in positives],
-                                                   [retention[n] for n in negatives]),
-                    "AUC LR": stats.roc_auc([lr[n] for n in positives], [lr[n] for n in negatives]) if lr else None,
+                    **{f"AUC {s.label}": stats.roc_auc([score[name][n] for n in positives],
+                                                       [score[name][n] for n in negatives]) if name in score else None
+                       for name, s in fingerprint.STATISTICS.items()},
                 })
                 row["gap"] = row["min derived"] - row["max independent"]
                 for statistic, names in flagged.items():
                     row[f"flagged derived ({statistic})"] = f"{len(names & set(positives))}/{len(positives)}"
                     row[f"flagged independent ({statistic})"] = f"{len(names & set(negatives))}/{len(negatives)}"
-                if mistakes is not None and lr:
+                if mistakes is not None and calibration is not None:
                     plus = {n: np.concatenate([matches[n], mistakes[n]]) for n in suspects}
-                    p, q = stats.lr_rates(
+                    with_mistakes = fingerprint.Calibration(
                         np.concatenate([result["valid_surrogates"][:, keep] == result["t"][keep],
                                         mistakes["valid_surrogates"]], axis=1),
                         np.concatenate([result["valid_references"][:, keep] == result["t"][keep],
                                         mistakes["valid_references"]], axis=1))
-                    row["AUC retention +mistakes"] = stats.roc_auc([plus[n].mean() for n in positives],
-                                                                   [plus[n].mean() for n in negatives])
-                    row["AUC LR +mistakes"] = stats.roc_auc(
-                        [stats.likelihood_ratio(plus[n], p, q) for n in positives],
-                        [stats.likelihood_ratio(plus[n], p, q) for n in negatives])
+                    for name, s in fingerprint.STATISTICS.items():
+                        row[f"AUC {s.label} +mistakes"] = stats.roc_auc(
+                            [with_mistakes.score(plus[n], name) for n in positives],
+                            [with_mistakes.score(plus[n], name) for n in negatives])
                 rows.append(row)
                 for n in suspects:
                     per_model.append({"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
                                       "members": members, "dropout": dropout, "select": rule, "model": n,
-                                      "flagged (retention)": n in flagged.get("retention", ()),
-                                      "flagged (LR)": n in flagged.get("lr", ()),
+                                      **{f"flagged ({s.label})": n in flagged.get(name, ())
+                                         for name, s in fingerprint.STATISTICS.items()},
                                       "kind": "derived" if n in derived else "independent",
                                       "accuracy drop": accuracy["source"] - accuracy[n] if n in accuracy else None,
-                                      "retention": retention[n], "LR per fingerprint": lr.get(n)})
+                                      **{f"{s.label} {s.unit}".strip(): score.get(name, {}).get(n)
+                                         for name, s in fingerprint.STATISTICS.items()}})
             for row in rows[-len(args.select.split(",")):]:
                 print("# " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in row.items()), flush=True)

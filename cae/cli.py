@@ -168,8 +168,9 @@ def _add_verify(subparsers):
     suspect = parser.add_mutually_exclusive_group(required=True)
     suspect.add_argument("--model", help="suspect .keras file")
     suspect.add_argument("--url", help="suspect's predict URL, e.g. http://host:8501/v1/models/m:predict")
-    parser.add_argument("--statistic", choices=("retention", "lr"), default="retention",
-                        help="retention (the paper's) or lr (per-fingerprint likelihood ratio from the calibration)")
+    choices = [f"{s.name} ({s.summary})" if s.summary else s.name for s in fingerprint.STATISTICS.values()]
+    parser.add_argument("--statistic", choices=tuple(fingerprint.STATISTICS), default=fingerprint.DEFAULT_STATISTIC,
+                        help=" or ".join([", ".join(choices[:-1]), choices[-1]]) if len(choices) > 1 else choices[0])
     parser.add_argument("--threshold", type=float, default=None,
                         help="theta for the statistic (default: the calibration's, else 0.75 for retention)")
     parser.add_argument("--alpha", type=float, default=None,
@@ -214,10 +215,11 @@ def _verify(args):
     fp = fingerprint.load(args.fingerprint)
     if args.max_queries is not None and args.max_queries < 0:
         raise ValueError(f"--max-queries is {args.max_queries}; give a number of queries >= 0.")
-    if args.statistic == "lr" and fp.calibration is None:
+    statistic = fingerprint.STATISTICS[args.statistic]
+    if statistic.calibrated and fp.calibration is None:
         raise ValueError(f"fingerprint {args.fingerprint} carries no calibration (format 1, or made without "
-                         "calibration models), so it has no likelihood ratio; use --statistic retention or "
-                         "re-create it with cae extract.")
+                         f"calibration models), so it has no {statistic.title}; use --statistic "
+                         f"{fingerprint.DEFAULT_STATISTIC} or re-create it with cae extract.")
     if args.model:
         if args.max_queries is not None and fp.n > args.max_queries:
             # A local model gets the same budget rule as a remote one: all or nothing.
@@ -239,7 +241,7 @@ def _verify(args):
 
 def describe(result):
     """One line that says what a :class:`cae.fingerprint.VerifyResult` means."""
-    name = {"retention": "retention", "lr": "likelihood ratio per fingerprint"}[result.statistic]
+    name = fingerprint.get_statistic(result.statistic).description
     line = (f"{result.verdict.upper()}: {name} {result.score:.3f} vs threshold {result.threshold:.3f} "
             f"({result.threshold_source}); retention {result.retention:.3f} ({result.matches}/{result.n})")
     if result.calibrated:

@@ -44,6 +44,7 @@ import json
 import logging
 import numbers
 import pathlib
+import typing
 import zipfile
 import zlib
 
@@ -579,11 +580,120 @@ def predict_labels(suspect, x, num_classes, batch_size=256):
     )
 
 
-# --------------------------------------------------------------------------- calibration
-STATISTICS = ("retention", "lr")
-VERDICTS = ("surrogate", "independent", "inconclusive")
+# --------------------------------------------------------------------------- statistics
+@dataclasses.dataclass(frozen=True)
+class Statistic:
+    """A verification statistic: how a suspect's bool (n,) matches become the score
+    compared with θ, and that score's p-value under the calibration references.
+
+    ``name``: what :func:`verify` (``statistic=``) and ``cae verify --statistic`` take.
+    ``title``: what prose calls it ("likelihood ratio"); ``label``: its short column label
+    in tables (default: ``title``); ``unit``: what the score is counted per, if anything
+    ("per fingerprint"); ``summary``: a few words for ``cae verify --help``.
+    ``score(calibration, matches)``: the score (a float); ``calibration`` is None for a
+    fingerprint without one, which only a statistic with ``calibrated=False`` is used on.
+    ``p_value(calibration, matches, score, rates, spread)``: the probability that an
+    independent model scores at least ``score``, keys independent given the model, with
+    per-fingerprint match ``rates`` (:func:`cae.stats.match_rates`) and ``spread``
+    (:func:`cae.stats.model_spread`). ``fraction``: the score is a fraction of the n keys
+    (θ in [0, 1], in steps of 1/n). ``calibrated``: the score depends on the calibration
+    (a fingerprint without one has none, and a calibration reference is scored without
+    itself). ``default_threshold``: θ when the calibration gives none (None: give one).
+    Add one with :func:`register_statistic`.
+    """
+
+    name: str
+    title: str
+    score: typing.Callable
+    p_value: typing.Callable
+    label: str = None
+    unit: str = ""
+    summary: str = ""
+    fraction: bool = False
+    calibrated: bool = True
+    default_threshold: float = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"statistic name {self.name!r} is not allowed; expected an identifier such as 'lr' "
+                             "(it becomes a suffix of JSON keys).")
+        if self.label is None:
+            object.__setattr__(self, "label", self.title)
+
+    @property
+    def description(self):
+        """What ``cae verify``'s line calls the score ("likelihood ratio per fingerprint")."""
+        return f"{self.title} {self.unit}".strip()
+
+    @property
+    def suffix(self):
+        """What this statistic's keys in result dicts end with: "" for the default
+        statistic, else ``_<name>`` (``auc_lr``)."""
+        return "" if self.name == DEFAULT_STATISTIC else f"_{self.name}"
+
+    def column(self, heading):
+        """A table column of this statistic: ``heading`` for the default statistic, else
+        ``heading (label)`` ("AUC (LR)")."""
+        return heading if self.name == DEFAULT_STATISTIC else f"{heading} ({self.label})"
+
+
+def _retention_p_value(calibration, matches, score, rates, spread):
+    return stats.poisson_binomial_p_value(int(matches.sum()), rates, spread=spread)
+
+
+def _lr_score(calibration, matches):
+    return float(stats.likelihood_ratio(matches, *calibration.lr_rates)) / calibration.n
+
+
+def _lr_p_value(calibration, matches, score, rates, spread):
+    return stats.likelihood_ratio_p_value(score * calibration.n, *calibration.lr_rates, null=rates, spread=spread)
+
+
+# The paper's statistic; verify's default, the one without a suffix in result keys and tables.
+DEFAULT_STATISTIC = "retention"
 # θ when nothing better is known (no calibration was stored with the fingerprint).
 DEFAULT_THRESHOLD = 0.75
+STATISTICS = {
+    "retention": Statistic("retention", "retention", lambda calibration, matches: float(matches.mean()),
+                           _retention_p_value, summary="the paper's", fraction=True, calibrated=False,
+                           default_threshold=DEFAULT_THRESHOLD),
+    "lr": Statistic("lr", "likelihood ratio", _lr_score, _lr_p_value, label="LR", unit="per fingerprint",
+                    summary="per-fingerprint likelihood ratio from the calibration"),
+}
+
+
+def register_statistic(statistic):
+    """Add ``statistic`` (a :class:`Statistic`) to :data:`STATISTICS`: :func:`verify`,
+    :class:`Calibration`, ``cae verify`` and the reports then offer it."""
+    if not isinstance(statistic, Statistic):
+        raise TypeError(f"statistic must be a Statistic, got {type(statistic).__name__}.")
+    if statistic.name in STATISTICS:
+        raise ValueError(f"statistic {statistic.name!r} is already registered; unregister_statistic it first.")
+    STATISTICS[statistic.name] = statistic
+    return statistic
+
+
+def unregister_statistic(name):
+    """Remove the statistic ``name`` added by :func:`register_statistic`."""
+    if name == DEFAULT_STATISTIC:
+        raise ValueError(f"the default statistic {name!r} cannot be unregistered.")
+    return STATISTICS.pop(get_statistic(name).name)
+
+
+def get_statistic(name):
+    """The registered :class:`Statistic` called ``name``."""
+    if name not in STATISTICS:
+        raise ValueError(f"statistic={name!r}; choose one of {', '.join(STATISTICS)}.")
+    return STATISTICS[name]
+
+
+def available_statistics(calibration):
+    """The names of the statistics a fingerprint with ``calibration`` (or None) has."""
+    return tuple(name for name, s in STATISTICS.items() if calibration is not None or not s.calibrated)
+
+
+# --------------------------------------------------------------------------- calibration
+VERDICTS = ("surrogate", "independent", "inconclusive")
 # Largest p-value behind a "surrogate" verdict (and, under the surrogates' rates, behind
 # an "independent" one).
 DEFAULT_ALPHA = 0.01
@@ -672,14 +782,11 @@ class Calibration:
         once per calibration."""
         return stats.lr_rates(self.surrogate_matches, self.reference_matches)
 
-    def score(self, matches, statistic="retention"):
-        """A suspect's score from its bool (n,) matches: retention, or the likelihood
-        ratio per fingerprint (:func:`cae.stats.likelihood_ratio` / n, with
-        :attr:`lr_rates`)."""
-        matches = np.asarray(matches, bool)
-        if statistic == "retention":
-            return float(matches.mean())
-        return float(stats.likelihood_ratio(matches, *self.lr_rates)) / self.n
+    def score(self, matches, statistic=DEFAULT_STATISTIC):
+        """A suspect's score from its bool (n,) matches (:data:`STATISTICS`): retention,
+        the likelihood ratio per fingerprint (:func:`cae.stats.likelihood_ratio` / n,
+        with :attr:`lr_rates`) or any other registered statistic."""
+        return get_statistic(statistic).score(self, np.asarray(matches, bool))
 
     @property
     def conditions(self):
@@ -694,16 +801,16 @@ class Calibration:
         """Per-fingerprint match rates of the calibration references under ``condition``."""
         return stats.match_rates(self._matches(condition))
 
-    def reference_scores(self, statistic="retention", condition="none"):
-        """Each calibration reference's score under ``condition``; for the likelihood
-        ratio, with rates from the other references (out of sample, or θ would sit too
-        low)."""
+    def reference_scores(self, statistic=DEFAULT_STATISTIC, condition="none"):
+        """Each calibration reference's score under ``condition``; for a statistic that
+        depends on the calibration (the likelihood ratio), with rates from the other
+        references (out of sample, or θ would sit too low)."""
         matches = self._matches(condition)
-        if statistic == "retention" or len(self.reference_matches) < 2:
+        if not get_statistic(statistic).calibrated or len(self.reference_matches) < 2:
             return [self.score(m, statistic) for m in matches]
         return [self.without_reference(i).score(m, statistic) for i, m in enumerate(matches)]
 
-    def threshold(self, statistic="retention"):
+    def threshold(self, statistic=DEFAULT_STATISTIC):
         """θ for ``statistic``: just above all calibration references but a fraction
         ``alpha`` (:func:`cae.stats.choose_threshold`), under every condition (the highest
         θ over them); None if none exists."""
@@ -713,33 +820,29 @@ class Calibration:
         return cache[statistic]
 
     def _threshold(self, statistic):
+        fraction = get_statistic(statistic).fraction  # θ in steps of 1/n
         chosen = []
         for condition in self.conditions:
             scores = self.reference_scores(statistic, condition)
             try:
                 chosen.append(stats.choose_threshold(scores, alpha=self.alpha,
-                                                     n=self.n if statistic == "retention" else None).theta)
+                                                     n=self.n if fraction else None).theta)
             except ValueError:
                 return None
         return max(chosen)
 
-    def p_value(self, matches, statistic="retention"):
+    def p_value(self, matches, statistic=DEFAULT_STATISTIC):
         """The probability that an independent model scores at least as high as a
         suspect with bool (n,) ``matches``: from the calibration references'
         per-fingerprint rates, keys independent given the model; the largest over the
         conditions. For retention the exact Poisson-binomial tail, for the likelihood
-        ratio Chernoff's bound (:mod:`cae.stats`)."""
+        ratio Chernoff's bound (:mod:`cae.stats`; :attr:`Statistic.p_value`)."""
+        spec = get_statistic(statistic)
         matches = np.asarray(matches, bool)
-        score = self.score(matches, statistic)
-        values = []
-        for condition in self.conditions:
-            rates, spread = self.null_rates(condition), stats.model_spread(self._matches(condition))
-            if statistic == "retention":
-                values.append(stats.poisson_binomial_p_value(int(matches.sum()), rates, spread=spread))
-            else:
-                values.append(stats.likelihood_ratio_p_value(score * self.n, *self.lr_rates, null=rates,
-                                                             spread=spread))
-        return max(values)
+        score = spec.score(self, matches)
+        return max(spec.p_value(self, matches, score, self.null_rates(condition),
+                                stats.model_spread(self._matches(condition)))
+                   for condition in self.conditions)
 
     def verdict(self, score, p_value, p_value_derived, threshold, alpha):
         """cae verify's rule: ``"surrogate"`` when ``score >= threshold`` and
@@ -749,7 +852,7 @@ class Calibration:
             return "surrogate" if p_value <= alpha else "inconclusive"
         return "independent" if p_value_derived <= alpha else "inconclusive"
 
-    def judge(self, matches, statistic="retention"):
+    def judge(self, matches, statistic=DEFAULT_STATISTIC):
         """The verdict on a suspect with bool (n,) ``matches`` at this calibration's θ and
         α (None when it has no θ for ``statistic``)."""
         threshold = self.threshold(statistic)
@@ -781,7 +884,7 @@ class Calibration:
                 "alpha": float(self.alpha),
                 "transformed_references": {c: m.astype(int).tolist() for c, m in self.transformed_references.items()},
                 # For people reading the manifest; recomputed, never read back.
-                "threshold_retention": self.threshold("retention"), "threshold_lr": self.threshold("lr"),
+                **{f"threshold_{name}": self.threshold(name) for name in STATISTICS},
                 "reference_retentions": self.reference_scores("retention")}
 
     @classmethod
@@ -837,9 +940,9 @@ class VerifyResult:
     """Outcome of :func:`verify`.
 
     ``retention``: fraction of fingerprints on which the suspect's label equals the
-    key. ``statistic`` / ``score``: what was compared with ``threshold`` (retention, or
-    the per-fingerprint likelihood ratio). ``verdict``: ``"surrogate"`` (score >= θ and
-    p-value <= ``alpha``), ``"independent"`` (score < θ and the suspect matches so few
+    key. ``statistic`` / ``score``: what was compared with ``threshold`` (retention, the
+    per-fingerprint likelihood ratio or another of :data:`STATISTICS`). ``verdict``:
+    ``"surrogate"`` (score >= θ and p-value <= ``alpha``), ``"independent"`` (score < θ and the suspect matches so few
     keys that a derived model would do so with probability <= ``alpha``) or
     ``"inconclusive"``; ``is_surrogate`` is ``verdict == "surrogate"``. ``p_value``:
     the probability that an independent model scores this high, from the
@@ -904,17 +1007,18 @@ def _left_out(calibration, suspect):
     return calibration.without_reference(i), i
 
 
-def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic="retention", alpha=None):
+def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic=DEFAULT_STATISTIC, alpha=None):
     """Algorithm 1: is ``suspect`` a surrogate of the model that made ``fp``?
 
     Sends the fingerprint inputs to ``suspect`` (label-only access suffices; any kind
     :func:`predict_labels` accepts) and counts the keys it reproduces. ``statistic``:
-    ``"retention"`` (the paper's: the fraction of keys reproduced) or ``"lr"`` (the
-    per-fingerprint log-likelihood ratio of "derived" against "independent", from the
-    fingerprint's :class:`Calibration`). ``threshold``: θ (a number, or a
+    the name of one of :data:`STATISTICS`: ``"retention"`` (the paper's: the fraction of
+    keys reproduced), ``"lr"`` (the per-fingerprint log-likelihood ratio of "derived"
+    against "independent", from the fingerprint's :class:`Calibration`) or one added by
+    :func:`register_statistic`. ``threshold``: θ (a number, or a
     :class:`cae.stats.Threshold`); by default the calibration's θ for the statistic,
-    else :data:`DEFAULT_THRESHOLD` for retention. ``alpha``: the largest p-value behind a
-    verdict (default: the calibration's).
+    else the statistic's default (:data:`DEFAULT_THRESHOLD` for retention). ``alpha``: the
+    largest p-value behind a verdict (default: the calibration's).
 
     With a calibration the p-values come from it (see :class:`VerifyResult`) and a
     suspect that is one of the calibration references is left out of it. ``null``
@@ -927,12 +1031,12 @@ def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic=
     if not isinstance(fp, Fingerprint):
         raise TypeError(f"fp must be a Fingerprint (see cae.fingerprint.load), got "
                         f"{type(fp).__name__}.")
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic={statistic!r}; choose one of {', '.join(STATISTICS)}.")
+    spec = get_statistic(statistic)
+    adjective = spec.title.replace(" ", "-")  # "likelihood-ratio"
     calibration, left_out = _left_out(fp.calibration, suspect)
-    if statistic == "lr" and calibration is None:
-        raise ValueError("the likelihood-ratio statistic needs a calibrated fingerprint (format 2, made by "
-                         "cae extract with calibration models); use statistic='retention'.")
+    if spec.calibrated and calibration is None:
+        raise ValueError(f"the {adjective} statistic needs a calibrated fingerprint (format 2, made by "
+                         f"cae extract with calibration models); use statistic={DEFAULT_STATISTIC!r}.")
     alpha = (calibration.alpha if calibration else DEFAULT_ALPHA) if alpha is None else alpha
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
         raise ValueError(f"alpha must be a probability in (0, 1), got {alpha!r}.")
@@ -941,14 +1045,15 @@ def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic=
         threshold = calibration.threshold(statistic) if calibration else None
         source = "calibration"
         if threshold is None:
-            if statistic == "lr":
-                raise ValueError("the calibration has no likelihood-ratio θ; give threshold=.")
-            threshold, source = DEFAULT_THRESHOLD, "default"
+            if spec.default_threshold is None:
+                raise ValueError(f"the calibration has no {adjective} θ; give threshold=.")
+            threshold, source = spec.default_threshold, "default"
     threshold = getattr(threshold, "theta", threshold)
     if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real) \
-            or not np.isfinite(threshold) or (statistic == "retention" and not 0.0 <= float(threshold) <= 1.0):
-        raise ValueError(f"threshold must be a number in [0, 1] (any finite number for the likelihood ratio), "
-                         f"got {threshold!r}.")
+            or not np.isfinite(threshold) or (spec.fraction and not 0.0 <= float(threshold) <= 1.0):
+        others = " or ".join(f"the {s.title}" for s in STATISTICS.values() if not s.fraction)
+        others = f" (any finite number for {others})" if others else ""
+        raise ValueError(f"threshold must be a number in [0, 1]{others}, got {threshold!r}.")
     threshold = float(threshold)
     labels, queries = predict_labels(suspect, fp.x, fp.num_classes, batch_size=batch_size)
     hits = labels == fp.keys
@@ -965,7 +1070,7 @@ def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic=
         extra = dict(p_value=p_value, p_value_empirical=empirical, p_value_derived=derived,
                      references=len(calibration.reference_matches), surrogates=len(calibration.surrogate_matches))
     else:
-        score = retention
+        score = spec.score(None, hits)
         p_value, binomial, empirical, p0 = _p_values(null, matches, fp.n)
         extra = dict(p_value=p_value, p_value_binomial=binomial, p_value_empirical=empirical, p0=p0)
         verdict = ("surrogate" if score >= threshold and (p_value is None or p_value <= alpha)

@@ -196,28 +196,34 @@ def preprocessing_separation(fp, derived, references, sweeps=None, threshold=Non
     flags."""
     derived, references = [m for _, m in _named(derived, "derived")], list(references)
     theta = getattr(threshold, "theta", threshold)
-    statistics = ("retention", "lr") if fp.calibration is not None and theta is None else ("retention",)
+    # θ given: the default statistic's (the others have their own scales).
+    statistics = fingerprint.available_statistics(fp.calibration) if theta is None else (fingerprint.DEFAULT_STATISTIC,)
     rows = []
     for kind, strength in _preprocessing_conditions(sweeps):
         results = {statistic: [[fingerprint.verify(_behind(m, kind, strength), fp, threshold=theta,
                                                    statistic=statistic) for m in group]
                                for group in (derived, references)] for statistic in statistics}
-        pos, neg = (np.array([r.retention for r in group]) for group in results["retention"])
+        pos, neg = (np.array([r.retention for r in group]) for group in results[fingerprint.DEFAULT_STATISTIC])
         row = {"transformation": kind, "strength": strength, "AUC": stats.roc_auc(pos, neg),
                "derived retention (median)": float(np.median(pos)), "references' retention (max)": float(neg.max())}
         for statistic, (positives, negatives) in results.items():
-            suffix = "" if statistic == "retention" else " (LR)"
-            if statistic == "lr":
-                row["AUC (LR)"] = stats.roc_auc([r.score for r in positives], [r.score for r in negatives])
-            row[f"derived flagged{suffix}"] = f"{sum(r.is_surrogate for r in positives)}/{len(positives)}"
-            row[f"references flagged{suffix}"] = f"{sum(r.is_surrogate for r in negatives)}/{len(negatives)}"
+            spec = fingerprint.STATISTICS[statistic]
+            if spec.name != fingerprint.DEFAULT_STATISTIC:
+                row[spec.column("AUC")] = stats.roc_auc([r.score for r in positives], [r.score for r in negatives])
+            row[spec.column("derived flagged")] = f"{sum(r.is_surrogate for r in positives)}/{len(positives)}"
+            row[spec.column("references flagged")] = f"{sum(r.is_surrogate for r in negatives)}/{len(negatives)}"
         rows.append(row)
     return rows
 
 
-SEPARATION_COLUMNS = ["transformation", "strength", "AUC", "derived retention (median)", "derived flagged",
-                      "references' retention (max)", "references flagged", "AUC (LR)", "derived flagged (LR)",
-                      "references flagged (LR)"]
+def separation_columns():
+    """The columns of :func:`preprocessing_separation`'s table: the default statistic's,
+    then AUC and flagged counts of every other registered statistic."""
+    return ["transformation", "strength", "AUC", "derived retention (median)", "derived flagged",
+            "references' retention (max)", "references flagged",
+            *(s.column(heading) for s in fingerprint.STATISTICS.values() if s.name != fingerprint.DEFAULT_STATISTIC
+              for heading in ("AUC", "derived flagged", "references flagged"))]
+
 PREPROCESSING_COLUMNS = ["transformation", "strength", "test_accuracy", "fidelity", "retention", "Δ accuracy",
                          "verified", "p-value", "references' retention (max)", "references flagged"]
 
@@ -237,14 +243,14 @@ def verification_stats(context, fp, derived_models, reference_models, accuracy_d
     the ROC of derived models (positives) against independent references (negatives).
 
     ``derived_models`` / ``reference_models``: dicts ``{name: model}`` or lists. For
-    each statistic (retention, and the likelihood ratio when the fingerprint is
-    calibrated): AUC, TPR at 1 % FPR, how many derived models and references the verdict
+    each statistic (:data:`cae.fingerprint.STATISTICS`; retention, and the likelihood
+    ratio when the fingerprint is calibrated): AUC, TPR at 1 % FPR, how many derived models and references the verdict
     calls surrogates. ``accuracy_drop`` (``{derived name: source's test accuracy - its
     test accuracy}``) adds the same over the derived models that lost at most
     ``max_drop`` of accuracy, the stolen models an adversary would deploy (``_usable``).
     """
     calibration = fp.calibration
-    statistics = ("retention", "lr") if calibration is not None else ("retention",)
+    statistics = fingerprint.available_statistics(calibration)
     derived = [(n, {s: fingerprint.verify(m, fp, statistic=s) for s in statistics})
                for n, m in _named(derived_models, "derived")]
     refs = [(n, {s: fingerprint.verify(m, fp, statistic=s) for s in statistics})
@@ -263,7 +269,7 @@ def verification_stats(context, fp, derived_models, reference_models, accuracy_d
     if accuracy_drop is not None:
         out.update(positives_usable=int(kept.sum()), max_accuracy_drop=max_drop)
     for statistic in statistics:
-        suffix = "" if statistic == "retention" else "_lr"
+        suffix = fingerprint.STATISTICS[statistic].suffix
         pos = np.array([r[statistic].score for _, r in derived])
         neg = np.array([r[statistic].score for _, r in refs])
         out[f"threshold{suffix}"] = derived[0][1][statistic].threshold
@@ -271,7 +277,7 @@ def verification_stats(context, fp, derived_models, reference_models, accuracy_d
         out[f"tpr_at_1_fpr{suffix}"] = stats.tpr_at_fpr(pos, neg, 0.01)
         out[f"derived_flagged{suffix}"] = sum(r[statistic].is_surrogate for _, r in derived)
         out[f"references_flagged{suffix}"] = sum(r[statistic].is_surrogate for _, r in refs)
-        if statistic == "retention":
+        if statistic == fingerprint.DEFAULT_STATISTIC:
             out["fpr"], out["tpr"], out["thresholds"] = stats.roc_curve(pos, neg)
         if accuracy_drop is not None:
             out[f"auc_usable{suffix}"] = stats.roc_auc(pos[kept], neg) if kept.any() else None
@@ -281,18 +287,27 @@ def verification_stats(context, fp, derived_models, reference_models, accuracy_d
     suspects = []
     for kind, items in (("derived", derived), ("reference", refs)):
         for name, results in items:
-            first = results["retention"]
+            first = results[fingerprint.DEFAULT_STATISTIC]
             row = {"model": name, "kind": kind, "retention": first.retention, "matches": f"{first.matches}/{fp.n}",
                    "verdict": first.verdict, "p-value": first.p_value, "p-value (derived)": first.p_value_derived}
-            if "lr" in results:
-                row.update({"LR": results["lr"].score, "verdict (LR)": results["lr"].verdict,
-                            "p-value (LR)": results["lr"].p_value})
+            for statistic, result in results.items():
+                spec = fingerprint.STATISTICS[statistic]
+                if spec.name != fingerprint.DEFAULT_STATISTIC:
+                    row.update({spec.label: result.score, spec.column("verdict"): result.verdict,
+                                spec.column("p-value"): result.p_value})
             if accuracy_drop is not None:
                 row["accuracy drop"] = accuracy_drop.get(name) if kind == "derived" else None
             suspects.append(row)
     out["suspects"] = suspects
     out["note"] = TRAINING_REFERENCES_NOTE
     return out
+
+
+def other_aucs(result):
+    """``", likelihood ratio 0.912"``: the AUC of every statistic of a
+    :func:`verification_stats` result beside the default one, for prose."""
+    return "".join(f", {fingerprint.STATISTICS[s].title} {result['auc' + fingerprint.STATISTICS[s].suffix]:.3f}"
+                   for s in result["statistics"] if s != fingerprint.DEFAULT_STATISTIC)
 
 
 # --------------------------------------------------------------------------- Table II

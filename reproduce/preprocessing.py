@@ -78,11 +78,13 @@ def main():
         separation = reports.preprocessing_separation(fp, derived, references, sweeps)
         tables.write("preprocessing_derived", preset.name, separation,
                      f"Input preprocessing: every suspect behind the same transformation (preset {preset.name}, "
-                     f"{preset.dataset})", columns=reports.SEPARATION_COLUMNS,
+                     f"{preset.dataset})", columns=reports.separation_columns(),
                      notes=f"{len(derived)} derived models (testing surrogates and the removal attacks' models) "
                            f"against {len(references)} independent references, all behind the transformation of "
                            "the row. Flagged: cae verify's verdict 'surrogate' with the fingerprint's calibration "
-                           f"(retention θ = {theta:.3f}; the likelihood ratio has its own).\n")
+                           f"(retention θ = {theta:.3f}; "
+                           + "; ".join(f"the {s.title} has its own" for name, s in fingerprint.STATISTICS.items()
+                                       if name != fingerprint.DEFAULT_STATISTIC) + ").\n")
 
 
 if __name__ == "__main__":

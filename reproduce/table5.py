@@ -35,13 +35,13 @@ def main(name="table5", default_preset="quick", table="Table V"):
              f"the source's. Verified: cae verify's verdict (retention ≥ θ = {theta:.3f} and p-value ≤ "
              f"{fp.calibration.alpha:g}), calibrated on {stats['calibration']}. AUC against the "
              f"{stats['negatives']} testing references: retention {stats['auc']:.3f}"
-             + (f", likelihood ratio {stats['auc_lr']:.3f}" if "auc_lr" in stats else "") + ". ")
+             + reports.other_aucs(stats) + ". ")
     if beside is not None:
         beside_stats = reports.verification_stats(context, beside, same_task, context.models["test_references"])
         notes += (f"'{reports.BESIDE}' and 'verified (preset's)': cae extract's fingerprint, the same examples and "
                   f"{preset.mistakes} natural images the source misclassifies (beyond the paper; θ = "
                   f"{beside_stats['threshold']:.3f}), AUC retention {beside_stats['auc']:.3f}"
-                  + (f", likelihood ratio {beside_stats['auc_lr']:.3f}" if "auc_lr" in beside_stats else "") + ". ")
+                  + reports.other_aucs(beside_stats) + ". ")
     notes += (f"Broken by: {', '.join(broken)}.\n" if broken else "No attack brought retention below θ.\n")
     notes += (f"\nRetention at or above θ, but the p-value too large for a verdict (inconclusive, not removed): "
               f"{', '.join(unsure)}.\n" if unsure else "")

@@ -54,7 +54,7 @@ if __name__ == "__main__":
     theta = result["threshold"]
     summary = []
     for statistic in result["statistics"]:
-        suffix = "" if statistic == "retention" else "_lr"
+        suffix = fingerprint.STATISTICS[statistic].suffix
         summary.append({
             "statistic": statistic, "positives": result["positives"], "negatives": result["negatives"],
             "fingerprints": fp.n, "AUC": result[f"auc{suffix}"], "TPR at 1% FPR": result[f"tpr_at_1_fpr{suffix}"],
