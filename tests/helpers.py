@@ -20,6 +20,15 @@ def tiny_model(num_classes=K, seed=0, input_shape=(32, 32, 3)):
     ])
 
 
+def noisy_copy(model, scale, seed):
+    """A tiny model (:func:`tiny_model`) with ``model``'s weights plus Gaussian noise of
+    standard deviation ``scale``, drawn from ``seed``: a surrogate-like copy."""
+    copy = tiny_model(seed=seed)
+    rng = np.random.default_rng(seed)
+    copy.set_weights([w + rng.normal(0, scale, w.shape).astype(w.dtype) for w in model.get_weights()])
+    return copy
+
+
 def tiny_batchnorm_model(seed, num_classes=K):
     """A cae-interface model (``logits`` and ``probabilities`` layers) with BatchNorm whose
     moving statistics are not the identity, drawn from ``seed``: the ensemble's and the

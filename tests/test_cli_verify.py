@@ -23,20 +23,13 @@ from keras import layers
 import cae
 from cae import cli, models
 from cae import fingerprint as F
-from helpers import tiny_model
+from helpers import noisy_copy, tiny_model
 from model_server import serve
 
 K = 10
 N = 100
 JSON_KEYS = {"retention", "threshold", "is_surrogate", "queries", "p_value", "verdict", "statistic", "score",
              "p_value_derived", "references", "threshold_source"}
-
-
-def noisy_copy(model, scale, seed):
-    copy = tiny_model(seed=seed)
-    rng = np.random.default_rng(seed)
-    copy.set_weights([w + rng.normal(0, scale, w.shape).astype(w.dtype) for w in model.get_weights()])
-    return copy
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from cae import cli, reports, stats
 from cae import fingerprint as F
-from helpers import tiny_model
+from helpers import noisy_copy, tiny_model
 
 N = 100
 NAME = "agreed"
@@ -40,13 +40,6 @@ def agreed():
     yield statistic
     F.unregister_statistic(NAME)
     assert F.STATISTICS == before
-
-
-def noisy_copy(model, scale, seed):
-    copy = tiny_model(seed=seed)
-    rng = np.random.default_rng(seed)
-    copy.set_weights([w + rng.normal(0, scale, w.shape).astype(w.dtype) for w in model.get_weights()])
-    return copy
 
 
 @pytest.fixture(scope="module")
