@@ -47,6 +47,17 @@ def _parse(argv=None):
     return args
 
 
+def choose(rows):
+    """The one-standard-error rule: the row with the fewest mistakes whose ``"valid gap"`` is
+    within one standard error of the largest (a gap is a difference of two retentions over
+    the row's ``"keys"``; at most sqrt(2 · 0.25 / keys)). Returns (chosen row, row with the
+    largest gap, the standard error)."""
+    top = max(rows, key=lambda r: r["valid gap"])
+    error = math.sqrt(2 * 0.25 / top["keys"])
+    best = min((r for r in rows if r["valid gap"] >= top["valid gap"] - error), key=lambda r: r["mistakes"])
+    return best, top, error
+
+
 def main(argv=None):
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -57,9 +68,9 @@ def main(argv=None):
 
     preset = presets.get(args.preset)
     started = time.time()
-    context = experiments.prepare(preset, verbose=False)
-    if not (context.models.get("valid_surrogates") and context.models.get("valid_references")):
+    if not (preset.valid_surrogates and preset.valid_references):  # before the zoo trains
         raise SystemExit(f"preset {preset.name} has no validation models to choose on; use one that has (cpu).")
+    context = experiments.prepare(preset, verbose=False)
     fp = experiments.extract(context, mistakes=0)
     most = max(args.counts)
     x_m = experiments.natural_mistakes(context, most)[0] if most else fp.x[:0]
@@ -115,11 +126,7 @@ def main(argv=None):
                for s in fingerprint.STATISTICS for kind, group in (("derived", positives), ("independent", negatives))},
             "source p-value": f"{calibration.p_value(source[cut]):.2g}",
         })
-    # The one-standard-error rule: the fewest mistakes whose validation gap is within one standard
-    # error of the largest (a gap is a difference of two retentions over the row's keys).
-    top = max(rows, key=lambda r: r["valid gap"])
-    error = math.sqrt(2 * 0.25 / top["keys"])
-    best = min((r for r in rows if r["valid gap"] >= top["valid gap"] - error), key=lambda r: r["mistakes"])
+    best, top, error = choose(rows)
     per_model = [{"model": name, "kind": kind, "test accuracy": accuracy.get(name),
                   "retention C-IGM": float(m[:cigm].mean()),
                   **{f"retention +{n}": float(m[:cigm + n].mean()) for n in args.counts if n},

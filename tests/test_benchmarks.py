@@ -155,3 +155,23 @@ def test_recipe_on_smoke(capsys):
             assert 0.0 <= row[f"{what} agreement"] <= 1.0 and 0.0 <= row[f"{what} on mistakes"] <= 1.0
         assert row["gap"] == pytest.approx(row["surrogate agreement"] - row["reference agreement"])
     assert rows[0]["source accuracy"] != rows[2]["source accuracy"]  # another recipe trains another source
+
+
+def test_mistakes_count_is_the_fewest_within_one_standard_error_of_the_best_validation_gap():
+    choose = _load("mistakes").choose
+    rows = [{"mistakes": 0, "keys": 188, "valid gap": -0.09}, {"mistakes": 1000, "keys": 1188, "valid gap": 0.034},
+            {"mistakes": 2000, "keys": 2188, "valid gap": 0.037}]
+    best, top, error = choose(rows)
+    assert top["mistakes"] == 2000 and error == pytest.approx((0.5 / 2188) ** 0.5)
+    assert best["mistakes"] == 1000  # 0.034 is within 0.015 of 0.037
+    rows[1]["valid gap"] = 0.01
+    assert choose(rows)[0]["mistakes"] == 2000
+
+
+@pytest.mark.realdata
+def test_mistakes_refuses_a_preset_without_validation_models():
+    _needs_real_data()
+    with pytest.raises(SystemExit, match="no validation models"):
+        _load("mistakes").main(["--preset", "smoke", "--counts", "0,10"])
+    with pytest.raises(SystemExit):
+        _load("mistakes").main(["--counts", "a,b"])
