@@ -360,16 +360,18 @@ def poisson_binomial_p_value(matches, rates, tail="upper", spread=0.0):
         raise ValueError(f"matches={matches} is more than the {rates.size} trials.")
     if tail not in ("upper", "lower"):
         raise ValueError(f"tail={tail!r}; expected 'upper' or 'lower'.")
-    if spread > 0:
-        values = [poisson_binomial_p_value(matches, _shifted(rates, spread * node), tail) for node in _NODES]
-        return float(min(1.0, np.dot(_WEIGHTS, values)))
-    pmf = np.zeros(rates.size + 1)
-    pmf[0] = 1.0
-    for i, rate in enumerate(rates):
-        pmf[1:i + 2] = pmf[1:i + 2] * (1.0 - rate) + pmf[:i + 1] * rate
-        pmf[0] *= 1.0 - rate
-    value = pmf[matches:].sum() if tail == "upper" else pmf[:matches + 1].sum()
-    return float(min(1.0, max(value, 0.0)))
+    # One row of rates per shift of the model-level log-odds (one row, unshifted, without a
+    # spread); the dynamic programme runs over all rows at once.
+    table = np.stack([_shifted(rates, spread * node) for node in _NODES]) if spread > 0 else rates[None]
+    pmf = np.zeros((len(table), rates.size + 1))
+    pmf[:, 0] = 1.0
+    for i in range(rates.size):
+        rate = table[:, i:i + 1]
+        pmf[:, 1:i + 2] = pmf[:, 1:i + 2] * (1.0 - rate) + pmf[:, :i + 1] * rate
+        pmf[:, 0] *= 1.0 - rate[:, 0]
+    values = pmf[:, matches:].sum(axis=1) if tail == "upper" else pmf[:, :matches + 1].sum(axis=1)
+    values = np.minimum(1.0, np.maximum(values, 0.0))
+    return float(min(1.0, np.dot(_WEIGHTS, values))) if spread > 0 else float(values[0])
 
 
 def _logit(rates):
