@@ -53,7 +53,9 @@ def main():
     broken = [f"{r['transformation']} {r['strength']:g}" for r in usable if r.get("verified", "").startswith("NO")]
     accusing = [f"{r['transformation']} {r['strength']:g} ({r['references flagged']})" for r in rows[1:]
                 if theta and not r["references flagged"].startswith("0/")]
-    notes = (f"Fingerprint: {fp.n} C-IGM examples at ε = {preset.epsilon:g}; {len(references)} independent "
+    mistakes = fp.manifest["created_with"].get("mistakes", 0)
+    notes = (f"Fingerprint: cae extract's, {fp.n - mistakes} C-IGM examples at ε = {preset.epsilon:g} and {mistakes} "
+             f"natural images the source misclassifies; {len(references)} independent "
              "references. Δ accuracy: test accuracy minus the untransformed source's. "
              + f"θ = {theta:.3f}, the fingerprint's calibrated θ.\n")
     cost = f"at most {experiments.MAX_ACCURACY_DROP:.0%} accuracy"
