@@ -15,12 +15,15 @@ themselves, so that ``cae data`` stays fast. Expected failures are raised as
 on stderr and exits with status 2, without a traceback.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import logging
 import pathlib
 import sys
 import zipfile
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -239,7 +242,7 @@ def _verify(args):
     return 0
 
 
-def describe(result):
+def describe(result: fingerprint.VerifyResult) -> str:
     """One line that says what a :class:`cae.fingerprint.VerifyResult` means."""
     name = fingerprint.get_statistic(result.statistic).description
     line = (f"{result.verdict.upper()}: {name} {result.score:.3f} vs threshold {result.threshold:.3f} "
@@ -455,7 +458,7 @@ def _zoo_list(args):
 _GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify, _add_remove, _add_preprocess]
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cae",
         description="Fingerprinting deep neural networks with conferrable adversarial examples.",
@@ -468,7 +471,8 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+
     """Run ``cae`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(

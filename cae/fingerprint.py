@@ -36,6 +36,8 @@ These checksums detect corruption and editing; they do not stop a forger who
 rewrites the checksums as well (that would need a signature).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import hashlib
@@ -43,10 +45,12 @@ import io
 import json
 import logging
 import numbers
+import os
 import pathlib
-import typing
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +62,11 @@ from cae import checks, data, paths, stats
 # which the zoo's training workers do before they set up Keras) does not start Keras.
 
 log = logging.getLogger(__name__)
+
+# What verification queries: a Keras model, an object with ``predict_labels(x, num_classes)``
+# (cae.remote.TFServingClient), an ART classifier, or a callable x -> labels or class scores
+# (see predict_labels).
+Suspect = Any
 
 FORMAT = "cae-fingerprint"
 FORMAT_VERSION = 2  # 2: the manifest may hold a typed calibration (Calibration)
@@ -136,10 +145,10 @@ class Fingerprint:
     x: np.ndarray
     keys: np.ndarray
     manifest: dict
-    targets: np.ndarray = None
-    originals: np.ndarray = None
+    targets: np.ndarray | None = None
+    originals: np.ndarray | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.manifest, dict):
             raise FingerprintError(f"manifest must be a dict, got {type(self.manifest).__name__}.")
         manifest = _json_copy(self.manifest, "manifest")
@@ -170,17 +179,17 @@ class Fingerprint:
             Calibration.from_dict(manifest["calibration"], n)  # refuses an inconsistent one
 
     @property
-    def n(self):
+    def n(self) -> int:
         return len(self.keys)
 
     @property
-    def calibration(self):
+    def calibration(self) -> Calibration | None:
         """The :class:`Calibration` stored with the fingerprint, or None (format 1 files,
         and fingerprints made without calibration models)."""
         stored = self.manifest.get("calibration")
         return None if stored is None else Calibration.from_dict(stored, self.n)
 
-    def with_calibration(self, calibration):
+    def with_calibration(self, calibration: Calibration) -> Fingerprint:
         """The same fingerprint with ``calibration`` stored in its manifest."""
         if not isinstance(calibration, Calibration):
             raise TypeError(f"calibration must be a Calibration, got {type(calibration).__name__}.")
@@ -189,11 +198,11 @@ class Fingerprint:
                            manifest={**self.manifest, "calibration": calibration.to_dict()})
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return self.manifest["num_classes"]
 
     @property
-    def sha256(self):
+    def sha256(self) -> str:
         """Content hash of the arrays (see the module notes); the fingerprint's identity."""
         return content_hash(self._arrays())
 
@@ -219,7 +228,7 @@ class Fingerprint:
                 f"attack={self.manifest.get('attack')!r}, sha256={self.sha256[:12]}...)")
 
 
-def content_hash(arrays):
+def content_hash(arrays: Mapping[str, np.ndarray]) -> str:
     """SHA-256 over ``[name, dtype, shape]`` + bytes of each array, in :data:`ARRAY_ORDER`."""
     digest = hashlib.sha256()
     unknown = set(arrays) - set(ARRAY_ORDER)
@@ -235,9 +244,10 @@ def content_hash(arrays):
     return digest.hexdigest()
 
 
-def create(source, x, *, attack, epsilon, tau, dataset, source_model_hash=None,
-           num_classes=None, targets=None, originals=None, created_with=None,
-           batch_size=256):
+def create(source: Suspect, x: np.ndarray, *, attack: str, epsilon: float, tau: float, dataset: str,
+           source_model_hash: str | None = None, num_classes: int | None = None, targets: np.ndarray | None = None,
+           originals: np.ndarray | None = None, created_with: Mapping[str, Any] | None = None,
+           batch_size: int = 256) -> Fingerprint:
     """A :class:`Fingerprint` of ``x`` whose keys are the ``source`` model's labels.
 
     ``source``: anything :func:`verify` accepts as a suspect (normally the Keras
@@ -260,14 +270,15 @@ def create(source, x, *, attack, epsilon, tau, dataset, source_model_hash=None,
     return Fingerprint(x=x, keys=keys, manifest=manifest, targets=targets, originals=originals)
 
 
-def extract_mask(conferrability, tau, success=None):
+def extract_mask(conferrability: np.ndarray, tau: float, success: np.ndarray | None = None) -> np.ndarray:
     """Algorithm 2's filter: conferrability >= τ (with a float tolerance), and success
     where ``success`` is given."""
     keep = np.asarray(conferrability, np.float64) >= float(tau) - 1e-9
     return keep & np.asarray(success, bool) if success is not None else keep
 
 
-def extract(source, x, conferrability, *, tau, success=None, **create_args):
+def extract(source: Suspect, x: np.ndarray, conferrability: np.ndarray, *, tau: float,
+            success: np.ndarray | None = None, **create_args: Any) -> tuple[Fingerprint, np.ndarray]:
     """Algorithm 2's last step: keep the adversarial examples ``x`` whose conferrability
     on the training models (Confer(S, R), eq. 14) is at least ``tau`` (and that
     succeeded, where ``success`` is given) and make them a :class:`Fingerprint` keyed
@@ -307,7 +318,7 @@ def _manifest_digest(document):
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def save(fp, path):
+def save(fp: Fingerprint, path: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``fp`` to ``<path>.npz`` and ``<path>.json``; returns the two paths.
 
     Each file is written atomically (temp file + rename); the ``.npz`` first, so a
@@ -342,7 +353,7 @@ def save(fp, path):
 _FIX = "re-create it with cae.fingerprint.save (or restore both files from a backup)"
 
 
-def load(path):
+def load(path: str | os.PathLike) -> Fingerprint:
     """Read a fingerprint written by :func:`save`, refusing anything inconsistent.
 
     Raises :class:`FingerprintError` naming the problem and the fix when a file is
@@ -513,7 +524,7 @@ def _labels_from_output(output, count, num_classes, who):
     return labels
 
 
-def predict_labels(suspect, x, num_classes, batch_size=256):
+def predict_labels(suspect: Suspect, x: np.ndarray, num_classes: int, batch_size: int = 256) -> tuple[np.ndarray, int]:
     """Top-1 labels of ``suspect`` on ``x`` and the number of inputs it was sent.
 
     ``suspect`` may be:
@@ -604,16 +615,16 @@ class Statistic:
 
     name: str
     title: str
-    score: typing.Callable
-    p_value: typing.Callable
-    label: str = None
+    score: Callable[[Calibration | None, np.ndarray], float]
+    p_value: Callable[[Calibration | None, np.ndarray, float, np.ndarray, float], float]
+    label: str | None = None
     unit: str = ""
     summary: str = ""
     fraction: bool = False
     calibrated: bool = True
-    default_threshold: float = None
+    default_threshold: float | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"statistic name {self.name!r} is not allowed; expected an identifier such as 'lr' "
                              "(it becomes a suffix of JSON keys).")
@@ -621,17 +632,17 @@ class Statistic:
             object.__setattr__(self, "label", self.title)
 
     @property
-    def description(self):
+    def description(self) -> str:
         """What ``cae verify``'s line calls the score ("likelihood ratio per fingerprint")."""
         return f"{self.title} {self.unit}".strip()
 
     @property
-    def suffix(self):
+    def suffix(self) -> str:
         """What this statistic's keys in result dicts end with: "" for the default
         statistic, else ``_<name>`` (``auc_lr``)."""
         return "" if self.name == DEFAULT_STATISTIC else f"_{self.name}"
 
-    def column(self, heading):
+    def column(self, heading: str) -> str:
         """A table column of this statistic: ``heading`` for the default statistic, else
         ``heading (label)`` ("AUC (LR)")."""
         return heading if self.name == DEFAULT_STATISTIC else f"{heading} ({self.label})"
@@ -662,7 +673,7 @@ STATISTICS = {
 }
 
 
-def register_statistic(statistic):
+def register_statistic(statistic: Statistic) -> Statistic:
     """Add ``statistic`` (a :class:`Statistic`) to :data:`STATISTICS`: :func:`verify`,
     :class:`Calibration`, ``cae verify`` and the reports then offer it."""
     if not isinstance(statistic, Statistic):
@@ -673,21 +684,21 @@ def register_statistic(statistic):
     return statistic
 
 
-def unregister_statistic(name):
+def unregister_statistic(name: str) -> Statistic:
     """Remove the statistic ``name`` added by :func:`register_statistic`."""
     if name == DEFAULT_STATISTIC:
         raise ValueError(f"the default statistic {name!r} cannot be unregistered.")
     return STATISTICS.pop(get_statistic(name).name)
 
 
-def get_statistic(name):
+def get_statistic(name: str) -> Statistic:
     """The registered :class:`Statistic` called ``name``."""
     if name not in STATISTICS:
         raise ValueError(f"statistic={name!r}; choose one of {', '.join(STATISTICS)}.")
     return STATISTICS[name]
 
 
-def available_statistics(calibration):
+def available_statistics(calibration: Calibration | None) -> tuple[str, ...]:
     """The names of the statistics a fingerprint with ``calibration`` (or None) has."""
     return tuple(name for name, s in STATISTICS.items() if calibration is not None or not s.calibrated)
 
@@ -728,12 +739,12 @@ class Calibration:
 
     surrogate_matches: np.ndarray
     reference_matches: np.ndarray
-    reference_weights_sha256: tuple = ()
+    reference_weights_sha256: tuple[str, ...] = ()
     models: str = ""
     alpha: float = DEFAULT_ALPHA
-    transformed_references: dict = dataclasses.field(default_factory=dict)
+    transformed_references: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         set_ = object.__setattr__
         surrogate = np.asarray(self.surrogate_matches)
         n = surrogate.shape[-1] if surrogate.ndim == 2 else -1
@@ -759,37 +770,37 @@ class Calibration:
             raise FingerprintError("calibration models must be a description (str).")
 
     @property
-    def n(self):
+    def n(self) -> int:
         return self.surrogate_matches.shape[1]
 
-    def check(self, n):
+    def check(self, n: int) -> Calibration:
         if self.n != n:
             raise FingerprintError(f"the calibration covers {self.n} fingerprints but the fingerprint has {n}.")
         return self
 
     @property
-    def surrogate_rates(self):
+    def surrogate_rates(self) -> np.ndarray:
         return stats.match_rates(self.surrogate_matches)
 
     @property
-    def reference_rates(self):
+    def reference_rates(self) -> np.ndarray:
         return stats.match_rates(self.reference_matches)
 
     @functools.cached_property
-    def lr_rates(self):
+    def lr_rates(self) -> tuple[np.ndarray, np.ndarray]:
         """The likelihood ratio's per-fingerprint rates ``(p, q)``: shrunk toward each
         group's mean, and ``p >= q`` on every key (:func:`cae.stats.lr_rates`); computed
         once per calibration."""
         return stats.lr_rates(self.surrogate_matches, self.reference_matches)
 
-    def score(self, matches, statistic=DEFAULT_STATISTIC):
+    def score(self, matches: np.ndarray, statistic: str = DEFAULT_STATISTIC) -> float:
         """A suspect's score from its bool (n,) matches (:data:`STATISTICS`): retention,
         the likelihood ratio per fingerprint (:func:`cae.stats.likelihood_ratio` / n,
         with :attr:`lr_rates`) or any other registered statistic."""
         return get_statistic(statistic).score(self, np.asarray(matches, bool))
 
     @property
-    def conditions(self):
+    def conditions(self) -> tuple[str, ...]:
         """``"none"`` (the references as they are), then each input transformation they
         were also measured behind (:mod:`cae.preprocessing`)."""
         return ("none", *self.transformed_references)
@@ -797,11 +808,11 @@ class Calibration:
     def _matches(self, condition):
         return self.reference_matches if condition == "none" else self.transformed_references[condition]
 
-    def null_rates(self, condition="none"):
+    def null_rates(self, condition: str = "none") -> np.ndarray:
         """Per-fingerprint match rates of the calibration references under ``condition``."""
         return stats.match_rates(self._matches(condition))
 
-    def reference_scores(self, statistic=DEFAULT_STATISTIC, condition="none"):
+    def reference_scores(self, statistic: str = DEFAULT_STATISTIC, condition: str = "none") -> list[float]:
         """Each calibration reference's score under ``condition``; for a statistic that
         depends on the calibration (the likelihood ratio), with rates from the other
         references (out of sample, or θ would sit too low)."""
@@ -810,7 +821,7 @@ class Calibration:
             return [self.score(m, statistic) for m in matches]
         return [self.without_reference(i).score(m, statistic) for i, m in enumerate(matches)]
 
-    def threshold(self, statistic=DEFAULT_STATISTIC):
+    def threshold(self, statistic: str = DEFAULT_STATISTIC) -> float | None:
         """θ for ``statistic``: just above all calibration references but a fraction
         ``alpha`` (:func:`cae.stats.choose_threshold`), under every condition (the highest
         θ over them); None if none exists."""
@@ -831,7 +842,7 @@ class Calibration:
                 return None
         return max(chosen)
 
-    def p_value(self, matches, statistic=DEFAULT_STATISTIC):
+    def p_value(self, matches: np.ndarray, statistic: str = DEFAULT_STATISTIC) -> float:
         """The probability that an independent model scores at least as high as a
         suspect with bool (n,) ``matches``: from the calibration references'
         per-fingerprint rates, keys independent given the model; the largest over the
@@ -844,7 +855,7 @@ class Calibration:
                                 stats.model_spread(self._matches(condition)))
                    for condition in self.conditions)
 
-    def verdict(self, score, p_value, p_value_derived, threshold, alpha):
+    def verdict(self, score: float, p_value: float, p_value_derived: float, threshold: float, alpha: float) -> str:
         """cae verify's rule: ``"surrogate"`` when ``score >= threshold`` and
         ``p_value <= alpha``; ``"independent"`` when ``score < threshold`` and
         ``p_value_derived <= alpha``; else ``"inconclusive"``."""
@@ -852,7 +863,7 @@ class Calibration:
             return "surrogate" if p_value <= alpha else "inconclusive"
         return "independent" if p_value_derived <= alpha else "inconclusive"
 
-    def judge(self, matches, statistic=DEFAULT_STATISTIC):
+    def judge(self, matches: np.ndarray, statistic: str = DEFAULT_STATISTIC) -> str | None:
         """The verdict on a suspect with bool (n,) ``matches`` at this calibration's θ and
         α (None when it has no θ for ``statistic``)."""
         threshold = self.threshold(statistic)
@@ -861,13 +872,13 @@ class Calibration:
         return self.verdict(self.score(matches, statistic), self.p_value(matches, statistic),
                             self.p_value_derived(matches), threshold, self.alpha)
 
-    def p_value_derived(self, matches):
+    def p_value_derived(self, matches: np.ndarray) -> float:
         """The probability that a derived model (the calibration surrogates' rates and
         spread) reproduces as few keys as bool (n,) ``matches``."""
         return stats.poisson_binomial_p_value(int(np.sum(matches)), self.surrogate_rates, tail="lower",
                                               spread=stats.model_spread(self.surrogate_matches))
 
-    def without_reference(self, i):
+    def without_reference(self, i: int) -> Calibration:
         """The calibration with reference ``i`` left out (a suspect that is that model)."""
         if len(self.reference_matches) < 2:
             raise FingerprintError("the calibration has one reference; it cannot leave it out.")
@@ -877,7 +888,7 @@ class Calibration:
                                    reference_weights_sha256=hashes,
                                    transformed_references={c: m[keep] for c, m in self.transformed_references.items()})
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"surrogate_matches": self.surrogate_matches.astype(int).tolist(),
                 "reference_matches": self.reference_matches.astype(int).tolist(),
                 "reference_weights_sha256": list(self.reference_weights_sha256), "models": self.models,
@@ -888,7 +899,7 @@ class Calibration:
                 "reference_retentions": self.reference_scores("retention")}
 
     @classmethod
-    def from_dict(cls, stored, n=None):
+    def from_dict(cls, stored: Mapping[str, Any], n: int | None = None) -> Calibration:
         if not isinstance(stored, dict):
             raise FingerprintError(f"manifest calibration is {type(stored).__name__}; expected a JSON object.")
         try:
@@ -902,7 +913,9 @@ class Calibration:
         return calibration if n is None else calibration.check(n)
 
 
-def calibrate(fp, surrogates, references, *, models="", alpha=DEFAULT_ALPHA, transformations=(), batch_size=256):
+def calibrate(fp: Fingerprint, surrogates: Iterable[Suspect], references: Iterable[Suspect], *, models: str = "",
+              alpha: float = DEFAULT_ALPHA, transformations: Sequence[tuple[str, float]] = (),
+              batch_size: int = 256) -> Calibration:
     """A :class:`Calibration` of ``fp`` from calibration models (anything
     :func:`predict_labels` accepts; Keras models also give their weight hashes).
 
@@ -961,22 +974,22 @@ class VerifyResult:
     threshold: float
     is_surrogate: bool
     queries: int
-    p_value: float = None
-    p_value_binomial: float = None
-    p_value_empirical: float = None
-    p0: float = None
-    fingerprint_sha256: str = None
+    p_value: float | None = None
+    p_value_binomial: float | None = None
+    p_value_empirical: float | None = None
+    p0: float | None = None
+    fingerprint_sha256: str | None = None
     statistic: str = "retention"
-    score: float = None
+    score: float | None = None
     verdict: str = "inconclusive"
-    p_value_derived: float = None
+    p_value_derived: float | None = None
     references: int = 0
     surrogates: int = 0
     threshold_source: str = "default"
-    left_out: int = None
+    left_out: int | None = None
     calibrated: bool = False
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -1007,7 +1020,10 @@ def _left_out(calibration, suspect):
     return calibration.without_reference(i), i
 
 
-def verify(suspect, fp, threshold=None, batch_size=256, null=None, *, statistic=DEFAULT_STATISTIC, alpha=None):
+def verify(suspect: Suspect, fp: Fingerprint, threshold: float | stats.Threshold | None = None, batch_size: int = 256,
+           null: float | stats.Scores | stats.Null | None = None, *, statistic: str = DEFAULT_STATISTIC,
+           alpha: float | None = None) -> VerifyResult:
+
     """Algorithm 1: is ``suspect`` a surrogate of the model that made ``fp``?
 
     Sends the fingerprint inputs to ``suspect`` (label-only access suffices; any kind

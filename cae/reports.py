@@ -22,9 +22,22 @@ beside the paper's numbers (:mod:`cae.paper`), one function per table or figure,
   calibration.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from cae import attacks, data, evaluation, experiments, fingerprint, paper as quoted, preprocessing, presets, removal, stats
+
+if TYPE_CHECKING:
+    import keras
+
+# A table's rows: one dict per row, column name -> value.
+Rows = list[dict[str, Any]]
+# Suspects by name, or a list of them (named "<kind> <i>").
+Suspects = Mapping[str, fingerprint.Suspect] | Sequence[fingerprint.Suspect]
 
 GROUP_NAMES = {
     "train_surrogates": ("training", "surrogate"), "train_references": ("training", "reference"),
@@ -51,7 +64,8 @@ def _beside_retention(fp, model):
     return fingerprint.verify(model, fp).retention
 
 
-def group_rows(context, fp, beside=None):
+def group_rows(context: experiments.Context, fp: fingerprint.Fingerprint,
+               beside: fingerprint.Fingerprint | None = None) -> Rows:
     """Table III / IV: one row per (group, architecture) plus the source.
 
     Each row has the min–max brackets as text (``test accuracy``, ``fidelity``,
@@ -92,7 +106,7 @@ GROUP_COLUMNS = ["split", "role", "architecture", "models", "test_accuracy", "fi
 
 
 # --------------------------------------------------------------------------- Table V / VI
-def verified(result):
+def verified(result: fingerprint.VerifyResult) -> str:
     """A table's "verified" cell for a :class:`cae.fingerprint.VerifyResult`: "yes" when
     verification calls the model a surrogate; "NO (broken)" when its score is below θ
     (Alg. 1); "NO (inconclusive, p-value ...)" when it is at or above θ but the p-value
@@ -105,7 +119,8 @@ def verified(result):
 
 
 
-def removal_rows(context, fp, attacks=removal.PAPER_ATTACKS, models=None, beside=None):
+def removal_rows(context: experiments.Context, fp: fingerprint.Fingerprint, attacks: Iterable[str] = removal.PAPER_ATTACKS,
+                 models: Mapping[str, keras.Model] | None = None, beside: fingerprint.Fingerprint | None = None) -> Rows:
     """Table V / VI: test accuracy, fidelity and retention of every removal attack's model,
     beside the paper's. ``models``: already derived models by attack (else trained or
     loaded). Column ``verified``: whether :func:`cae.fingerprint.verify` still calls
@@ -158,7 +173,10 @@ def _behind(model, kind, strength):
     return model if kind == "none" else preprocessing.wrap(model, kind, strength)
 
 
-def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None):
+def preprocessing_rows(context: experiments.Context, fp: fingerprint.Fingerprint,
+                       sweeps: Mapping[str, Sequence[float]] | None = None,
+                       threshold: float | stats.Threshold | None = None,
+                       references: Iterable[keras.Model] | None = None) -> Rows:
     """Beyond the paper: the source behind each input transformation of
     :mod:`cae.preprocessing` (``sweeps``: ``{kind: strengths}``, default
     :data:`cae.preprocessing.SWEEPS`), one row per strength: test accuracy, fidelity,
@@ -188,7 +206,9 @@ def preprocessing_rows(context, fp, sweeps=None, threshold=None, references=None
     return rows
 
 
-def preprocessing_separation(fp, derived, references, sweeps=None, threshold=None):
+def preprocessing_separation(fp: fingerprint.Fingerprint, derived: Mapping[str, keras.Model] | Sequence[keras.Model],
+                             references: Iterable[keras.Model], sweeps: Mapping[str, Sequence[float]] | None = None,
+                             threshold: float | stats.Threshold | None = None) -> Rows:
     """Beyond the paper: verification when every suspect, derived or independent, sits
     behind the same input transformation. One row per transformation and strength
     (the first untransformed): the ROC-AUC of retention, derived models (``derived``,
@@ -216,7 +236,7 @@ def preprocessing_separation(fp, derived, references, sweeps=None, threshold=Non
     return rows
 
 
-def separation_columns():
+def separation_columns() -> list[str]:
     """The columns of :func:`preprocessing_separation`'s table: the default statistic's,
     then AUC and flagged counts of every other registered statistic."""
     return ["transformation", "strength", "AUC", "derived retention (median)", "derived flagged",
@@ -235,8 +255,9 @@ def _named(models, prefix):
     return [(f"{prefix} {i}", m) for i, m in enumerate(models)]
 
 
-def verification_stats(context, fp, derived_models, reference_models, accuracy_drop=None,
-                       max_drop=experiments.MAX_ACCURACY_DROP):
+def verification_stats(context: experiments.Context, fp: fingerprint.Fingerprint, derived_models: Suspects,
+                       reference_models: Suspects, accuracy_drop: Mapping[str, float] | None = None,
+                       max_drop: float = experiments.MAX_ACCURACY_DROP) -> dict[str, Any]:
     """Every suspect verified as a model owner would (:func:`cae.fingerprint.verify`,
     with the fingerprint's calibration: θ and p-values from the calibration models,
     which the suspects here are not unless the preset has no validation models), and
@@ -303,7 +324,7 @@ def verification_stats(context, fp, derived_models, reference_models, accuracy_d
     return out
 
 
-def other_aucs(result):
+def other_aucs(result: Mapping[str, Any]) -> str:
     """``", likelihood ratio 0.912"``: the AUC of every statistic of a
     :func:`verification_stats` result beside the default one, for prose."""
     return "".join(f", {fingerprint.STATISTICS[s].title} {result['auc' + fingerprint.STATISTICS[s].suffix]:.3f}"
@@ -311,7 +332,8 @@ def other_aucs(result):
 
 
 # --------------------------------------------------------------------------- Table II
-def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True, transforms=None):
+def table2_rows(context: experiments.Context, eps: float | None = None, targets: Sequence[str] = ("most_conferrable",),
+                baselines: bool = True, transforms: Sequence[str] | None = None) -> Rows:
     """One row per attack of :data:`cae.attacks.REGISTRY`: our transferability /
     conferrability on the testing models beside the paper's (Table II; blank where the
     paper has no number). ``baselines=False`` scores the ensemble attack (C-IGM) alone.
@@ -346,7 +368,7 @@ def table2_rows(context, eps=None, targets=("most_conferrable",), baselines=True
     return rows
 
 
-def table2_notes(context, rows):
+def table2_notes(context: experiments.Context, rows: Sequence[Mapping[str, Any]]) -> str:
     # The best C-IGM row against every baseline (the paper's C-IGM is the first row).
     name = attacks.REGISTRY["cigm"].name
     best = max((r for r in rows if r["method"].startswith(name)), key=lambda r: r["conferrable"])
@@ -370,7 +392,8 @@ def table2_notes(context, rows):
 
 
 # --------------------------------------------------------------------------- Figures 8-10
-def fingerprint_row(fp):
+def fingerprint_row(fp: fingerprint.Fingerprint) -> dict[str, Any]:
+
     """A one-row summary of a fingerprint for the figures' data tables: size, mean
     perturbation and the retention of its calibration models (:class:`cae.fingerprint.Calibration`)."""
     made = fp.manifest.get("created_with", {})

@@ -29,13 +29,19 @@ model (a *reference* model). Two nulls are offered, and :class:`Null` carries bo
 :meth:`Null.p_value` reports the larger (more conservative) of the two.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+# Scores, retentions or other numbers, one per model or example.
+Scores = Sequence[float] | np.ndarray
 
 # The false-positive rate θ is chosen for: at most this fraction of references at or above it.
 DEFAULT_ALPHA = 0.01
@@ -94,7 +100,7 @@ def _probability(value, name):
 
 
 # --------------------------------------------------------------------------- ROC
-def roc_curve(scores_pos, scores_neg):
+def roc_curve(scores_pos: Scores, scores_neg: Scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ROC curve of the rule ``score >= threshold``.
 
     Returns ``(fpr, tpr, thresholds)``: ``thresholds`` starts at ``+inf`` (nothing
@@ -111,7 +117,7 @@ def roc_curve(scores_pos, scores_neg):
     return fpr, tpr, thresholds
 
 
-def roc_auc(scores_pos, scores_neg):
+def roc_auc(scores_pos: Scores, scores_neg: Scores) -> float:
     """Area under the ROC curve.
 
     Equal to the Mann-Whitney probability ``P[pos > neg] + 1/2 P[pos == neg]`` for a
@@ -126,7 +132,7 @@ def roc_auc(scores_pos, scores_neg):
     return twice_wins / (2 * pos.size * neg.size)
 
 
-def tpr_at_fpr(scores_pos, scores_neg, fpr=0.01):
+def tpr_at_fpr(scores_pos: Scores, scores_neg: Scores, fpr: float = 0.01) -> float:
     """The highest true-positive rate of any threshold whose false-positive rate is <= ``fpr``.
 
     With few negatives the achievable false-positive rates are multiples of
@@ -155,7 +161,7 @@ def _binomial_log_tails(n, p0):
     return np.logaddexp.accumulate(log_pmf[::-1])[::-1]
 
 
-def binomial_p_value(matches, n, p0):
+def binomial_p_value(matches: int, n: int, p0: float) -> float:
     """``P[X >= matches]`` for ``X ~ Binomial(n, p0)``, exact (log-space sum of the pmf).
 
     The p-value of observing ``matches`` agreeing keys out of ``n`` if the suspect
@@ -176,7 +182,7 @@ def binomial_p_value(matches, n, p0):
     return float(min(1.0, math.exp(_binomial_log_tails(n, p0)[matches])))
 
 
-def empirical_p_value(retention, null_retentions):
+def empirical_p_value(retention: float, null_retentions: Scores) -> float:
     """``(1 + #{null >= retention}) / (1 + len(null))``.
 
     The p-value of ``retention`` against retentions measured on models known to be
@@ -190,7 +196,8 @@ def empirical_p_value(retention, null_retentions):
     return (1 + int(np.sum(null >= retention))) / (1 + null.size)
 
 
-def bootstrap_mean_ci(values, confidence=0.95, resamples=2000, seed=0):
+def bootstrap_mean_ci(values: Scores, confidence: float = 0.95, resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval ``(low, high)`` of the mean of ``values``.
 
     Resamples the values (e.g. per-example conferrability scores) with replacement,
@@ -210,7 +217,7 @@ def bootstrap_mean_ci(values, confidence=0.95, resamples=2000, seed=0):
     return float(low), float(high)
 
 
-def clopper_pearson_upper(successes, trials, confidence=0.95):
+def clopper_pearson_upper(successes: int, trials: int, confidence: float = 0.95) -> float:
     """One-sided Clopper-Pearson upper confidence bound on a rate.
 
     The largest rate ``p`` still consistent (at level ``1 - confidence``) with seeing
@@ -237,7 +244,7 @@ def clopper_pearson_upper(successes, trials, confidence=0.95):
 
 
 # --------------------------------------------------------------------------- per-fingerprint evidence
-def match_rates(matches, prior=0.5):
+def match_rates(matches: np.ndarray, prior: float = 0.5) -> np.ndarray:
     """Smoothed per-fingerprint match rates of a group of calibration models.
 
     ``matches``: boolean (models, n), ``matches[m, i]`` iff model m gives fingerprint i
@@ -263,7 +270,7 @@ def _log_beta(a, b):
 _STRENGTHS = np.logspace(-1, 4, 121)
 
 
-def shrunk_rates(matches, prior=0.5):
+def shrunk_rates(matches: np.ndarray, prior: float = 0.5) -> np.ndarray:
     """Per-fingerprint match rates of a group of calibration models, shrunk toward the
     group's mean rate as far as the group's own data say (empirical Bayes).
 
@@ -295,7 +302,7 @@ def shrunk_rates(matches, prior=0.5):
     return (counts + mean * strength) / (models + strength)
 
 
-def lr_rates(surrogate_matches, reference_matches):
+def lr_rates(surrogate_matches: np.ndarray, reference_matches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rates ``(p, q)`` the likelihood-ratio statistic weighs keys with: each group's
     :func:`shrunk_rates`, and on keys where the calibration references matched more often
     than the surrogates both set to their mean (such a key weighs nothing). A key is the
@@ -312,7 +319,7 @@ def lr_rates(surrogate_matches, reference_matches):
     return p, q
 
 
-def likelihood_ratio(matches, p, q):
+def likelihood_ratio(matches: np.ndarray, p: np.ndarray, q: np.ndarray) -> float | np.ndarray:
     """Per-fingerprint log-likelihood ratio of "derived" against "independent".
 
     ``Σ_i m_i log(p_i / q_i) + (1 - m_i) log((1 - p_i) / (1 - q_i))`` for a suspect's
@@ -341,7 +348,7 @@ def _rates(rates, name):
     return rates
 
 
-def poisson_binomial_p_value(matches, rates, tail="upper", spread=0.0):
+def poisson_binomial_p_value(matches: int, rates: np.ndarray, tail: str = "upper", spread: float = 0.0) -> float:
     """``P[X >= matches]`` (``tail="upper"``) or ``P[X <= matches]`` (``"lower"``) for X the
     number of successes of independent trials with success probabilities ``rates``.
 
@@ -383,7 +390,7 @@ def _shifted(rates, shift):
     return 1.0 / (1.0 + np.exp(-(_logit(rates) + shift)))
 
 
-def model_shift(matches, rates):
+def model_shift(matches: np.ndarray, rates: np.ndarray) -> float:
     """The shift u of every key's log-odds that makes ``rates`` expect as many matches
     as the bool (n,) ``matches`` holds: how much more (u > 0) or less a model agrees
     with the keys than the group ``rates`` describe, all keys alike."""
@@ -405,7 +412,7 @@ def model_shift(matches, rates):
 MIN_MODEL_SPREAD = 0.5
 
 
-def model_spread(reference_matches, prior=0.5):
+def model_spread(reference_matches: np.ndarray, prior: float = 0.5) -> float:
     """How far one independent model's agreement with the keys strays from the others':
     the root mean square of each reference's :func:`model_shift` from the rates of the
     other references (out of sample), and at least :data:`MIN_MODEL_SPREAD`.
@@ -426,7 +433,8 @@ _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(41)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
-def likelihood_ratio_p_value(score, p, q, null=None, spread=0.0):
+def likelihood_ratio_p_value(score: float, p: np.ndarray, q: np.ndarray, null: np.ndarray | None = None,
+                             spread: float = 0.0) -> float:
     """An upper bound on ``P[LR >= score]`` when the suspect matches fingerprint i with
     probability ``null[i]`` (default ``q[i]``) independently (the null "independent
     model"; another ``null``: independent models under other conditions, e.g. behind an
@@ -469,10 +477,10 @@ class Null:
     references that never match do not produce ``p0 = 0`` (and p-values of exactly 0).
     """
 
-    reference_retentions: tuple
+    reference_retentions: tuple[float, ...]
     n: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         retentions = tuple(float(r) for r in _scores(self.reference_retentions,
                                                      "reference_retentions"))
         if any(not 0.0 <= r <= 1.0 for r in retentions):
@@ -484,7 +492,7 @@ class Null:
         object.__setattr__(self, "n", n)
 
     @classmethod
-    def from_matches(cls, matches):
+    def from_matches(cls, matches: np.ndarray) -> Null:
         """From a boolean (R, n) matrix: ``matches[r, i]`` iff reference r matched key i."""
         matches = np.asarray(matches)
         if matches.ndim != 2 or matches.size == 0:
@@ -495,11 +503,11 @@ class Null:
         return cls(tuple(np.mean(matches.astype(bool), axis=1)), matches.shape[1])
 
     @property
-    def p0(self):
+    def p0(self) -> float:
         total = sum(round(r * self.n) for r in self.reference_retentions)
         return (total + 0.5) / (len(self.reference_retentions) * self.n + 1)
 
-    def p_values(self, matches, n=None):
+    def p_values(self, matches: int, n: int | None = None) -> tuple[float, float]:
         """``(binomial, empirical)`` p-values of ``matches`` agreeing keys out of ``n``."""
         n = self.n if n is None else _count(n, "n")
         if n != self.n:
@@ -511,7 +519,7 @@ class Null:
         return (binomial_p_value(matches, n, self.p0),
                 empirical_p_value(matches / n, self.reference_retentions))
 
-    def p_value(self, matches, n=None):
+    def p_value(self, matches: int, n: int | None = None) -> float:
         """The conservative p-value: the larger of the binomial and the empirical one."""
         return max(self.p_values(matches, n))
 
@@ -533,15 +541,15 @@ class Threshold:
     empirical_fpr: float
     empirical_fpr_upper: float
     n_references: int
-    n: int = None
-    p0: float = None
-    binomial_fpr: float = None
+    n: int | None = None
+    p0: float | None = None
+    binomial_fpr: float | None = None
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, float | int | None]:
         return dataclasses.asdict(self)
 
 
-def threshold_or_none(null, alpha=DEFAULT_ALPHA):
+def threshold_or_none(null: Scores | Null, alpha: float = DEFAULT_ALPHA) -> Threshold | None:
     """:func:`choose_threshold`, or None (with a logged reason) when no θ <= 1 keeps
     ``alpha``, e.g. when every reference retains the whole fingerprint."""
     try:
@@ -551,7 +559,8 @@ def threshold_or_none(null, alpha=DEFAULT_ALPHA):
         return None
 
 
-def choose_threshold(null_retentions, alpha=DEFAULT_ALPHA, n=None):
+def choose_threshold(null_retentions: Scores | Null, alpha: float = DEFAULT_ALPHA, n: int | None = None) -> Threshold:
+
     """The smallest threshold θ above all but a fraction ``alpha`` of the references.
 
     ``null_retentions``: retentions of reference models on the fingerprint, or a

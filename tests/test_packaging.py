@@ -184,6 +184,31 @@ def test_cae_imports_are_at_the_top_unless_they_start_keras():
     assert not hidden, "move these imports to the top of the file: " + "; ".join(hidden)
 
 
+# The only cae modules imported inside functions, by importing module, and why there:
+# each imports Keras, which the importing module must not start when it is imported.
+FUNCTION_LEVEL_IMPORTS = {
+    "cli": ({"attacks", "experiments", "models", "plan", "preprocessing"},
+            "cae --help, cae data and cae verify --url start without Keras and TensorFlow"),
+    "fingerprint": ({"models", "preprocessing"},
+                    "loading and checking a fingerprint, and cae.removal / cae.cluster, do not start Keras"),
+    "removal": ({"attacks", "models"},
+                "the zoo's training workers (cae.cluster) import cae.removal before they set up Keras's "
+                "threads and devices"),
+    "zoo": ({"models"}, "the zoo's training workers import cae.zoo before they set up Keras"),
+}
+
+
+def test_function_level_cae_imports_are_the_allowed_ones():
+    """A new import of a cae module inside a function fails here: put it at the top of the
+    file, or add it to FUNCTION_LEVEL_IMPORTS with the reason. An allowed one that is gone
+    fails too, so that the list stays exact."""
+    found = {(name, module) for name, tree in _modules().items()
+             for module, _, nested in _cae_imports(tree) if nested}
+    allowed = {(name, module) for name, (modules, _) in FUNCTION_LEVEL_IMPORTS.items() for module in modules}
+    assert not found - allowed, f"function-level imports not in FUNCTION_LEVEL_IMPORTS: {sorted(found - allowed)}"
+    assert not allowed - found, f"FUNCTION_LEVEL_IMPORTS lists imports that are gone: {sorted(allowed - found)}"
+
+
 def test_training_workers_and_the_cli_start_without_keras():
     """The modules a Ray training worker imports before it sets up Keras's threads and
     devices (cae.cluster and what it imports), and the CLI's, do not import Keras."""
