@@ -96,8 +96,8 @@ def main(argv=None):
     behind = {f"{kind} {strength:g}": [matches(preprocessing.wrap(m, kind, strength))
                                         for m in context.models["valid_references"]]
               for kind, strength in transformations}
-    attacks = [a for a in experiments.removal_attacks(args.removal)]
-    derived, independent, _ = benchmark.suspects(context, attacks, args.extra_references)
+    derived, independent, _ = benchmark.suspects(context, experiments.removal_attacks(args.removal),
+                                                 args.extra_references)
     derived = [(d["name"], d["model"]) for d in derived if d["mapping"] is None]
     positives = {name: matches(m) for name, m in derived if usable(name, m)}
     negatives = {name: matches(m) for name, m in independent}
