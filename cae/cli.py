@@ -118,11 +118,14 @@ def _add_extract(subparsers):
                         help="beyond the paper: also key N natural images the source misclassifies (from the "
                              "preset's images in neither D1 nor D2) by its wrong label (default: the preset's "
                              "mistakes, 0 with --model; 0 is the paper's fingerprint)")
+    parser.add_argument("--mistakes-stable", default=None, metavar="KIND:STRENGTH,...",
+                        help="keep only mistakes the source repeats behind these input transformations, e.g. "
+                             "flip:1 or flip:1,blur:0.5 ('none': every mistake; default: the preset's)")
     parser.set_defaults(handler=_extract)
 
 
 def _extract(args):
-    from cae import attacks, experiments
+    from cae import attacks, experiments, preprocessing
 
     preset = presets.get(args.preset)
     # Checked before the zoo is trained, which can take hours.
@@ -140,6 +143,7 @@ def _extract(args):
     if args.mistakes is not None and (args.mistakes < 0 or (args.mistakes and args.model)):
         raise ValueError(f"--mistakes {args.mistakes} is not allowed; expected 0 or more, and only for a preset's "
                          "source (its images outside D1 and D2 supply them; with --model there are none).")
+    stable = None if args.mistakes_stable is None else preprocessing.parse(args.mistakes_stable, "--mistakes-stable")
     if (args.model is None) != (args.data is None) or (args.test and not args.model):
         raise ValueError("--model and --data go together (and --test needs them): the model to fingerprint "
                          "and its labelled data; without them cae extract fingerprints the preset's source.")
@@ -150,10 +154,13 @@ def _extract(args):
             architecture=zoo.CLONE if args.architecture == "clone" else None)
     else:
         context = experiments.prepare(preset, verbose=args.verbose)
-    fp = experiments.extract(context, eps=args.eps, tau=args.tau, target=args.target, mistakes=args.mistakes)
+    fp = experiments.extract(context, eps=args.eps, tau=args.tau, target=args.target, mistakes=args.mistakes,
+                             mistakes_stable=stable)
     npz, manifest = fingerprint.save(fp, args.out)
     mistakes = fp.manifest["created_with"].get("mistakes", 0)
-    print(f"fingerprint: {fp.n} examples ({fp.n - mistakes} C-IGM + {mistakes} natural mistakes; eps "
+    behind = fp.manifest["created_with"].get("mistakes_stable") or []
+    stable_text = f", repeated behind {preprocessing.describe(behind)}" if mistakes and behind else ""
+    print(f"fingerprint: {fp.n} examples ({fp.n - mistakes} C-IGM + {mistakes} natural mistakes{stable_text}; eps "
           f"{fp.manifest['epsilon']:g}, tau {fp.manifest['tau']:g}) "
           f"of source {fp.manifest['source_model_hash']} -> {npz}, {manifest}")
     return 0

@@ -14,7 +14,7 @@ import os
 import pathlib
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -530,33 +530,50 @@ def retentions(result: Mapping[str, np.ndarray], keep: np.ndarray, group: str) -
     return [float(np.mean(labels[keep] == t)) for labels in result[group]]
 
 
-def natural_mistakes(context: Context, n: int) -> tuple[np.ndarray, np.ndarray]:
+def natural_mistakes(context: Context, n: int, stable: Sequence[tuple[str, float]] | None = None,
+                     at_most: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images the source misclassifies (float32, and their indices into the
     training pool), from the pool's images in neither D1 nor D2: the defender's own
-    held-out data, which no model of the zoo trained on. Drawn in a fixed seeded order."""
+    held-out data, which no model of the zoo trained on. Drawn in a fixed seeded order.
+
+    ``stable`` (the preset's ``mistakes_stable`` by default): input transformations
+    ``(kind, strength)`` of :mod:`cae.preprocessing` behind which the source must make
+    the same mistake, so that a thief cannot wash the key out by transforming every
+    query for free (mirroring them costs a flip-trained model nothing, and 4 in 10 of
+    the source's mistakes do not survive it). ``at_most``: return as many as there are,
+    up to ``n``, instead of failing when there are fewer."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"mistakes={n!r} is not allowed; expected a positive number of images (0 turns them off).")
+    stable = tuple(context.preset.mistakes_stable if stable is None else stable)
     dataset, spec = context.dataset, context.specs["source"]
     defender, adversary, seed = spec.split
     d1, d2 = data.split_indices(len(dataset.y_train), (defender, adversary), seed)
     pool = np.setdiff1d(np.arange(len(dataset.y_train)), np.concatenate([d1, d2]))
     pool = np.random.default_rng([seed, 2]).permutation(pool)
+    source = context.models["source"]
+    behind = [preprocessing.wrap(source, kind, strength) for kind, strength in stable]
     chosen = []
     for start in range(0, len(pool), 2048):
         batch = pool[start:start + 2048]
-        labels = zoo.predict(context.models["source"], data.to_float(dataset.x_train[batch])).argmax(axis=1)
-        chosen.extend(batch[labels != dataset.y_train[batch]])
+        x = data.to_float(dataset.x_train[batch])
+        labels = zoo.predict(source, x).argmax(axis=1)
+        keep = labels != dataset.y_train[batch]
+        for model in behind:
+            keep &= zoo.predict(model, x).argmax(axis=1) == labels
+        chosen.extend(batch[keep])
         if len(chosen) >= n:
             break
-    if len(chosen) < n:
-        raise ValueError(f"only {len(chosen)} images outside D1 and D2 are misclassified by the source; ask for at "
-                         f"most {len(chosen)} mistakes (a preset whose D1 and D2 fill the pool has none).")
+    if len(chosen) < n and not at_most:
+        what = f" (the same mistake behind {preprocessing.describe(stable)})" if stable else ""
+        raise ValueError(f"only {len(chosen)} images outside D1 and D2 are misclassified by the source{what}; ask for "
+                         f"at most {len(chosen)} mistakes (a preset whose D1 and D2 fill the pool has none).")
     chosen = np.asarray(chosen[:n], dtype=np.int64)
     return data.to_float(dataset.x_train[chosen]), chosen
 
 
 def extract(context: Context, eps: float | None = None, tau: float | None = None, target: str = "most_conferrable",
-            transform: str | None = None, mistakes: int | None = None) -> fingerprint.Fingerprint:
+            transform: str | None = None, mistakes: int | None = None,
+            mistakes_stable: Sequence[tuple[str, float]] | None = None) -> fingerprint.Fingerprint:
     """Alg. 2 on the preset's zoo: C-IGM (``transform``: the preset's by default) on
     the training models' ensemble, keep examples with Confer(training surrogates,
     training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
@@ -566,9 +583,13 @@ def extract(context: Context, eps: float | None = None, tau: float | None = None
     ``mistakes``): also key that many natural images the source misclassifies
     (:func:`natural_mistakes`) by its wrong label. A derived model tends to copy the
     source's mistakes, an independent one makes its own; they are calibrated like the
-    adversarial keys. The README's "Natural mistakes" section has the measurements."""
+    adversarial keys. ``mistakes_stable`` (None: the preset's): the input
+    transformations behind which the source must repeat each mistake
+    (:func:`natural_mistakes`). The README's "Natural mistakes" section has the
+    measurements."""
     preset = context.preset
     mistakes = preset.mistakes if mistakes is None else mistakes
+    mistakes_stable = tuple(preset.mistakes_stable if mistakes_stable is None else mistakes_stable)
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
     transform = preset.transform if transform is None else transform
@@ -586,9 +607,10 @@ def extract(context: Context, eps: float | None = None, tau: float | None = None
     log.info("extract: %d of %d adversarial examples have conferrability >= %.2f on the training models",
              int(keep.sum()), int(result["success"].sum()), tau)
     if mistakes:
-        x_m, indices = natural_mistakes(context, mistakes)
+        x_m, indices = natural_mistakes(context, mistakes, stable=mistakes_stable)
         keys_m = zoo.predict(context.models["source"], x_m).argmax(axis=1)
         created = {**fp.manifest["created_with"], "mistakes": int(len(x_m)),
+                   "mistakes_stable": [[kind, float(strength)] for kind, strength in mistakes_stable],
                    "mistakes_pool_indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
         fp = fingerprint.create(context.models["source"], np.concatenate([fp.x, x_m]), attack=fp.manifest["attack"],
                                 epsilon=fp.manifest["epsilon"], tau=fp.manifest["tau"], dataset=fp.manifest["dataset"],

@@ -30,6 +30,7 @@ weights are shared, not copied. JPEG compression, the survey's fifth, has no
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -177,6 +178,28 @@ def transform(kind: str, strength: float) -> keras.layers.Layer:
     if kind in ("quantize", "median") and strength.is_integer():
         strength = int(strength)
     return TRANSFORMS[kind](strength, name=f"preprocess_{kind}")
+
+
+def parse(spec: str, what: str = "transformations") -> tuple[tuple[str, float], ...]:
+    """``"flip:1,blur:0.5"`` -> ``(("flip", 1.0), ("blur", 0.5))``; ``"none"`` -> ``()``.
+    Every item is checked (:func:`transform`); ``what`` names the option in errors."""
+    if spec.strip().lower() == "none":
+        return ()
+    out = []
+    for item in spec.split(","):
+        kind, _, strength = item.strip().partition(":")
+        try:
+            transform(kind, strength)
+        except ValueError as error:
+            raise ValueError(f"{what} {spec!r}: {item.strip()!r} is not a transformation ({error}); expected "
+                             "KIND:STRENGTH items such as flip:1, blur:0.5 or quantize:4, or 'none'.") from None
+        out.append((kind, float(strength)))
+    return tuple(out)
+
+
+def describe(transformations: Sequence[tuple[str, float]]) -> str:
+    """``(("flip", 1.0), ("blur", 0.5))`` -> ``"flip 1, blur 0.5"`` (``"none"`` if empty)."""
+    return ", ".join(f"{kind} {float(strength):g}" for kind, strength in transformations) or "none"
 
 
 def wrap(model: keras.Model, kind: str, strength: float) -> keras.Model:

@@ -40,6 +40,8 @@ _TWO_CORES = dict(
 
 # Small architectures of three families (plain, residual, strided without pooling).
 _CPU_ARCHITECTURES = ("cnn", "rescnn", "allconv")
+# Natural mistakes must survive mirroring every query (free for a model trained with flips).
+_MIRROR = (("flip", 1.0),)
 
 
 def _cycle(architectures, count):
@@ -123,6 +125,10 @@ class Preset:
     snapshot_epochs: tuple[int, ...] = ()
     mistakes: int = 0             # beyond the paper: natural images the source misclassifies, keyed by
                                   # its wrong labels beside the C-IGM keys (cae extract; 0 = the paper's)
+    # Input transformations ((kind, strength), ...) behind which the source must repeat each of
+    # those mistakes (cae.experiments.natural_mistakes), so that no free transformation of the
+    # queries washes them out.
+    mistakes_stable: tuple[tuple[str, float], ...] = ()
 
     def summary(self) -> dict:
         return dataclasses.asdict(self)
@@ -154,6 +160,7 @@ PRESETS = {
         augment="flip",
         attack_inputs=100,
         mistakes=1000,
+        mistakes_stable=_MIRROR,
         **_TWO_CORES,
     ),
     # Chosen to show the paper's effect on held-out models on a 2-core CPU within 90
@@ -185,7 +192,10 @@ PRESETS = {
         # adds; neither is the preset's fingerprint (the validation models chose the paper's).
         robust_members=2,
         snapshot_epochs=(4, 7),
+        # 1000 mistakes the source repeats on the mirrored image: chosen on the validation
+        # models by benchmarks/mistakes.py (README, "Natural mistakes").
         mistakes=1000,
+        mistakes_stable=_MIRROR,
         learning_rate=4e-3,
         augment="crop+flip",
         attack_inputs=200,

@@ -166,6 +166,11 @@ def test_mistakes_count_is_the_fewest_within_one_standard_error_of_the_best_vali
     assert best["mistakes"] == 1000  # 0.034 is within 0.015 of 0.037
     rows[1]["valid gap"] = 0.01
     assert choose(rows)[0]["mistakes"] == 2000
+    # Two stability rules at the same count: the larger gap breaks the tie.
+    rows = [{"mistakes": 1000, "keys": 1188, "valid gap": 0.034, "stable behind": "none"},
+            {"mistakes": 1000, "keys": 1188, "valid gap": 0.044, "stable behind": "flip 1"},
+            {"mistakes": 300, "keys": 488, "valid gap": 0.01, "stable behind": "flip 1"}]
+    assert choose(rows)[0]["stable behind"] == "flip 1"
 
 
 @pytest.mark.realdata

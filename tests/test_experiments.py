@@ -122,22 +122,47 @@ def test_natural_mistakes_come_from_outside_d1_and_d2_and_are_misclassified(cont
         experiments.natural_mistakes(context, -1)
     with pytest.raises(ValueError, match="ask for at most"):
         experiments.natural_mistakes(context, 10_000)
+    # Stable behind mirroring: the source makes the same mistake on the mirrored image. A
+    # random linear source, whose labels mirroring changes on some images and not others.
+    import keras
+
+    source = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                               keras.layers.Dense(context.dataset.num_classes,
+                                                  kernel_initializer=keras.initializers.RandomNormal(seed=4))])
+    linear = dataclasses.replace(context, models={**context.models, "source": source})
+    everything = experiments.natural_mistakes(linear, 10_000, stable=(), at_most=True)[1]
+    x_s, stable = experiments.natural_mistakes(linear, 10_000, stable=(("flip", 1.0),), at_most=True)
+    labels = source.predict(x_s, verbose=0).argmax(axis=1)
+    assert 0 < len(stable) < len(everything) and set(stable) <= set(everything)
+    np.testing.assert_array_equal(source.predict(x_s[:, :, ::-1], verbose=0).argmax(axis=1), labels)
+    assert np.all(labels != context.dataset.y_train[stable])
+    with pytest.raises(ValueError, match=r"\(the same mistake behind flip 1\); ask for at most"):
+        experiments.natural_mistakes(linear, len(stable) + 1, stable=(("flip", 1.0),))
 
 
 def test_extract_with_natural_mistakes_keys_them_by_the_sources_label(context, monkeypatch):
     plain = experiments.extract(context, eps=0.25, tau=0.0)
     x_m = context.dataset.x_test[:3].astype(np.float32) / 255.0
-    monkeypatch.setattr(experiments, "natural_mistakes", lambda c, n: (x_m[:n], np.arange(n)))
-    fp = experiments.extract(context, eps=0.25, tau=0.0, mistakes=3)
+    asked = []
+
+    def natural_mistakes(c, n, stable=None):
+        asked.append(stable)
+        return x_m[:n], np.arange(n)
+
+    monkeypatch.setattr(experiments, "natural_mistakes", natural_mistakes)
+    fp = experiments.extract(context, eps=0.25, tau=0.0, mistakes=3, mistakes_stable=(("flip", 1.0),))
     assert fp.n == plain.n + 3 and fp.manifest["created_with"]["mistakes"] == 3
+    assert asked == [(("flip", 1.0),)] and fp.manifest["created_with"]["mistakes_stable"] == [["flip", 1.0]]
     np.testing.assert_allclose(fp.x[-3:], x_m)
     np.testing.assert_array_equal(fp.keys[-3:], context.models["source"].predict(x_m, verbose=0).argmax(axis=1))
     np.testing.assert_array_equal(fp.keys[:-3], plain.keys)
     assert fp.calibration.surrogate_matches.shape[1] == fp.n  # the mistakes are calibrated like the rest
     assert fingerprint.verify(context.models["source"], fp).retention == 1.0
     # Without the argument, the preset's count: cae extract's default; 0 is the paper's fingerprint.
-    with_preset = dataclasses.replace(context, preset=dataclasses.replace(context.preset, mistakes=2))
+    with_preset = dataclasses.replace(context, preset=dataclasses.replace(context.preset, mistakes=2,
+                                                                           mistakes_stable=(("blur", 0.5),)))
     assert experiments.extract(with_preset, eps=0.25, tau=0.0).n == plain.n + 2
+    assert asked[-1] == (("blur", 0.5),)  # the preset's stability rule
     assert experiments.extract(with_preset, eps=0.25, tau=0.0, mistakes=0).n == plain.n
 
 

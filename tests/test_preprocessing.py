@@ -77,6 +77,25 @@ def test_bad_transformations_are_refused(kind, strength, fragment):
         preprocessing.transform(kind, strength)
 
 
+def test_transformations_parse_and_describe_round_trip():
+    parsed = preprocessing.parse("flip:1, blur:0.5,quantize:4")
+    assert parsed == (("flip", 1.0), ("blur", 0.5), ("quantize", 4.0))
+    assert preprocessing.describe(parsed) == "flip 1, blur 0.5, quantize 4"
+    assert preprocessing.parse("none") == () and preprocessing.describe(()) == "none"
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("flip", r"'flip' is not a transformation \(flip: strength must be a number"),
+    ("jpeg:50", "unknown input transformation 'jpeg'"),
+    ("flip:1,median:4", "'median:4' is not a transformation"),
+    ("", "is not a transformation"),
+])
+def test_bad_transformation_lists_are_refused_with_the_option_named(spec, fragment):
+    with pytest.raises(ValueError, match=fragment) as caught:
+        preprocessing.parse(spec, "--mistakes-stable")
+    assert str(caught.value).startswith("--mistakes-stable") and "KIND:STRENGTH" in str(caught.value)
+
+
 @pytest.mark.parametrize("kind, strength", [("quantize", 3), ("blur", 1.0), ("median", 3), ("noise", 0.05),
                                             ("flip", 1.0), ("flip", 0.5)])
 def test_wrapped_model_shares_weights_saves_and_loads_safely(images, tmp_path, kind, strength):
