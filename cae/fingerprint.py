@@ -810,7 +810,16 @@ class Calibration:
 
     def null_rates(self, condition: str = "none") -> np.ndarray:
         """Per-fingerprint match rates of the calibration references under ``condition``."""
-        return stats.match_rates(self._matches(condition))
+        return self._null(condition)[0]
+
+    def _null(self, condition):
+        """``(rates, spread)`` of the references under ``condition``, computed once per
+        calibration (every p-value needs them; the spread takes a search per reference)."""
+        cache = self.__dict__.setdefault("_nulls", {})
+        if condition not in cache:
+            matches = self._matches(condition)
+            cache[condition] = (stats.match_rates(matches), stats.model_spread(matches))
+        return cache[condition]
 
     def reference_scores(self, statistic: str = DEFAULT_STATISTIC, condition: str = "none") -> list[float]:
         """Each calibration reference's score under ``condition``; for a statistic that
@@ -851,9 +860,7 @@ class Calibration:
         spec = get_statistic(statistic)
         matches = np.asarray(matches, bool)
         score = spec.score(self, matches)
-        return max(spec.p_value(self, matches, score, self.null_rates(condition),
-                                stats.model_spread(self._matches(condition)))
-                   for condition in self.conditions)
+        return max(spec.p_value(self, matches, score, *self._null(condition)) for condition in self.conditions)
 
     def verdict(self, score: float, p_value: float, p_value_derived: float, threshold: float, alpha: float) -> str:
         """cae verify's rule: ``"surrogate"`` when ``score >= threshold`` and
@@ -875,8 +882,10 @@ class Calibration:
     def p_value_derived(self, matches: np.ndarray) -> float:
         """The probability that a derived model (the calibration surrogates' rates and
         spread) reproduces as few keys as bool (n,) ``matches``."""
-        return stats.poisson_binomial_p_value(int(np.sum(matches)), self.surrogate_rates, tail="lower",
-                                              spread=stats.model_spread(self.surrogate_matches))
+        if "_derived_null" not in self.__dict__:  # the surrogates' rates and spread, computed once
+            self.__dict__["_derived_null"] = (self.surrogate_rates, stats.model_spread(self.surrogate_matches))
+        rates, spread = self.__dict__["_derived_null"]
+        return stats.poisson_binomial_p_value(int(np.sum(matches)), rates, tail="lower", spread=spread)
 
     def without_reference(self, i: int) -> Calibration:
         """The calibration with reference ``i`` left out (a suspect that is that model)."""

@@ -32,6 +32,7 @@ model (a *reference* model). Two nulls are offered, and :class:`Null` carries bo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -367,8 +368,19 @@ def poisson_binomial_p_value(matches: int, rates: np.ndarray, tail: str = "upper
         raise ValueError(f"matches={matches} is more than the {rates.size} trials.")
     if tail not in ("upper", "lower"):
         raise ValueError(f"tail={tail!r}; expected 'upper' or 'lower'.")
-    # One row of rates per shift of the model-level log-odds (one row, unshifted, without a
-    # spread); the dynamic programme runs over all rows at once.
+    pmf = _poisson_binomial_pmf(rates.tobytes(), float(spread))
+    values = pmf[:, matches:].sum(axis=1) if tail == "upper" else pmf[:, :matches + 1].sum(axis=1)
+    values = np.minimum(1.0, np.maximum(values, 0.0))
+    return float(min(1.0, np.dot(_WEIGHTS, values))) if spread > 0 else float(values[0])
+
+
+@functools.lru_cache(maxsize=32)
+def _poisson_binomial_pmf(rates_bytes, spread):
+    """The distribution of the number of successes (rows: one per shift of the
+    model-level log-odds, or one unshifted row without a spread), computed once per
+    rates and spread: every suspect judged against one calibration shares it."""
+    rates = np.frombuffer(rates_bytes, np.float64)
+    # The dynamic programme runs over all rows at once.
     table = np.stack([_shifted(rates, spread * node) for node in _NODES]) if spread > 0 else rates[None]
     pmf = np.zeros((len(table), rates.size + 1))
     pmf[:, 0] = 1.0
@@ -376,9 +388,8 @@ def poisson_binomial_p_value(matches: int, rates: np.ndarray, tail: str = "upper
         rate = table[:, i:i + 1]
         pmf[:, 1:i + 2] = pmf[:, 1:i + 2] * (1.0 - rate) + pmf[:, :i + 1] * rate
         pmf[:, 0] *= 1.0 - rate[:, 0]
-    values = pmf[:, matches:].sum(axis=1) if tail == "upper" else pmf[:, :matches + 1].sum(axis=1)
-    values = np.minimum(1.0, np.maximum(values, 0.0))
-    return float(min(1.0, np.dot(_WEIGHTS, values))) if spread > 0 else float(values[0])
+    pmf.flags.writeable = False
+    return pmf
 
 
 def _logit(rates):
@@ -459,11 +470,26 @@ def likelihood_ratio_p_value(score: float, p: np.ndarray, q: np.ndarray, null: n
     hit, miss = np.log(p / q), np.log((1 - p) / (1 - q))
     with np.errstate(divide="ignore"):
         log_r, log_not_r = np.log(r), np.log1p(-r)
-    best = 0.0
-    for lam in np.linspace(0.0, 3.0, 301)[1:]:
-        log_mgf = np.sum(np.logaddexp(log_r + lam * hit, log_not_r + lam * miss))
-        best = min(best, log_mgf - lam * float(score))
-    return float(math.exp(best))
+
+    @functools.cache
+    def log_bound(i):  # the log of the bound at the grid's i-th λ
+        lam = _LAMBDAS[i]
+        return np.sum(np.logaddexp(log_r + lam * hit, log_not_r + lam * miss)) - lam * float(score)
+
+    # The log-MGF is convex in λ, so the bound is too: a binary search over the grid finds
+    # its smallest value with about 18 evaluations instead of 300.
+    low, high = 0, len(_LAMBDAS) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if log_bound(middle + 1) < log_bound(middle):
+            low = middle + 1
+        else:
+            high = middle
+    return float(math.exp(min(0.0, log_bound(low))))
+
+
+# The λ grid of likelihood_ratio_p_value's Chernoff bound.
+_LAMBDAS = np.linspace(0.0, 3.0, 301)[1:]
 
 
 # --------------------------------------------------------------------------- null and threshold
