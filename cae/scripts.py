@@ -19,12 +19,18 @@ T = TypeVar("T")
 
 
 def git_revision() -> str:
-    """The short hash of the checkout cae runs from, or ``"unknown"``."""
+    """The short hash of the checkout cae runs from, with ``"+uncommitted"`` when its code
+    (cae, reproduce, benchmarks) differs from that commit, or ``"unknown"``."""
+    where = pathlib.Path(__file__).parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                  check=True, cwd=where).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/cae",
+                                  ":/reproduce", ":/benchmarks"], capture_output=True, text=True, check=True,
+                                 cwd=where).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{revision}+uncommitted" if changed else revision
 
 
 def count(text: str) -> int:
