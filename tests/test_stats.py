@@ -330,3 +330,34 @@ def test_the_model_spread_keeps_p_values_honest_when_models_differ_as_a_whole():
     assert stats.model_spread(np.zeros((1, n), bool)) == stats.MIN_MODEL_SPREAD  # one model: the floor
     shift = stats.model_shift(rng.random(n) < stats._shifted(base, 1.0), base)
     assert 0.5 < shift < 1.5  # recovers a model's shift of 1
+
+
+def test_the_chernoff_bound_is_the_minimum_over_the_whole_lambda_grid():
+    """likelihood_ratio_p_value searches its λ grid by bisection (the bound is convex in
+    λ); it must find what trying every λ finds."""
+    rng = np.random.default_rng(7)
+    for n in (1, 10, 300):
+        for _ in range(20):
+            p = rng.uniform(0.05, 0.95, n)
+            q = np.minimum(p, rng.uniform(0.05, 0.95, n))
+            null = rng.uniform(0.0, 1.0, n)
+            score = float(rng.uniform(-0.5, 3.0)) * n / 10
+            hit, miss = np.log(p / q), np.log((1 - p) / (1 - q))
+            with np.errstate(divide="ignore"):
+                log_r, log_not_r = np.log(null), np.log1p(-null)
+            every = [np.sum(np.logaddexp(log_r + lam * hit, log_not_r + lam * miss)) - lam * score
+                     for lam in np.linspace(0.0, 3.0, 301)[1:]]
+            expected = math.exp(min(0.0, min(every)))
+            assert stats.likelihood_ratio_p_value(score, p, q, null=null) == pytest.approx(expected, rel=1e-12)
+
+
+def test_poisson_binomial_p_values_do_not_depend_on_what_was_asked_before():
+    """The distribution is cached per rates and spread; a cached one must serve every
+    count and tail, and other rates must not hit it."""
+    rates = np.array([0.2, 0.5, 0.9])
+    first = [stats.poisson_binomial_p_value(m, rates, tail, 0.7) for m in range(4) for tail in ("upper", "lower")]
+    stats.poisson_binomial_p_value(1, rates * 0.5, "upper", 0.7)
+    again = [stats.poisson_binomial_p_value(m, rates, tail, 0.7) for m in range(4) for tail in ("upper", "lower")]
+    assert first == again
+    assert stats.poisson_binomial_p_value(0, rates, "upper", 0.7) == pytest.approx(1.0)
+    assert stats.poisson_binomial_p_value(3, rates * 0.5, "upper") == pytest.approx(0.1 * 0.25 * 0.45)
