@@ -104,7 +104,7 @@ def main(argv=None):
     columns = {rule: np.concatenate([np.arange(cigm), cigm + np.searchsorted(union, idx)])
                for rule, idx in chosen.items()}
     transformations = experiments.affordable_transformations(context)
-    conditions = ["none", *(f"{kind} {strength:g}" for kind, strength in transformations)]
+    conditions = ["none", *(preprocessing.name(kind, strength) for kind, strength in transformations)]
 
     def matches(model):
         """{condition: bool (keys,)}: the model's matches untransformed and behind each
@@ -144,7 +144,6 @@ def main(argv=None):
                 transformed_references={c: np.array([v[c][cut] for v in valid_r]) for c in conditions[1:]})
             verdicts = {c: {s: {name: calibration.judge(m[c][cut], s) for name, m in everyone.items()}
                             for s in fingerprint.STATISTICS} for c in conditions}
-            score = {c: {name: calibration.score(m[c][cut]) for name, m in everyone.items()} for c in conditions}
 
             def auc(statistic, condition):
                 values = {name: calibration.score(m[condition][cut], statistic) for name, m in everyone.items()}
@@ -159,7 +158,7 @@ def main(argv=None):
             def highest_reference(condition):
                 return max(v[condition][cut].mean() for v in valid_r)
 
-            retention = score["none"]
+            retention = {name: calibration.score(m["none"][cut]) for name, m in everyone.items()}
             rows.append({
                 "stable behind": preprocessing.describe(rule) if n else "—", "mistakes": n, "keys": len(cut),
                 # As the verdict rule sees it: θ lies above the references under every

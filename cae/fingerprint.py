@@ -882,10 +882,13 @@ class Calibration:
     def p_value_derived(self, matches: np.ndarray) -> float:
         """The probability that a derived model (the calibration surrogates' rates and
         spread) reproduces as few keys as bool (n,) ``matches``."""
-        if "_derived_null" not in self.__dict__:  # the surrogates' rates and spread, computed once
-            self.__dict__["_derived_null"] = (self.surrogate_rates, stats.model_spread(self.surrogate_matches))
-        rates, spread = self.__dict__["_derived_null"]
+        rates, spread = self._derived_null
         return stats.poisson_binomial_p_value(int(np.sum(matches)), rates, tail="lower", spread=spread)
+
+    @functools.cached_property
+    def _derived_null(self):
+        """The calibration surrogates' rates and spread, computed once."""
+        return self.surrogate_rates, stats.model_spread(self.surrogate_matches)
 
     def without_reference(self, i: int) -> Calibration:
         """The calibration with reference ``i`` left out (a suspect that is that model)."""
@@ -951,7 +954,7 @@ def calibrate(fp: Fingerprint, surrogates: Iterable[Suspect], references: Iterab
             raise ValueError("calibrating behind input transformations needs Keras reference models.")
         for kind, strength in transformations:
             behind = [preprocessing.wrap(m, kind, strength) for m in references]
-            transformed[f"{kind} {strength:g}"] = np.array(matches(behind))
+            transformed[preprocessing.name(kind, strength)] = np.array(matches(behind))
     return Calibration(np.array(matches(surrogates)), np.array(matches(references)), hashes, models, alpha,
                        transformed)
 

@@ -197,9 +197,15 @@ def parse(spec: str, what: str = "transformations") -> tuple[tuple[str, float], 
     return tuple(out)
 
 
+def name(kind: str, strength: float) -> str:
+    """``("flip", 1.0)`` -> ``"flip 1"``: how a transformation is named in calibrations
+    and reports."""
+    return f"{kind} {float(strength):g}"
+
+
 def describe(transformations: Sequence[tuple[str, float]]) -> str:
     """``(("flip", 1.0), ("blur", 0.5))`` -> ``"flip 1, blur 0.5"`` (``"none"`` if empty)."""
-    return ", ".join(f"{kind} {float(strength):g}" for kind, strength in transformations) or "none"
+    return ", ".join(name(kind, strength) for kind, strength in transformations) or "none"
 
 
 def wrap(model: keras.Model, kind: str, strength: float) -> keras.Model:
