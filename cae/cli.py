@@ -186,6 +186,9 @@ def _add_verify(subparsers):
     parser.add_argument("--alpha", type=float, default=None,
                         help="largest p-value behind a verdict (default: the calibration's, 0.01)")
     parser.add_argument("--max-queries", type=int, default=None, help="query budget (never exceeded; nothing is sent if the fingerprint needs more)")
+    parser.add_argument("--keys", type=int, default=None, metavar="N",
+                        help="verify with the fingerprint's first N keys in order of evidence (N queries; "
+                             "θ and p-values recomputed for them; default: every key)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (--url)")
     parser.add_argument("--batch-size", type=int, default=64, help="inputs per request")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -223,6 +226,10 @@ def _load_suspect(path, num_classes):
 
 def _verify(args):
     fp = fingerprint.load(args.fingerprint)
+    if args.keys is not None:
+        if not 1 <= args.keys <= fp.n:
+            raise ValueError(f"--keys is {args.keys}; the fingerprint has {fp.n} keys: give 1..{fp.n}.")
+        fp = fingerprint.head(fp, args.keys)
     if args.max_queries is not None and args.max_queries < 0:
         raise ValueError(f"--max-queries is {args.max_queries}; give a number of queries >= 0.")
     statistic = fingerprint.STATISTICS[args.statistic]
@@ -235,7 +242,8 @@ def _verify(args):
             # A local model gets the same budget rule as a remote one: all or nothing.
             raise ValueError(f"verifying needs {fp.n} queries (one per fingerprint) but "
                              f"--max-queries is {args.max_queries}; nothing was sent. Raise "
-                             "--max-queries or use a smaller fingerprint.")
+                             "--max-queries, or verify with the keys of most evidence that fit it (--keys N, "
+                             f"N <= {args.max_queries}).")
         suspect = _load_suspect(args.model, fp.num_classes)
     else:
         suspect = remote.TFServingClient(args.url, timeout=args.timeout, batch_size=args.batch_size,

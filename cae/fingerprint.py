@@ -82,7 +82,8 @@ _DTYPES = {"x": np.dtype("<f4"), "originals": np.dtype("<f4"),
 
 __all__ = [
     "Calibration", "Fingerprint", "FingerprintError", "VerifyResult", "calibrate", "content_hash", "create",
-    "extract", "extract_mask", "load", "predict_labels", "save", "verify",
+    "extract", "extract_mask", "head", "key_order", "load", "predict_labels", "sample", "save", "subset",
+    "verify",
 ]
 
 
@@ -177,6 +178,13 @@ class Fingerprint:
             set_(self, "originals", _image_array("originals", self.originals, n))
         if "calibration" in manifest:
             Calibration.from_dict(manifest["calibration"], n)  # refuses an inconsistent one
+        if "key_order" in manifest:
+            order = manifest["key_order"]
+            if not isinstance(order, list) or sorted(order) != list(range(n)) \
+                    or not all(type(i) is int for i in order):
+                raise FingerprintError(f"manifest key_order must list each key index 0..{n - 1} once (the keys "
+                                       "in order of evidence); re-create the fingerprint with cae extract, or "
+                                       "delete the field to verify in stored order.")
 
     @property
     def n(self) -> int:
@@ -226,6 +234,63 @@ class Fingerprint:
     def __repr__(self):
         return (f"Fingerprint(n={self.n}, num_classes={self.num_classes}, "
                 f"attack={self.manifest.get('attack')!r}, sha256={self.sha256[:12]}...)")
+
+
+def subset(fp: Fingerprint, keep: Sequence[int] | np.ndarray) -> Fingerprint:
+    """The fingerprint of the keys at ``keep`` (distinct int indices, or a bool mask of
+    length n), in the fingerprint's order: fewer queries to the suspect. Its calibration
+    is restricted alike, so θ and the p-values are those the smaller fingerprint earns
+    (fewer keys, weaker evidence); the manifest records the parent's sha256 and the
+    indices under ``"subset_of"``."""
+    if not isinstance(fp, Fingerprint):
+        raise TypeError(f"fp must be a Fingerprint, got {type(fp).__name__}.")
+    keep = np.asarray(keep)
+    if keep.dtype == bool:
+        if keep.shape != (fp.n,):
+            raise ValueError(f"a bool mask of keys must have shape ({fp.n},), got {keep.shape}.")
+        keep = np.flatnonzero(keep)
+    if keep.ndim != 1 or not np.issubdtype(keep.dtype, np.integer) or not len(keep):
+        raise ValueError("keep must be a non-empty 1-d array of key indices (ints) or a bool mask; "
+                         f"got dtype {keep.dtype}, shape {keep.shape}.")
+    if keep.min() < 0 or keep.max() >= fp.n or len(np.unique(keep)) != len(keep):
+        raise ValueError(f"keep must hold distinct key indices in 0..{fp.n - 1}.")
+    keep = np.sort(keep).astype(np.int64)
+    manifest = {**fp.manifest, "subset_of": {"sha256": fp.sha256, "n": fp.n, "indices": keep.tolist()}}
+    calibration = fp.calibration
+    if calibration is not None:
+        manifest["calibration"] = calibration.subset(keep).to_dict()
+    if "key_order" in manifest:
+        position = {int(k): i for i, k in enumerate(keep)}
+        manifest["key_order"] = [position[k] for k in manifest["key_order"] if k in position]
+    return Fingerprint(x=fp.x[keep], keys=fp.keys[keep], manifest=manifest,
+                       targets=None if fp.targets is None else fp.targets[keep],
+                       originals=None if fp.originals is None else fp.originals[keep])
+
+
+def key_order(fp: Fingerprint) -> np.ndarray:
+    """The key indices in order of evidence, as the extraction ranked them (manifest
+    ``key_order``; :func:`cae.experiments.extract` ranks natural mistakes by its training
+    models), else in stored order."""
+    return np.asarray(fp.manifest.get("key_order", range(fp.n)), np.int64)
+
+
+def head(fp: Fingerprint, n: int) -> Fingerprint:
+    """:func:`subset` of the first ``n`` keys in order of evidence (:func:`key_order`):
+    how a verifier with a budget of ``n`` queries uses a larger fingerprint."""
+    _check_count(fp, n)
+    return subset(fp, key_order(fp)[:int(n)])
+
+
+def _check_count(fp, n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= fp.n:
+        raise ValueError(f"n={n!r} keys is not allowed; the fingerprint has {fp.n}: give 1..{fp.n}.")
+
+
+def sample(fp: Fingerprint, n: int, seed: int = 0) -> Fingerprint:
+    """:func:`subset` of ``n`` keys drawn at random (seeded) without replacement: a
+    query budget that ignores the order of evidence (to compare :func:`head` with)."""
+    _check_count(fp, n)
+    return subset(fp, np.random.default_rng([int(seed), 7]).choice(fp.n, size=int(n), replace=False))
 
 
 def content_hash(arrays: Mapping[str, np.ndarray]) -> str:
@@ -899,6 +964,12 @@ class Calibration:
         return dataclasses.replace(self, reference_matches=self.reference_matches[keep],
                                    reference_weights_sha256=hashes,
                                    transformed_references={c: m[keep] for c, m in self.transformed_references.items()})
+
+    def subset(self, keep: np.ndarray) -> Calibration:
+        """The calibration of the keys at int indices ``keep`` (:func:`subset`)."""
+        return dataclasses.replace(self, surrogate_matches=self.surrogate_matches[:, keep],
+                                   reference_matches=self.reference_matches[:, keep],
+                                   transformed_references={c: m[:, keep] for c, m in self.transformed_references.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return {"surrogate_matches": self.surrogate_matches.astype(int).tolist(),

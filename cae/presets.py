@@ -151,6 +151,10 @@ PRESETS = {
         source_epochs=8,
         train_surrogates=("cnn",) * 6,
         train_references=("cnn",) * 6,
+        # 2 + 2 validation models (D1, kept out of the ensemble) calibrate verification, so
+        # that the testing models only score (issue 16; before, quick calibrated on them).
+        valid_surrogates=("cnn",) * 2,
+        valid_references=("cnn",) * 2,
         test_surrogates=("cnn",) * 2,
         test_references=("cnn",) * 2,
         surrogate_epochs=3,

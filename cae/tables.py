@@ -22,7 +22,10 @@ def _fmt(value):
     if value is None:
         return "–"
     if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.3f}"
+        if math.isnan(value):
+            return "–"
+        # Three decimals, but a small nonzero number (a p-value of 6e-14) keeps its size.
+        return f"{value:.2g}" if 0 < abs(value) < 5e-4 else f"{value:.3f}"
     return str(value)
 
 

@@ -5,7 +5,8 @@ FPR of derived models (testing surrogates and every removal-attack model) agains
 independent ones (testing references), how many of each the verdict calls surrogates,
 and each suspect's p-values. The AUC is also given over the "usable" derived models
 alone, those within 10 points of the source's test accuracy. Figures: the ROC curve and
-the retention of every model per group.
+the retention of every model per group. ``verification_keys``: the same with a query
+budget, the first N keys in order of evidence (``cae verify --keys N``) or N at random.
 
 ``--extra-references N`` adds N more independent references to the negatives: trained
 like the testing references (D2, ground truth, the same architectures in turn) with
@@ -21,6 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cae import evaluation, experiments, fingerprint, paths, removal, reports, scripts, tables  # noqa: E402
+
+
+# Fingerprint sizes of the query-budget table (and random draws of one size beside them).
+KEY_BUDGETS = (25, 50, 100, 200, 400)
+RANDOM_BUDGET, RANDOM_DRAWS = 100, 3
 
 
 def add_options(parser):
@@ -73,6 +79,30 @@ if __name__ == "__main__":
                         f"{result['max_accuracy_drop'] * 100:.0f} points of the source's ({accuracy['source']:.3f}): "
                         "the stolen models worth deploying. A removal attack that costs more has failed on its "
                         "own terms; the AUC over all derived models stands beside it.\n"))
+    budget = []  # a verifier with fewer queries: the first N keys in order of evidence, or N at random
+    budgets = [n for n in KEY_BUDGETS if n < fp.n]
+    picks = [("evidence", n, fingerprint.head(fp, n)) for n in budgets]
+    picks += [(f"random, draw {seed + 1}", RANDOM_BUDGET, fingerprint.sample(fp, RANDOM_BUDGET, seed=seed))
+              for seed in range(RANDOM_DRAWS) if RANDOM_BUDGET < fp.n]
+    for order, n, small in [*picks, ("all", fp.n, fp)]:
+        scored = result if small is fp else reports.verification_stats(context, small, derived, references,
+                                                                        accuracy_drop=drop)
+        row = {"keys": n, "order": order}
+        for statistic in scored["statistics"]:
+            spec = fingerprint.STATISTICS[statistic]
+            row[spec.column("source p-value")] = small.calibration.p_value(np.ones(n, bool), statistic)
+            row[spec.column("AUC (usable)")] = scored[f"auc_usable{spec.suffix}"]
+            row[spec.column("usable flagged")] = f"{scored[f'derived_flagged_usable{spec.suffix}']}/{scored['positives_usable']}"
+            row[spec.column("references flagged")] = f"{scored[f'references_flagged{spec.suffix}']}/{scored['negatives']}"
+        budget.append(row)
+    tables.write("verification_keys", preset.name, budget,
+                 f"Verification with fewer keys (preset {preset.name}, {fp.n} keys in all)",
+                 notes="Each row verifies every suspect with a fingerprint of N keys (cae.fingerprint.head: the "
+                       "first N in the order of evidence the extraction stored, natural mistakes ranked by the "
+                       "training models, then the C-IGM keys; or cae.fingerprint.sample: N at random), its "
+                       "calibration restricted to them (θ and p-values recomputed). Source p-value: the source "
+                       "itself, which reproduces every key, against the calibration references under every "
+                       "condition. `cae verify --keys N` does the same.\n")
     tables.write("verification", preset.name, result["suspects"],
                  f"Verification per suspect (preset {preset.name}, θ = {theta:.3f})",
                  notes="p-value: an independent model's chance of matching this many keys, from the calibration "

@@ -441,6 +441,24 @@ def test_local_budget_smaller_than_fingerprint(files, capsys):
     assert "nothing was sent" in err
 
 
+def test_keys_verifies_with_the_first_keys_and_recomputes_the_calibration(files, fp, suspects, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "surrogate.keras",
+                            "--keys", 30, "--max-queries", 30, "--json"], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    small = F.head(fp, 30)
+    assert result["queries"] == 30 and result["n"] == 30
+    assert result == json.loads(json.dumps(F.verify(suspects["surrogate"], small).to_dict()))
+    assert result["fingerprint_sha256"] == small.sha256 != fp.sha256
+
+
+@pytest.mark.parametrize("bad", [0, N + 1])
+def test_keys_outside_the_fingerprint_are_refused(bad, files, capsys):
+    status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "surrogate.keras",
+                            "--keys", bad], capsys)
+    assert_refused(status, out, err, f"--keys is {bad}; the fingerprint has {N} keys: give 1..{N}")
+
+
 def test_local_budget_equal_to_fingerprint_is_enough(files, capsys):
     status, out, err = run(["verify", "--fingerprint", files / "fp", "--model", files / "source.keras",
                             "--max-queries", N, "--json"], capsys)

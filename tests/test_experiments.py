@@ -156,6 +156,9 @@ def test_extract_with_natural_mistakes_keys_them_by_the_sources_label(context, m
     np.testing.assert_allclose(fp.x[-3:], x_m)
     np.testing.assert_array_equal(fp.keys[-3:], context.models["source"].predict(x_m, verbose=0).argmax(axis=1))
     np.testing.assert_array_equal(fp.keys[:-3], plain.keys)
+    # The order of evidence: the mistakes first (ranked by the training models), then the C-IGM keys.
+    order = fp.manifest["key_order"]
+    assert sorted(order[:3]) == [plain.n, plain.n + 1, plain.n + 2] and order[3:] == list(range(plain.n))
     assert fp.calibration.surrogate_matches.shape[1] == fp.n  # the mistakes are calibrated like the rest
     assert fingerprint.verify(context.models["source"], fp).retention == 1.0
     # Without the argument, the preset's count: cae extract's default; 0 is the paper's fingerprint.
@@ -164,6 +167,24 @@ def test_extract_with_natural_mistakes_keys_them_by_the_sources_label(context, m
     assert experiments.extract(with_preset, eps=0.25, tau=0.0).n == plain.n + 2
     assert asked[-1] == (("blur", 0.5),)  # the preset's stability rule
     assert experiments.extract(with_preset, eps=0.25, tau=0.0, mistakes=0).n == plain.n
+
+
+def test_mistakes_are_ranked_by_how_few_training_references_and_how_many_surrogates_repeat_them(monkeypatch):
+    keys = np.array([0, 1, 2, 3, 4])
+    answers = {"s1": [0, 1, 9, 3, 9], "s2": [0, 9, 2, 3, 9], "r1": [0, 1, 9, 9, 9], "r2": [9, 1, 9, 9, 4]}
+    monkeypatch.setattr(experiments.zoo, "predict", lambda model, x: np.eye(10)[answers[model]])
+    context = experiments.Context(None, None, {"train_surrogates": ["s1", "s2"], "train_references": ["r1", "r2"]},
+                                  {}, None, None)
+    # references repeating: 1, 2, 0, 0, 1; surrogates: 2, 1, 1, 2, 0
+    assert experiments.mistake_order(context, np.zeros((5, 1)), keys).tolist() == [3, 2, 0, 4, 1]
+
+
+def test_quick_calibrates_on_validation_models_it_keeps_out_of_the_ensemble():
+    specs = experiments.model_specs(presets.get("quick"))
+    assert len(specs["valid_surrogates"]) == len(specs["valid_references"]) == 2
+    assert all(s.data == "D1" for s in specs["valid_surrogates"] + specs["valid_references"])
+    keys = [s.key for s in experiments.all_specs(specs)]
+    assert len(set(keys)) == len(keys)
 
 
 def test_presets_that_key_natural_mistakes_have_images_for_them():

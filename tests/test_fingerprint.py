@@ -441,3 +441,55 @@ def test_a_format_1_file_loads_and_says_it_has_no_calibration(fp, tmp_path, capl
 def test_a_calibration_of_another_size_is_refused(fp):
     with pytest.raises(F.FingerprintError, match=f"covers 3 fingerprints but the fingerprint has {fp.n}"):
         fp.with_calibration(F.Calibration(np.ones((1, 3)), np.zeros((1, 3))))
+
+
+# --------------------------------------------------------------------------- fewer keys (a query budget)
+def test_a_subset_keeps_its_keys_and_the_calibration_of_those_keys(fp, tmp_path):
+    calibrated = _calibrated(fp)
+    keep = [3, 0, 7, 20, 25]
+    small = F.subset(calibrated, keep)
+    order = sorted(keep)
+    assert small.n == 5 and np.array_equal(small.x, fp.x[order]) and np.array_equal(small.keys, fp.keys[order])
+    assert np.array_equal(small.targets, fp.targets[order]) and np.array_equal(small.originals, fp.originals[order])
+    assert np.array_equal(small.calibration.reference_matches, calibrated.calibration.reference_matches[:, order])
+    assert small.manifest["subset_of"] == {"sha256": calibrated.sha256, "n": fp.n, "indices": order}
+    # θ is the smaller fingerprint's: reference 0 matches keys 0, 3, 7 of the 5 (the first half only).
+    assert small.calibration.threshold() == pytest.approx(4 / 5)
+    F.save(small, tmp_path / "small")
+    assert F.load(tmp_path / "small") == small
+    mask = np.zeros(fp.n, bool)
+    mask[keep] = True
+    assert F.subset(calibrated, mask) == small
+
+
+@pytest.mark.parametrize("keep, match", [
+    ([], "non-empty 1-d array of key indices"),
+    ([0.5, 1.0], "non-empty 1-d array of key indices"),
+    ([0, 0], "distinct key indices"),
+    ([N], "distinct key indices in 0..39"),
+    ([-1], "distinct key indices"),
+    (np.ones(3, bool), r"bool mask of keys must have shape \(40,\)"),
+])
+def test_a_subset_refuses_bad_indices(fp, keep, match):
+    with pytest.raises(ValueError, match=match):
+        F.subset(fp, keep)
+
+
+def test_head_follows_the_stored_order_of_evidence_and_sample_draws_at_random(fp):
+    order = list(range(N))[::-1]
+    ranked = F.Fingerprint(x=fp.x, keys=fp.keys, manifest={**fp.manifest, "key_order": order})
+    first = F.head(ranked, 4)
+    assert np.array_equal(first.x, fp.x[[36, 37, 38, 39]])
+    assert first.manifest["key_order"] == [3, 2, 1, 0]  # the order, re-indexed into the subset
+    assert np.array_equal(F.head(fp, 4).x, fp.x[:4])  # no stored order: stored order
+    drawn = F.sample(fp, 10, seed=1)
+    assert drawn == F.sample(fp, 10, seed=1) and drawn != F.sample(fp, 10, seed=2) and drawn.n == 10
+    for bad in (0, N + 1, 2.5, True):
+        with pytest.raises(ValueError, match="keys is not allowed"):
+            F.head(fp, bad)
+
+
+@pytest.mark.parametrize("order", [list(range(N - 1)), [0] * N, [*range(N - 1), N], "0,1", [float(i) for i in range(N)]])
+def test_a_key_order_that_is_not_a_permutation_is_refused(fp, order):
+    with pytest.raises(F.FingerprintError, match="key_order must list each key index"):
+        F.Fingerprint(x=fp.x, keys=fp.keys, manifest={**fp.manifest, "key_order": order})

@@ -124,3 +124,11 @@ def test_the_registry_refuses_what_it_cannot_hold(agreed):
         F.get_statistic("nope")
     with pytest.raises(ValueError, match="not allowed"):
         F.Statistic("two words", "two words", _score, _p_value)
+
+
+def test_tables_keep_the_size_of_small_numbers():
+    """Markdown tables print three decimals, but a p-value of 6e-14 must not read 0.000."""
+    from cae import tables
+
+    row = tables.markdown([{"p": 6e-14, "zero": 0.0, "half": 0.5, "small": -1e-5, "none": None, "nan": float("nan")}])
+    assert row.splitlines()[-1] == "| 6e-14 | 0.000 | 0.500 | -1e-05 | – | – |"
