@@ -50,7 +50,7 @@ def test_the_cpu_preset_keeps_validation_models_out_of_the_ensemble():
     preset = presets.get("cpu")
     specs = experiments.model_specs(preset)
     source = specs["source"]
-    for group, labels, count in (("valid_surrogates", "distill", 3), ("valid_references", "ground_truth", 6)):
+    for group, labels, count in (("valid_surrogates", "distill", 6), ("valid_references", "ground_truth", 6)):
         assert len(specs[group]) == count and {s.architecture for s in specs[group]} == {"cnn", "rescnn", "allconv"}
         assert all(s.data == "D1" and s.labels == labels and s.subset == 0 for s in specs[group])
     assert all(s.parent == source.key for s in specs["valid_surrogates"])
