@@ -636,8 +636,8 @@ def mistake_order(context: Context, x: np.ndarray, keys: np.ndarray) -> np.ndarr
     training surrogates repeat; ties in pool order. The training models judge, since the
     mistakes were not chosen against them (the validation models that calibrate must
     not, and the C-IGM keys cannot be ranked this way: the attack optimised against
-    exactly these models). On cpu's held-out models the 100 first flag 7 of 16 usable
-    derived models and no independent one (README, "A query budget")."""
+    exactly these models). What a budget of the first N buys on held-out models:
+    ``reproduce/verification.py``'s ``verification_keys`` table (README, "A query budget")."""
     def repeating(group):
         return sum((zoo.predict(m, x).argmax(axis=1) == keys).astype(int) for m in context.models.get(group, [])) \
             + np.zeros(len(keys), int)
