@@ -618,10 +618,10 @@ def extract(context: Context, eps: float | None = None, tau: float | None = None
                                 targets=None if fp.targets is None else np.concatenate([fp.targets, keys_m]),
                                 originals=None if fp.originals is None else np.concatenate([fp.originals, x_m]))
         # Mistakes first, in order of evidence (fingerprint.head serves a query budget).
-        order = len(fp.keys) - len(x_m) + mistake_order(context, x_m, keys_m)
+        cigm = fp.n - len(x_m)
+        order = [*(cigm + mistake_order(context, x_m, keys_m)).tolist(), *range(cigm)]
         fp = fingerprint.Fingerprint(x=fp.x, keys=fp.keys, targets=fp.targets, originals=fp.originals,
-                                     manifest={**fp.manifest, "key_order": [*map(int, order),
-                                                                            *range(len(fp.keys) - len(x_m))]})
+                                     manifest={**fp.manifest, "key_order": order})
     surrogates, references, described = calibration_models(context)
     transformations = affordable_transformations(context)
     described += (f"; references also behind {len(transformations)} input transformations that cost the source at "
@@ -638,9 +638,9 @@ def mistake_order(context: Context, x: np.ndarray, keys: np.ndarray) -> np.ndarr
     not, and the C-IGM keys cannot be ranked this way: the attack optimised against
     exactly these models). What a budget of the first N buys on held-out models:
     ``reproduce/verification.py``'s ``verification_keys`` table (README, "A query budget")."""
-    def repeating(group):
-        return sum((zoo.predict(m, x).argmax(axis=1) == keys).astype(int) for m in context.models.get(group, [])) \
-            + np.zeros(len(keys), int)
+    def repeating(group):  # per mistake, how many of the group give the source's label
+        return sum((zoo.predict(m, x).argmax(axis=1) == keys for m in context.models.get(group, [])),
+                   np.zeros(len(keys), int))
     return np.lexsort((-repeating("train_surrogates"), repeating("train_references")))
 
 

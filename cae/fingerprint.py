@@ -180,8 +180,8 @@ class Fingerprint:
             Calibration.from_dict(manifest["calibration"], n)  # refuses an inconsistent one
         if "key_order" in manifest:
             order = manifest["key_order"]
-            if not isinstance(order, list) or sorted(order) != list(range(n)) \
-                    or not all(type(i) is int for i in order):
+            if not isinstance(order, list) or not all(type(i) is int for i in order) \
+                    or sorted(order) != list(range(n)):
                 raise FingerprintError(f"manifest key_order must list each key index 0..{n - 1} once (the keys "
                                        "in order of evidence); re-create the fingerprint with cae extract, or "
                                        "delete the field to verify in stored order.")

@@ -203,8 +203,8 @@ PRESETS = {
         # adds; neither is the preset's fingerprint (the validation models chose the paper's).
         robust_members=2,
         snapshot_epochs=(4, 7),
-        # 1000 mistakes the source repeats on the mirrored image: chosen on the validation
-        # models by benchmarks/mistakes.py (README, "Natural mistakes").
+        # 700 mistakes the source repeats behind _STABLE's transformations: chosen on the
+        # validation models by benchmarks/mistakes.py (README, "Natural mistakes").
         mistakes=700,
         mistakes_stable=_STABLE,
         learning_rate=4e-3,

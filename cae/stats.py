@@ -477,7 +477,7 @@ def likelihood_ratio_p_value(score: float, p: np.ndarray, q: np.ndarray, null: n
     @functools.cache
     def log_bound(i):  # the log of the bound at the grid's i-th λ
         lam = _LAMBDAS[i]
-        return np.sum(np.logaddexp(log_r + lam * hit, log_not_r + lam * miss)) - lam * float(score)
+        return np.sum(np.logaddexp(log_r + lam * hit, log_not_r + lam * miss)) - lam * score
 
     # The log-MGF is convex in λ, so the bound is too: a binary search over the grid finds
     # its smallest value with about 18 evaluations instead of 300.

@@ -489,7 +489,8 @@ def test_head_follows_the_stored_order_of_evidence_and_sample_draws_at_random(fp
             F.head(fp, bad)
 
 
-@pytest.mark.parametrize("order", [list(range(N - 1)), [0] * N, [*range(N - 1), N], "0,1", [float(i) for i in range(N)]])
+@pytest.mark.parametrize("order", [list(range(N - 1)), [0] * N, [*range(N - 1), N], "0,1", [float(i) for i in range(N)],
+                                   ["0", *range(1, N)]])
 def test_a_key_order_that_is_not_a_permutation_is_refused(fp, order):
     with pytest.raises(F.FingerprintError, match="key_order must list each key index"):
         F.Fingerprint(x=fp.x, keys=fp.keys, manifest={**fp.manifest, "key_order": order})
