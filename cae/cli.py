@@ -1,7 +1,7 @@
 """The ``cae`` command line.
 
 One sub-command group per noun or verb (``cae data``, ``cae zoo``, ``cae extract``,
-``cae verify``, ``cae remove``, ``cae preprocess``). To add a group:
+``cae verify``, ``cae inspect``, ``cae remove``, ``cae preprocess``). To add a group:
 
 1. write ``_add_<group>(subparsers)`` that calls ``subparsers.add_parser("<group>")``,
    adds its sub-commands, and gives each one ``set_defaults(handler=_<group>_<verb>)``;
@@ -275,6 +275,84 @@ def describe(result: fingerprint.VerifyResult) -> str:
     return line + f"; queries {result.queries}"
 
 
+# --------------------------------------------------------------------------- inspect
+def _add_inspect(subparsers):
+    parser = subparsers.add_parser(
+        "inspect", help="what a fingerprint holds and what its calibration promises (no suspect needed)",
+        description="Print a fingerprint's keys by origin, its calibration (models, θ per statistic, the "
+                    "transformations it covers) and a leave-one-out self-check: each calibration surrogate and "
+                    "reference judged by the calibration without it, the defender's own forecast of how often a "
+                    "derived model is flagged and whether an independent one is accused.",
+    )
+    parser.add_argument("--fingerprint", required=True, help="fingerprint path (FP, FP.npz or FP.json)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_inspect)
+
+
+def inspection(fp: fingerprint.Fingerprint) -> dict:
+    """What ``cae inspect`` reports on ``fp`` (JSON-compatible)."""
+    manifest = fp.manifest
+    out = {"sha256": fp.sha256, "keys": fp.n, "num_classes": fp.num_classes, "attack": manifest.get("attack"),
+           "epsilon": manifest.get("epsilon"), "tau": manifest.get("tau"),
+           "source_model_hash": manifest.get("source_model_hash"),
+           "key_groups": {name: len(keys) for name, keys in fingerprint.key_groups(fp).items()},
+           "key_order": "key_order" in manifest, "calibration": None}
+    calibration = fp.calibration
+    if calibration is None:
+        return out
+    statistics = fingerprint.available_statistics(calibration)
+    out["calibration"] = {
+        "models": calibration.models, "surrogates": len(calibration.surrogate_matches),
+        "references": len(calibration.reference_matches), "alpha": calibration.alpha,
+        "conditions": list(calibration.conditions),
+        "threshold": {s: calibration.threshold(s) for s in statistics},
+        "self_check": None}
+    if len(calibration.surrogate_matches) >= 2 and len(calibration.reference_matches) >= 2:
+        checks = {}
+        for statistic in statistics:
+            rows = calibration.self_check(statistic)
+            checks[statistic] = {
+                "surrogates_flagged": sum(r["verdict"] == "surrogate" for r in rows if r["kind"] == "surrogate"),
+                "references_flagged": sum(r["verdict"] == "surrogate" for r in rows if r["kind"] == "reference"),
+                "models": rows}
+        out["calibration"]["self_check"] = checks
+    return out
+
+
+def _inspect(args):
+    fp = fingerprint.load(args.fingerprint)
+    result = inspection(fp)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    groups = " + ".join(f"{count} {name}" for name, count in result["key_groups"].items())
+    print(f"fingerprint {result['sha256'][:16]}: {result['keys']} keys ({groups}), {result['num_classes']} classes, "
+          f"eps {result['epsilon']}, tau {result['tau']}; source {result['source_model_hash']}; "
+          f"{'keys ranked by evidence' if result['key_order'] else 'keys in stored order'}")
+    calibration = result["calibration"]
+    if calibration is None:
+        print("no calibration: verify applies the paper's rule alone (θ 0.75, no p-value); re-create it with "
+              "cae extract")
+        return 0
+    print(f"calibration: {calibration['models']}; alpha {calibration['alpha']:g}; "
+          f"{len(calibration['conditions']) - 1} input transformations covered")
+    for statistic, theta in calibration["threshold"].items():
+        name = fingerprint.get_statistic(statistic).description
+        check = (calibration["self_check"] or {}).get(statistic)
+        line = f"  {name}: θ {'none' if theta is None else f'{theta:.3f}'}"
+        if check:
+            surrogates = [r["p_value"] for r in check["models"] if r["kind"] == "surrogate"]
+            references = [r["p_value"] for r in check["models"] if r["kind"] == "reference"]
+            line += (f"; self-check, leave-one-out: {check['surrogates_flagged']} of {len(surrogates)} calibration "
+                     f"surrogates flagged (p-values {min(surrogates):.3g} to {max(surrogates):.3g}), "
+                     f"{check['references_flagged']} of {len(references)} references accused (smallest p-value "
+                     f"{min(references):.3g})")
+        print(line)
+    if calibration["self_check"] is None:
+        print("  no self-check: it needs at least two calibration surrogates and two references")
+    return 0
+
+
 # --------------------------------------------------------------------------- remove
 def _add_remove(subparsers):
     parser = subparsers.add_parser(
@@ -470,7 +548,7 @@ def _zoo_list(args):
 
 
 # --------------------------------------------------------------------------- entry point
-_GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify, _add_remove, _add_preprocess]
+_GROUPS = [_add_data, _add_zoo, _add_extract, _add_verify, _add_inspect, _add_remove, _add_preprocess]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,7 +82,7 @@ _DTYPES = {"x": np.dtype("<f4"), "originals": np.dtype("<f4"),
 
 __all__ = [
     "Calibration", "Fingerprint", "FingerprintError", "VerifyResult", "calibrate", "content_hash", "create",
-    "extract", "extract_mask", "head", "key_order", "load", "predict_labels", "sample", "save", "subset",
+    "extract", "extract_mask", "head", "key_groups", "key_order", "load", "predict_labels", "sample", "save", "subset",
     "verify",
 ]
 
@@ -265,6 +265,19 @@ def subset(fp: Fingerprint, keep: Sequence[int] | np.ndarray) -> Fingerprint:
     return Fingerprint(x=fp.x[keep], keys=fp.keys[keep], manifest=manifest,
                        targets=None if fp.targets is None else fp.targets[keep],
                        originals=None if fp.originals is None else fp.originals[keep])
+
+
+def key_groups(fp: Fingerprint) -> dict[str, np.ndarray]:
+    """The key indices by where the keys came from: the attack's examples (named after
+    the manifest's ``attack``), then the natural mistakes :func:`cae.experiments.extract`
+    appends after them (manifest ``created_with["mistakes"]``), when there are any."""
+    mistakes = fp.manifest.get("created_with", {}).get("mistakes", 0)
+    if not isinstance(mistakes, int) or isinstance(mistakes, bool) or not 0 <= mistakes <= fp.n:
+        raise FingerprintError(f"manifest created_with.mistakes is {mistakes!r}; expected a count in 0..{fp.n}.")
+    groups = {str(fp.manifest.get("attack") or "attack"): np.arange(fp.n - mistakes)}
+    if mistakes:
+        groups["natural mistakes"] = np.arange(fp.n - mistakes, fp.n)
+    return {name: keys for name, keys in groups.items() if len(keys)}
 
 
 def key_order(fp: Fingerprint) -> np.ndarray:
@@ -964,6 +977,35 @@ class Calibration:
         return dataclasses.replace(self, reference_matches=self.reference_matches[keep],
                                    reference_weights_sha256=hashes,
                                    transformed_references={c: m[keep] for c, m in self.transformed_references.items()})
+
+    def without_surrogate(self, i: int) -> Calibration:
+        """The calibration with surrogate ``i`` left out."""
+        if len(self.surrogate_matches) < 2:
+            raise FingerprintError("the calibration has one surrogate; it cannot leave it out.")
+        return dataclasses.replace(self, surrogate_matches=np.delete(self.surrogate_matches, i, axis=0))
+
+    def self_check(self, statistic: str = DEFAULT_STATISTIC) -> list[dict[str, Any]]:
+        """What this calibration promises on its own models, leave-one-out: each
+        calibration surrogate judged by the calibration without it, and each reference
+        likewise (untransformed). The defender's forecast, before any suspect, of how
+        often a derived model like the surrogates is flagged and whether an independent
+        one like the references is accused (beyond the paper: the models calibrate, so
+        they cannot score themselves in sample). One row per model: ``kind``
+        ("surrogate" / "reference"), ``index``, ``score``, ``threshold``, ``p_value``,
+        ``verdict`` (None without a θ). Needs at least two models in each group."""
+        if len(self.surrogate_matches) < 2 or len(self.reference_matches) < 2:
+            raise FingerprintError("a self-check needs at least two calibration surrogates and two references "
+                                   f"(this one has {len(self.surrogate_matches)} and {len(self.reference_matches)}).")
+        rows = []
+        for kind, group, leave in (("surrogate", self.surrogate_matches, self.without_surrogate),
+                                   ("reference", self.reference_matches, self.without_reference)):
+            for i, matches in enumerate(group):
+                others = leave(i)
+                threshold = others.threshold(statistic)
+                rows.append({"kind": kind, "index": i, "score": others.score(matches, statistic),
+                             "threshold": threshold, "p_value": others.p_value(matches, statistic),
+                             "verdict": others.judge(matches, statistic)})
+        return rows
 
     def subset(self, keep: np.ndarray) -> Calibration:
         """The calibration of the keys at int indices ``keep`` (:func:`subset`)."""

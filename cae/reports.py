@@ -325,6 +325,52 @@ def verification_stats(context: experiments.Context, fp: fingerprint.Fingerprint
     return out
 
 
+def key_group_shifts(fp: fingerprint.Fingerprint, derived_models: Suspects,
+                     reference_models: Suspects) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Where each model sits, per group of keys (:func:`cae.fingerprint.key_groups`: the
+    attack's examples, the natural mistakes): its retention of the group and its
+    model-level shift, the log-odds by which it agrees with the group's keys more (> 0)
+    or less than the calibration references' per-key rates say
+    (:func:`cae.stats.model_shift`). Verdicts fail where independent models spread as
+    widely as derived ones sit above them; this shows which keys that is.
+
+    Rows: each calibration reference (against the others' rates: leave-one-out, when
+    there are two or more), each calibration surrogate, then ``derived_models`` and
+    ``reference_models`` (dicts ``{name: model}`` or lists). Also returns, per group, the
+    calibration references' spread: the root mean square of their leave-one-out shifts
+    (None with one reference)."""
+    calibration = fp.calibration
+    if calibration is None:
+        raise ValueError("key_group_shifts needs a calibrated fingerprint (cae extract makes one).")
+    groups = fingerprint.key_groups(fp)
+    references = calibration.reference_matches
+    rates = {g: stats.match_rates(references[:, keys]) for g, keys in groups.items()}
+
+    def row(name, kind, matches, rates_of):
+        out = {"model": name, "kind": kind}
+        for g, keys in groups.items():
+            out[f"retention ({g})"] = float(matches[keys].mean())
+        for g, keys in groups.items():
+            out[f"shift ({g})"] = stats.model_shift(matches[keys], rates_of[g])
+        return out
+
+    rows = []
+    if len(references) >= 2:
+        for i, matches in enumerate(references):
+            others = np.delete(references, i, axis=0)
+            rows.append(row(f"calibration reference {i}", "calibration reference", matches,
+                            {g: stats.match_rates(others[:, keys]) for g, keys in groups.items()}))
+    rows += [row(f"calibration surrogate {i}", "calibration surrogate", m, rates)
+             for i, m in enumerate(calibration.surrogate_matches)]
+    for kind, models in (("derived", derived_models), ("reference", reference_models)):
+        for name, model in _named(models, kind):
+            rows.append(row(name, kind, fingerprint.predict_labels(model, fp.x, fp.num_classes)[0] == fp.keys, rates))
+    spread = {g: (float(np.sqrt(np.mean([r[f"shift ({g})"] ** 2 for r in rows
+                                          if r["kind"] == "calibration reference"])))
+                  if len(references) >= 2 else None) for g in groups}
+    return rows, spread
+
+
 def other_aucs(result: Mapping[str, Any]) -> str:
     """``", likelihood ratio 0.912"``: the AUC of every statistic of a
     :func:`verification_stats` result beside the default one, for prose."""

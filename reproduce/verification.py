@@ -109,6 +109,16 @@ if __name__ == "__main__":
                        "references' per-fingerprint rates (keys independent given the model). p-value (derived): a "
                        "derived model's chance of matching this few, from the calibration surrogates' rates.\n")
 
+    shifts, spread = reports.key_group_shifts(fp, derived, references)
+    spread_text = "; ".join(f"{g}: {v:.2f}" for g, v in spread.items() if v is not None) or "one reference: none"
+    tables.write("verification_shifts", preset.name, shifts,
+                 f"Where each model sits, per group of keys (preset {preset.name})",
+                 notes="Shift: the log-odds by which a model agrees with the group's keys more (> 0) or less than "
+                       "the calibration references' per-key rates say (cae.stats.model_shift; each calibration "
+                       "reference against the others'). The calibration references' spread (root mean square of "
+                       f"their shifts), which the p-values allow for: {spread_text}. A derived model is flagged "
+                       "when it sits well above that spread, over all keys together.\n")
+
     folder = paths.results_dir(preset.name)
     figure, axis = plt.subplots(figsize=(4.5, 4.2))
     axis.step(result["fpr"], result["tpr"], where="post", marker="o")

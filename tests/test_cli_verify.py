@@ -508,3 +508,41 @@ def test_exit_status_of_the_command(files, tmp_path):
     assert completed.stdout == ""
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cae: error: ") and "does not match its manifest" in lines[0]
+
+
+# --------------------------------------------------------------------------- inspect
+def test_inspect_reports_the_keys_the_calibration_and_its_self_check(files, fp, tmp_path, capsys):
+    status, out, err = run(["inspect", "--fingerprint", files / "fp", "--json"], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["keys"] == N and result["key_groups"] == {"test": N} and result["sha256"] == fp.sha256
+    calibration = result["calibration"]
+    assert calibration["surrogates"] == 3 and calibration["references"] == 3
+    assert calibration["threshold"]["retention"] == pytest.approx(fp.calibration.threshold("retention"))
+    check = calibration["self_check"]["retention"]
+    rows = fp.calibration.self_check("retention")
+    assert [r["p_value"] for r in check["models"]] == pytest.approx([r["p_value"] for r in rows])
+    assert check["surrogates_flagged"] == sum(r["verdict"] == "surrogate" for r in rows[:3])
+    status, out, _ = run(["inspect", "--fingerprint", files / "fp"], capsys)
+    assert status == 0 and f"{N} keys ({N} test)" in out and "self-check, leave-one-out" in out
+    F.save(F.Fingerprint(x=fp.x, keys=fp.keys, manifest={k: v for k, v in fp.manifest.items() if k != "calibration"}),
+           tmp_path / "bare")
+    status, out, _ = run(["inspect", "--fingerprint", tmp_path / "bare"], capsys)
+    assert status == 0 and "no calibration" in out
+    status, out, err = run(["inspect", "--fingerprint", tmp_path / "missing"], capsys)
+    assert_refused(status, out, err, "is missing")
+
+
+def test_key_group_shifts_place_each_model_against_the_calibration_references(fp, suspects):
+    from cae import reports
+
+    rows, spread = reports.key_group_shifts(fp, {"surrogate": suspects["surrogate"]}, {"reference": suspects["reference"]})
+    kinds = [r["kind"] for r in rows]
+    assert kinds == ["calibration reference"] * 3 + ["calibration surrogate"] * 3 + ["derived", "reference"]
+    source_like = rows[-2]
+    assert source_like["retention (test)"] == pytest.approx(F.verify(suspects["surrogate"], fp).retention)
+    assert source_like["shift (test)"] > rows[-1]["shift (test)"]  # the copy agrees more than the independent model
+    assert set(spread) == {"test"} and spread["test"] >= 0
+    with pytest.raises(ValueError, match="calibrated fingerprint"):
+        reports.key_group_shifts(F.Fingerprint(x=fp.x, keys=fp.keys, manifest={
+            k: v for k, v in fp.manifest.items() if k != "calibration"}), {}, {})

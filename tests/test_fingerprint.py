@@ -494,3 +494,39 @@ def test_head_follows_the_stored_order_of_evidence_and_sample_draws_at_random(fp
 def test_a_key_order_that_is_not_a_permutation_is_refused(fp, order):
     with pytest.raises(F.FingerprintError, match="key_order must list each key index"):
         F.Fingerprint(x=fp.x, keys=fp.keys, manifest={**fp.manifest, "key_order": order})
+
+
+# --------------------------------------------------------------------------- self-check and key groups
+def test_key_groups_split_the_attacks_examples_from_the_natural_mistakes(fp):
+    assert {k: v.tolist() for k, v in F.key_groups(fp).items()} == {"cigm": list(range(N))}
+    mixed = F.Fingerprint(x=fp.x, keys=fp.keys, manifest={**fp.manifest, "created_with": {"mistakes": 10}})
+    groups = F.key_groups(mixed)
+    assert groups["cigm"].tolist() == list(range(N - 10)) and groups["natural mistakes"].tolist() == list(range(N - 10, N))
+    for bad in (N + 1, -1, "10", True):
+        lying = F.Fingerprint(x=fp.x, keys=fp.keys, manifest={**fp.manifest, "created_with": {"mistakes": bad}})
+        with pytest.raises(F.FingerprintError, match="created_with.mistakes"):
+            F.key_groups(lying)
+
+
+def test_the_self_check_judges_each_calibration_model_by_the_others():
+    rng = np.random.default_rng(2)
+    n = 200
+    base = rng.uniform(0.05, 0.5, n)
+    references = rng.random((5, n)) < base
+    surrogates = rng.random((4, n)) < np.minimum(base + 0.45, 0.98)
+    calibration = F.Calibration(surrogates, references)
+    rows = calibration.self_check()
+    assert [(r["kind"], r["index"]) for r in rows] == [("surrogate", i) for i in range(4)] + [
+        ("reference", i) for i in range(5)]
+    for row in rows:
+        others = (calibration.without_surrogate(row["index"]) if row["kind"] == "surrogate"
+                  else calibration.without_reference(row["index"]))
+        matches = (surrogates if row["kind"] == "surrogate" else references)[row["index"]]
+        assert row["p_value"] == pytest.approx(others.p_value(matches)) and row["threshold"] == others.threshold()
+        assert row["verdict"] == others.judge(matches)
+    # Surrogates far above the references are flagged; no reference is accused by the others.
+    assert all(r["verdict"] == "surrogate" for r in rows if r["kind"] == "surrogate")
+    assert not any(r["verdict"] == "surrogate" for r in rows if r["kind"] == "reference")
+    assert [r["verdict"] for r in calibration.self_check("lr")][:4] == ["surrogate"] * 4
+    with pytest.raises(F.FingerprintError, match="at least two calibration surrogates and two references"):
+        F.Calibration(surrogates[:1], references).self_check()

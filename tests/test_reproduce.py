@@ -77,6 +77,9 @@ def test_verification_script(results):
     usable = [row for row in suspects if row["kind"] == "derived" and float(row["accuracy drop"]) <= 0.10 + 1e-12]
     assert int(summary["usable positives"]) == len(usable)
     assert (folder / "verification_retention.png").stat().st_size > 0
+    shifts = _rows(folder / "verification_shifts.csv")
+    assert {row["kind"] for row in shifts} >= {"calibration surrogate", "derived", "reference"}
+    assert all(row["shift (C-IGM)"] for row in shifts)
 
 
 def test_preprocessing_script(results):
