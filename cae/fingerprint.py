@@ -1002,9 +1002,11 @@ class Calibration:
             for i, matches in enumerate(group):
                 others = leave(i)
                 threshold = others.threshold(statistic)
-                rows.append({"kind": kind, "index": i, "score": others.score(matches, statistic),
-                             "threshold": threshold, "p_value": others.p_value(matches, statistic),
-                             "verdict": others.judge(matches, statistic)})
+                score, p_value = others.score(matches, statistic), others.p_value(matches, statistic)
+                verdict = None if threshold is None else others.verdict(
+                    score, p_value, others.p_value_derived(matches), threshold, others.alpha)
+                rows.append({"kind": kind, "index": i, "score": score, "threshold": threshold, "p_value": p_value,
+                             "verdict": verdict})
         return rows
 
     def subset(self, keep: np.ndarray) -> Calibration:

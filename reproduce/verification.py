@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cae import evaluation, experiments, fingerprint, paths, removal, reports, scripts, tables  # noqa: E402
+from cae import evaluation, experiments, fingerprint, paths, removal, reports, scripts, stats, tables  # noqa: E402
 
 
 # Fingerprint sizes of the query-budget table (and random draws of one size beside them).
@@ -115,9 +115,11 @@ if __name__ == "__main__":
                  f"Where each model sits, per group of keys (preset {preset.name})",
                  notes="Shift: the log-odds by which a model agrees with the group's keys more (> 0) or less than "
                        "the calibration references' per-key rates say (cae.stats.model_shift; each calibration "
-                       "reference against the others'). The calibration references' spread (root mean square of "
-                       f"their shifts), which the p-values allow for: {spread_text}. A derived model is flagged "
-                       "when it sits well above that spread, over all keys together.\n")
+                       "reference against the others'). The calibration references' spread per group (root mean "
+                       f"square of their shifts): {spread_text}. The p-values allow for one spread over all keys "
+                       f"together (cae.stats.model_spread, at least {stats.MIN_MODEL_SPREAD:g}): a derived model "
+                       "is flagged when it sits "
+                       "well above the references over all keys at once.\n")
 
     folder = paths.results_dir(preset.name)
     figure, axis = plt.subplots(figsize=(4.5, 4.2))
