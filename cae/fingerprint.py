@@ -951,11 +951,16 @@ class Calibration:
     def judge(self, matches: np.ndarray, statistic: str = DEFAULT_STATISTIC) -> str | None:
         """The verdict on a suspect with bool (n,) ``matches`` at this calibration's θ and
         α (None when it has no θ for ``statistic``)."""
+        return self.assess(matches, statistic)["verdict"]
+
+    def assess(self, matches: np.ndarray, statistic: str = DEFAULT_STATISTIC) -> dict[str, Any]:
+        """:meth:`judge` with its workings, each computed once: ``score``, ``threshold``,
+        ``p_value`` and ``verdict`` (the last None without a θ)."""
         threshold = self.threshold(statistic)
-        if threshold is None:
-            return None
-        return self.verdict(self.score(matches, statistic), self.p_value(matches, statistic),
-                            self.p_value_derived(matches), threshold, self.alpha)
+        score, p_value = self.score(matches, statistic), self.p_value(matches, statistic)
+        verdict = None if threshold is None else self.verdict(score, p_value, self.p_value_derived(matches),
+                                                                threshold, self.alpha)
+        return {"score": score, "threshold": threshold, "p_value": p_value, "verdict": verdict}
 
     def p_value_derived(self, matches: np.ndarray) -> float:
         """The probability that a derived model (the calibration surrogates' rates and
@@ -999,14 +1004,8 @@ class Calibration:
         rows = []
         for kind, group, leave in (("surrogate", self.surrogate_matches, self.without_surrogate),
                                    ("reference", self.reference_matches, self.without_reference)):
-            for i, matches in enumerate(group):
-                others = leave(i)
-                threshold = others.threshold(statistic)
-                score, p_value = others.score(matches, statistic), others.p_value(matches, statistic)
-                verdict = None if threshold is None else others.verdict(
-                    score, p_value, others.p_value_derived(matches), threshold, others.alpha)
-                rows.append({"kind": kind, "index": i, "score": score, "threshold": threshold, "p_value": p_value,
-                             "verdict": verdict})
+            rows += [{"kind": kind, "index": i, **leave(i).assess(matches, statistic)}
+                     for i, matches in enumerate(group)]
         return rows
 
     def subset(self, keep: np.ndarray) -> Calibration:

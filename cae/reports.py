@@ -354,20 +354,19 @@ def key_group_shifts(fp: fingerprint.Fingerprint, derived_models: Suspects,
             out[f"shift ({g})"] = stats.model_shift(matches[keys], rates_of[g])
         return out
 
-    rows = []
+    rows, spread = [], dict.fromkeys(groups)
     if len(references) >= 2:
+        shifts = {g: stats.left_out_shifts(references[:, keys]) for g, keys in groups.items()}
+        spread = {g: float(np.sqrt(np.mean(np.square(values)))) for g, values in shifts.items()}
         for i, matches in enumerate(references):
-            others = np.delete(references, i, axis=0)
-            rows.append(row(f"calibration reference {i}", "calibration reference", matches,
-                            {g: stats.match_rates(others[:, keys]) for g, keys in groups.items()}))
+            rows.append({"model": f"calibration reference {i}", "kind": "calibration reference",
+                         **{f"retention ({g})": float(matches[keys].mean()) for g, keys in groups.items()},
+                         **{f"shift ({g})": float(shifts[g][i]) for g in groups}})
     rows += [row(f"calibration surrogate {i}", "calibration surrogate", m, rates)
              for i, m in enumerate(calibration.surrogate_matches)]
     for kind, models in (("derived", derived_models), ("reference", reference_models)):
         for name, model in _named(models, kind):
             rows.append(row(name, kind, fingerprint.predict_labels(model, fp.x, fp.num_classes)[0] == fp.keys, rates))
-    spread = {g: (float(np.sqrt(np.mean([r[f"shift ({g})"] ** 2 for r in rows
-                                          if r["kind"] == "calibration reference"])))
-                  if len(references) >= 2 else None) for g in groups}
     return rows, spread
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "likelihood_ratio",
     "likelihood_ratio_p_value",
     "match_rates",
+    "left_out_shifts",
     "model_shift",
     "model_spread",
     "poisson_binomial_p_value",
@@ -423,10 +424,20 @@ def model_shift(matches: np.ndarray, rates: np.ndarray) -> float:
 MIN_MODEL_SPREAD = 0.5
 
 
+def left_out_shifts(reference_matches: np.ndarray, prior: float = 0.5) -> np.ndarray:
+    """Each of the bool (R >= 2, n) ``reference_matches``' :func:`model_shift` from the
+    rates of the other references (out of sample): how much more (> 0) or less each
+    agrees with the keys than the others say."""
+    matches = np.asarray(reference_matches, bool)
+    if matches.ndim != 2 or len(matches) < 2:
+        raise ValueError(f"reference_matches has shape {matches.shape}; expected (references >= 2, keys).")
+    return np.array([model_shift(matches[r], match_rates(np.delete(matches, r, axis=0), prior))
+                     for r in range(len(matches))])
+
+
 def model_spread(reference_matches: np.ndarray, prior: float = 0.5) -> float:
     """How far one independent model's agreement with the keys strays from the others':
-    the root mean square of each reference's :func:`model_shift` from the rates of the
-    other references (out of sample), and at least :data:`MIN_MODEL_SPREAD`.
+    the root mean square of :func:`left_out_shifts`, and at least :data:`MIN_MODEL_SPREAD`.
 
     Keys are not independent given the model: a reference that happens to be close to
     the source matches many keys at once. p-values that ignore this come out too small;
@@ -435,8 +446,7 @@ def model_spread(reference_matches: np.ndarray, prior: float = 0.5) -> float:
     matches = np.asarray(reference_matches, bool)
     if matches.ndim != 2 or len(matches) < 2:
         return MIN_MODEL_SPREAD
-    shifts = [model_shift(matches[r], match_rates(np.delete(matches, r, axis=0), prior)) for r in range(len(matches))]
-    return max(float(np.sqrt(np.mean(np.square(shifts)))), MIN_MODEL_SPREAD)
+    return max(float(np.sqrt(np.mean(np.square(left_out_shifts(matches, prior))))), MIN_MODEL_SPREAD)
 
 
 # Gauss-Hermite nodes and weights for averaging over u ~ N(0, spread²).

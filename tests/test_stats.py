@@ -328,6 +328,10 @@ def test_the_model_spread_keeps_p_values_honest_when_models_differ_as_a_whole():
     honest = np.mean([stats.poisson_binomial_p_value(int(m.sum()), rates, spread=spread) < 0.01 for m in fresh])
     assert naive > 0.1 and honest <= 0.02
     assert stats.model_spread(np.zeros((1, n), bool)) == stats.MIN_MODEL_SPREAD  # one model: the floor
+    shifts = stats.left_out_shifts(calibration)
+    assert shifts.shape == (4,) and spread == max(float(np.sqrt(np.mean(shifts ** 2))), stats.MIN_MODEL_SPREAD)
+    with pytest.raises(ValueError, match="references >= 2"):
+        stats.left_out_shifts(calibration[:1])
     shift = stats.model_shift(rng.random(n) < stats._shifted(base, 1.0), base)
     assert 0.5 < shift < 1.5  # recovers a model's shift of 1
 
