@@ -1,18 +1,26 @@
-"""Is the fingerprint weak, or are the suspects? Retention versus the suspect's training length.
+"""Is the fingerprint weak, or are the suspects? Verdicts versus the suspect's training length.
 
-    python benchmarks/suspect_epochs.py --preset quick --epochs 3,8
+    python benchmarks/suspect_epochs.py --preset cpu --epochs 10,20 --extra-references 6 \
+        --removal retraining,jagielski,knockoff
 
-Extracts the preset's fingerprint once (C-IGM on the preset's training models, Alg. 2),
-then trains the preset's testing surrogates and references again for each number of
-epochs in ``--epochs`` (cached in the zoo like any model; the preset's own number reuses
-its testing models) and prints, per model: test accuracy, fidelity to the source on the
-zoo's test sample, and the retention of the fingerprint through label-only
-verification (`cae.fingerprint.verify`).
+Extracts the preset's fingerprint once (``cae.experiments.extract``: Alg. 2 on the
+training models, the preset's natural mistakes, calibrated on the validation models),
+then trains the suspects again for each number of epochs in ``--epochs``: the preset's
+testing surrogates and references, ``--extra-references`` independent references with
+other recipes (``cae.experiments.extra_reference_specs``) and the ``--removal`` attacks
+that train a model from scratch (cached in the zoo like any model; the preset's own
+number reuses its models). It prints, per model: test accuracy, fidelity to the source and
+agreement on the source's mistakes (on the zoo's test sample), retention and shift per
+key group (log-odds against the calibration references' rates, ``cae.stats.model_shift``),
+and ``cae verify``'s verdict and p-value for both statistics; then, per number of
+epochs, how many derived models within 10 points of the source's test accuracy are
+flagged and how many independent ones are accused.
 
-If retention were low only because the suspects are weak, better-trained surrogates
-would keep more of the fingerprint while references stayed put. The fingerprint does
-not change across rows, so what moves is the suspects alone. Needs the dataset
-(``$CAE_DATA_DIR``).
+Two questions at once. If retention were low only because the suspects are weak,
+better-trained surrogates would keep more of the fingerprint while references stayed
+put. And a reference trained longer than the calibration models is a suspect the
+calibration never saw: it must not be accused. The fingerprint does not change across
+rows, so what moves is the suspects alone. Needs the dataset (``$CAE_DATA_DIR``).
 """
 
 import argparse
@@ -26,33 +34,75 @@ def _parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
     parser.add_argument("--epochs", default="3,8", help="comma-separated training epochs of the suspects")
+    parser.add_argument("--architectures", default="",
+                        help="comma-separated testing-model architectures to train (default: all of the preset's)")
+    parser.add_argument("--extra-references", type=int, default=0, help="independent references with other recipes")
+    parser.add_argument("--removal", default="", help="comma-separated removal attacks that train from scratch")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING)
-    from cae import experiments, fingerprint, presets
+    import numpy as np
+
+    from cae import data, experiments, fingerprint, presets, removal, stats, zoo
 
     preset = presets.get(args.preset)
+    wanted = set(filter(None, args.architectures.split(",")))
     context = experiments.prepare(preset, verbose=False)
     fp = experiments.extract(context)
+    calibration, groups = fp.calibration, fingerprint.key_groups(fp)
     store = context.store
-    print(f"# preset {preset.name}: {len(fp.keys)} fingerprints, eps {preset.epsilon}, tau {preset.tau}")
-    print("| suspect | epochs | test accuracy | fidelity (test) | retention | train s |")
-    print("|---|---|---|---|---|---|")
+    pick = zoo.test_subset(context.dataset, preset.evaluate_on or None)
+    x_test, y_test = data.to_float(context.dataset.x_test[pick]), context.dataset.y_test[pick]
+    source = zoo.predict(context.models["source"], x_test).argmax(axis=1)
+    wrong = source != y_test
+    rates = {name: stats.match_rates(calibration.reference_matches[:, keys]) for name, keys in groups.items()}
+    names = list(groups)
+    print(f"# preset {preset.name}: {fp.n} keys ({', '.join(f'{len(k)} {n}' for n, k in groups.items())}), "
+          f"eps {preset.epsilon}; calibration: {calibration.models}; source mistakes on the test sample: {wrong.sum()}")
+    print("| suspect | epochs | test accuracy | fidelity | agreement on the source's mistakes | "
+          + " | ".join(f"retention {n} | shift {n}" for n in names)
+          + " | retention: verdict (p) | LR: verdict (p) | train s |")
+    print("|---" * (8 + 2 * len(names)) + "|")
+    suspects = [(f"{group[5:-1]} ({spec.architecture})", "derived" if group == "test_surrogates" else "independent",
+                 spec) for group in ("test_surrogates", "test_references") for spec in context.specs[group]
+                if not wanted or spec.architecture in wanted]
+    suspects += [(f"extra reference {i} ({spec.architecture}, {spec.optimizer}, {spec.augment})", "independent", spec)
+                 for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references))]
+    attacks = list(filter(None, args.removal.split(",")))
+    source_accuracy = np.mean(source == y_test)
     for epochs in (int(e) for e in args.epochs.split(",")):
-        for group in ("test_surrogates", "test_references"):
-            for i, spec in enumerate(context.specs[group]):
-                spec = spec.replace(epochs=epochs)
-                started = time.time()
-                model = store.get(spec, verbose=False)
-                metrics = store.metrics(spec)
-                result = fingerprint.verify(model, fp)
-                fidelity = metrics.get("fidelity_test")
-                print(f"| {group[5:-1]} {i} | {epochs} | {metrics['test_accuracy']:.3f} | "
-                      f"{'-' if fidelity is None else f'{fidelity:.3f}'} | {result.retention:.2f} | "
-                      f"{time.time() - started:.0f} |", flush=True)
+        made = [(name, kind, spec.replace(epochs=epochs)) for name, kind, spec in suspects]
+        made += [(name, "derived", removal.removal_spec(name, context.specs["source"], preset, epochs=epochs))
+                 for name in attacks]
+        counts = {}
+        for name, kind, spec in made:
+            started = time.time()
+            model = store.get(spec, verbose=False)
+            seconds = store.metrics(spec).get("train_seconds", time.time() - started)
+            labels = zoo.predict(model, x_test).argmax(axis=1)
+            accuracy = np.mean(labels == y_test)
+            matches = fingerprint.predict_labels(model, fp.x, context.dataset.num_classes)[0] == fp.keys
+            cells = [name, str(epochs), f"{accuracy:.3f}", f"{np.mean(labels == source):.3f}",
+                     f"{np.mean(labels[wrong] == source[wrong]):.3f}"]
+            for group, keys in groups.items():
+                cells += [f"{np.mean(matches[keys]):.3f}", f"{stats.model_shift(matches[keys], rates[group]):+.2f}"]
+            usable = kind == "independent" or accuracy >= source_accuracy - 0.10
+            for statistic in ("retention", "lr"):
+                judged = calibration.assess(matches, statistic)
+                cells.append(f"{judged['verdict']} ({judged['p_value']:.2g})")
+                if usable:
+                    tally = counts.setdefault((kind, statistic), [0, 0])
+                    tally[0] += judged["verdict"] == "surrogate"
+                    tally[1] += 1
+            print("| " + " | ".join(cells) + f" | {seconds:.0f} |", flush=True)
+        print(f"<!-- {epochs} epochs: " + "; ".join(
+            f"{statistic}: {counts.get(('derived', statistic), [0, 0])[0]}/{counts.get(('derived', statistic), [0, 0])[1]} "
+            f"derived within 10 points flagged, {counts.get(('independent', statistic), [0, 0])[0]}/"
+            f"{counts.get(('independent', statistic), [0, 0])[1]} independent accused"
+            for statistic in ("retention", "lr")) + " -->", flush=True)
 
 
 if __name__ == "__main__":

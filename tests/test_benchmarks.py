@@ -77,14 +77,23 @@ def test_suspect_epochs_on_smoke(capsys):
     from cae import presets
 
     epochs = presets.get("smoke").surrogate_epochs  # the smoke zoo's own testing models
-    _load("suspect_epochs").main(["--preset", "smoke", "--epochs", str(epochs)])
-    rows = _table_rows(capsys.readouterr().out)
-    assert [row[0] for row in rows] == ["surrogate 0", "reference 0"]
-    surrogate, reference = rows
-    assert surrogate[3] != "-" and reference[3] == "-"  # fidelity only for the distilled model
+    _load("suspect_epochs").main(["--preset", "smoke", "--epochs", str(epochs), "--extra-references", "1",
+                                  "--removal", "retraining"])
+    out = capsys.readouterr().out
+    rows = _table_rows(out)
+    assert [row[0] for row in rows] == ["surrogate (cnn)", "reference (cnn)",
+                                        "extra reference 0 (cnn, adam, flip)", "retraining"]
     for row in rows:
         assert row[1] == str(epochs)
-        assert 0.0 <= float(row[2]) <= 1.0 and 0.0 <= float(row[4]) <= 1.0
+        assert all(0.0 <= float(cell) <= 1.0 for cell in row[2:6])  # accuracy, fidelity, mistakes, retention
+        assert re.fullmatch(r"[+-]\d+\.\d\d", row[6])  # shift on the C-IGM keys (log-odds)
+        for cell in row[7:9]:  # cae verify's verdict (p-value), both statistics
+            verdict, p_value = re.fullmatch(r"(surrogate|independent|inconclusive) \((.+)\)", cell).groups()
+            assert 0.0 <= float(p_value) <= 1.0
+    # The summary counts as many derived and independent models as the table judged.
+    summary = re.search(r"retention: (\d+)/(\d+) derived within 10 points flagged, (\d+)/(\d+) independent", out)
+    flagged, derived, accused, independent = map(int, summary.groups())
+    assert independent == 2 and derived <= 2 and flagged <= derived and accused <= independent
 
 
 def test_target_rule_folds_hold_out_one_training_pair():
