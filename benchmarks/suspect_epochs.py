@@ -38,6 +38,8 @@ def _parse(argv=None):
                         help="comma-separated testing-model architectures to train (default: all of the preset's)")
     parser.add_argument("--extra-references", type=int, default=0, help="independent references with other recipes")
     parser.add_argument("--removal", default="", help="comma-separated removal attacks that train from scratch")
+    parser.add_argument("--kinds", default="derived,independent",
+                        help="which suspects to train: derived, independent or both (comma-separated)")
     return parser.parse_args(argv)
 
 
@@ -50,6 +52,9 @@ def main(argv=None):
 
     preset = presets.get(args.preset)
     wanted = set(filter(None, args.architectures.split(",")))
+    kinds = set(filter(None, args.kinds.split(",")))
+    if not kinds or kinds - {"derived", "independent"}:
+        raise SystemExit(f"--kinds {args.kinds!r}: give derived, independent or both, comma-separated.")
     context = experiments.prepare(preset, verbose=False)
     fp = experiments.extract(context)
     calibration, groups = fp.calibration, fingerprint.key_groups(fp)
@@ -78,7 +83,7 @@ def main(argv=None):
         made += [(name, "derived", removal.removal_spec(name, context.specs["source"], preset, epochs=epochs))
                  for name in attacks]
         counts = {}
-        for name, kind, spec in made:
+        for name, kind, spec in [row for row in made if row[1] in kinds]:
             started = time.time()
             model = store.get(spec, verbose=False)
             seconds = store.metrics(spec).get("train_seconds", time.time() - started)
@@ -94,16 +99,20 @@ def main(argv=None):
                 judged = calibration.assess(matches, statistic)
                 cells.append(f"{judged['verdict']} ({judged['p_value']:.2g})")
                 if usable:
-                    tally = counts.setdefault((kind, statistic), [0, 0])
-                    tally[0] += judged["verdict"] == "surrogate"
-                    tally[1] += 1
+                    counts.setdefault((kind, statistic), []).append((judged["verdict"] == "surrogate", judged["score"]))
             print("| " + " | ".join(cells) + f" | {seconds:.0f} |", flush=True)
-        print(f"<!-- {epochs} epochs: " + "; ".join(
-            f"{statistic}: {counts.get(('derived', statistic), [0, 0])[0]}/{counts.get(('derived', statistic), [0, 0])[1]} "
-            f"derived within 10 points flagged, {counts.get(('independent', statistic), [0, 0])[0]}/"
-            f"{counts.get(('independent', statistic), [0, 0])[1]} independent accused"
-            for statistic in ("retention", "lr")) + " -->", flush=True)
+        print(f"<!-- {epochs} epochs: " + "; ".join(_summary(counts, statistic, stats) for statistic in ("retention", "lr"))
+              + " -->", flush=True)
 
+
+def _summary(counts, statistic, stats):
+    """Flagged derived models, accused independent ones and ROC-AUC (usable models only)."""
+    derived, independent = counts.get(("derived", statistic), []), counts.get(("independent", statistic), [])
+    text = (f"{statistic}: {sum(f for f, _ in derived)}/{len(derived)} derived within 10 points flagged, "
+            f"{sum(f for f, _ in independent)}/{len(independent)} independent accused")
+    if derived and independent:
+        text += f", AUC {stats.roc_auc([s for _, s in derived], [s for _, s in independent]):.3f}"
+    return text
 
 if __name__ == "__main__":
     main()

@@ -94,6 +94,8 @@ def test_suspect_epochs_on_smoke(capsys):
     summary = re.search(r"retention: (\d+)/(\d+) derived within 10 points flagged, (\d+)/(\d+) independent", out)
     flagged, derived, accused, independent = map(int, summary.groups())
     assert independent == 2 and derived <= 2 and flagged <= derived and accused <= independent
+    auc = re.search(r"retention: [^;]*, AUC (\d\.\d+)", out)
+    assert (auc is not None) == (derived > 0) and (auc is None or 0.0 <= float(auc.group(1)) <= 1.0)
 
 
 def test_target_rule_folds_hold_out_one_training_pair():
