@@ -25,7 +25,6 @@ rows, so what moves is the suspects alone. Needs the dataset (``$CAE_DATA_DIR``)
 
 import argparse
 import logging
-import time
 
 
 def _parse(argv=None):
@@ -37,7 +36,9 @@ def _parse(argv=None):
     parser.add_argument("--architectures", default="",
                         help="comma-separated testing-model architectures to train (default: all of the preset's)")
     parser.add_argument("--extra-references", type=int, default=0, help="independent references with other recipes")
-    parser.add_argument("--removal", default="", help="comma-separated removal attacks that train from scratch")
+    parser.add_argument("--removal", default="",
+                        help="comma-separated removal attacks whose models train from scratch (e.g. retraining, "
+                             "jagielski, knockoff, papernot, ensemble)")
     parser.add_argument("--kinds", default="derived,independent",
                         help="which suspects to train: derived, independent or both (comma-separated)")
     return parser.parse_args(argv)
@@ -80,13 +81,17 @@ def main(argv=None):
     source_accuracy = np.mean(source == y_test)
     for epochs in (int(e) for e in args.epochs.split(",")):
         made = [(name, kind, spec.replace(epochs=epochs)) for name, kind, spec in suspects]
-        made += [(name, "derived", removal.removal_spec(name, context.specs["source"], preset, epochs=epochs))
-                 for name in attacks]
+        made += [(name, "derived", name) for name in attacks]
         counts = {}
         for name, kind, spec in [row for row in made if row[1] in kinds]:
-            started = time.time()
-            model = store.get(spec, verbose=False)
-            seconds = store.metrics(spec).get("train_seconds", time.time() - started)
+            if isinstance(spec, str):  # a removal attack: its model (or its members, or rounds) from the zoo
+                model = removal.remove(spec, context.specs["source"], preset, store, verbose=False, epochs=epochs)
+                trained = removal.removal_spec(spec, context.specs["source"], preset, epochs=epochs)
+                trained = trained if isinstance(trained, list) else (
+                    removal.papernot_specs(trained) if spec == "papernot" else [trained])
+            else:
+                model, trained = store.get(spec, verbose=False), [spec]
+            seconds = sum(store.metrics(one).get("train_seconds", 0.0) for one in trained)
             labels = zoo.predict(model, x_test).argmax(axis=1)
             accuracy = np.mean(labels == y_test)
             matches = fingerprint.predict_labels(model, fp.x, context.dataset.num_classes)[0] == fp.keys
