@@ -14,7 +14,9 @@ agreement on the source's mistakes (on the zoo's test sample), retention and shi
 key group (log-odds against the calibration references' rates, ``cae.stats.model_shift``),
 and ``cae verify``'s verdict and p-value for both statistics; then, per number of
 epochs, how many derived models within 10 points of the source's test accuracy are
-flagged and how many independent ones are accused.
+flagged, how many independent ones are accused, and the ROC-AUC. ``--behind`` judges
+every suspect again behind each input transformation that costs the source at most 10
+points (the calibration covers them: a thief may put any of them in front of a model).
 
 Two questions at once. If retention were low only because the suspects are weak,
 better-trained surrogates would keep more of the fingerprint while references stayed
@@ -39,6 +41,9 @@ def _parse(argv=None):
     parser.add_argument("--removal", default="",
                         help="comma-separated removal attacks whose models train from scratch (e.g. retraining, "
                              "jagielski, knockoff, papernot, ensemble)")
+    parser.add_argument("--behind", action="store_true",
+                        help="also judge every suspect behind each input transformation that costs the source at most "
+                             "10 points (cae.experiments.affordable_transformations)")
     parser.add_argument("--kinds", default="derived,independent",
                         help="which suspects to train: derived, independent or both (comma-separated)")
     return parser.parse_args(argv)
@@ -49,7 +54,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     import numpy as np
 
-    from cae import data, experiments, fingerprint, presets, removal, stats, zoo
+    from cae import data, experiments, fingerprint, preprocessing, presets, removal, stats, zoo
 
     preset = presets.get(args.preset)
     wanted = set(filter(None, args.architectures.split(",")))
@@ -79,10 +84,13 @@ def main(argv=None):
                  for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references))]
     attacks = list(filter(None, args.removal.split(",")))
     source_accuracy = np.mean(source == y_test)
+    behind = experiments.affordable_transformations(context) if args.behind else []
+    conditions = [f"{kind} {strength:g}" for kind, strength in behind]
+    num_classes = context.dataset.num_classes
     for epochs in (int(e) for e in args.epochs.split(",")):
         made = [(name, kind, spec.replace(epochs=epochs)) for name, kind, spec in suspects]
         made += [(name, "derived", name) for name in attacks]
-        counts = {}
+        counts, transformed = {}, []
         for name, kind, spec in [row for row in made if row[1] in kinds]:
             if isinstance(spec, str):  # a removal attack: its model (or its members, or rounds) from the zoo
                 model = removal.remove(spec, context.specs["source"], preset, store, verbose=False, epochs=epochs)
@@ -94,7 +102,7 @@ def main(argv=None):
             seconds = sum(store.metrics(one).get("train_seconds", 0.0) for one in trained)
             labels = zoo.predict(model, x_test).argmax(axis=1)
             accuracy = np.mean(labels == y_test)
-            matches = fingerprint.predict_labels(model, fp.x, context.dataset.num_classes)[0] == fp.keys
+            matches = fingerprint.predict_labels(model, fp.x, num_classes)[0] == fp.keys
             cells = [name, str(epochs), f"{accuracy:.3f}", f"{np.mean(labels == source):.3f}",
                      f"{np.mean(labels[wrong] == source[wrong]):.3f}"]
             for group, keys in groups.items():
@@ -104,20 +112,42 @@ def main(argv=None):
                 judged = calibration.assess(matches, statistic)
                 cells.append(f"{judged['verdict']} ({judged['p_value']:.2g})")
                 if usable:
-                    counts.setdefault((kind, statistic), []).append((judged["verdict"] == "surrogate", judged["score"]))
+                    counts.setdefault((kind, statistic, ""), []).append((judged["verdict"] == "surrogate", judged["score"]))
             print("| " + " | ".join(cells) + f" | {seconds:.0f} |", flush=True)
-        print(f"<!-- {epochs} epochs: " + "; ".join(_summary(counts, statistic, stats) for statistic in ("retention", "lr"))
-              + " -->", flush=True)
+            row = []
+            for condition, (how, strength) in zip(conditions, behind):
+                seen = fingerprint.predict_labels(preprocessing.wrap(model, how, strength), fp.x, num_classes)[0] == fp.keys
+                judged = {statistic: calibration.assess(seen, statistic) for statistic in ("retention", "lr")}
+                row.append(" / ".join(f"**{j['p_value']:.2g}**" if j["verdict"] == "surrogate" else f"{j['p_value']:.2g}"
+                                      for j in judged.values()))
+                for statistic, j in judged.items():
+                    if usable:
+                        counts.setdefault((kind, statistic, condition), []).append((j["verdict"] == "surrogate", j["score"]))
+            transformed.append((name, row))
+        for condition in ["", *conditions]:
+            where = f" behind {condition}" if condition else ""
+            print(f"<!-- {epochs} epochs{where}: " + "; ".join(_summary(counts, statistic, condition, stats)
+                                                               for statistic in ("retention", "lr")) + " -->", flush=True)
+        if conditions:
+            print(f"\nBehind each affordable transformation ({epochs} epochs): p-value by retention / by the "
+                  "likelihood ratio, bold when flagged.\n")
+            print("| suspect | " + " | ".join(conditions) + " |")
+            print("|---" * (1 + len(conditions)) + "|")
+            for name, row in transformed:
+                print(f"| {name} | " + " | ".join(row) + " |", flush=True)
+            print()
 
 
-def _summary(counts, statistic, stats):
+def _summary(counts, statistic, condition, stats):
     """Flagged derived models, accused independent ones and ROC-AUC (usable models only)."""
-    derived, independent = counts.get(("derived", statistic), []), counts.get(("independent", statistic), [])
+    derived = counts.get(("derived", statistic, condition), [])
+    independent = counts.get(("independent", statistic, condition), [])
     text = (f"{statistic}: {sum(f for f, _ in derived)}/{len(derived)} derived within 10 points flagged, "
             f"{sum(f for f, _ in independent)}/{len(independent)} independent accused")
     if derived and independent:
         text += f", AUC {stats.roc_auc([s for _, s in derived], [s for _, s in independent]):.3f}"
     return text
+
 
 if __name__ == "__main__":
     main()

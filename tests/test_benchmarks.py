@@ -78,9 +78,10 @@ def test_suspect_epochs_on_smoke(capsys):
 
     epochs = presets.get("smoke").surrogate_epochs  # the smoke zoo's own testing models
     _load("suspect_epochs").main(["--preset", "smoke", "--epochs", str(epochs), "--extra-references", "1",
-                                  "--removal", "retraining,ensemble"])
+                                  "--removal", "retraining,ensemble", "--behind"])
     out = capsys.readouterr().out
-    rows = _table_rows(out)
+    main, _, behind = out.partition("\nBehind each affordable transformation")
+    rows = _table_rows(main)
     assert [row[0] for row in rows] == ["surrogate (cnn)", "reference (cnn)",
                                         "extra reference 0 (cnn, adam, flip)", "retraining", "ensemble"]
     for row in rows:
@@ -96,6 +97,14 @@ def test_suspect_epochs_on_smoke(capsys):
     assert independent == 2 and derived <= 3 and flagged <= derived and accused <= independent
     auc = re.search(r"retention: [^;]*, AUC (\d\.\d+)", out)
     assert (auc is not None) == (derived > 0) and (auc is None or 0.0 <= float(auc.group(1)) <= 1.0)
+    # Behind every affordable transformation: one summary each, and a p-value pair per suspect and condition.
+    conditions = re.findall(r"<!-- \d+ epochs behind ([^:]+):", out)
+    transformed = _table_rows(behind)
+    assert conditions and [row[0] for row in transformed] == [row[0] for row in rows]
+    for row in transformed:
+        assert len(row) == 1 + len(conditions)
+        for cell in row[1:]:
+            assert all(0.0 <= float(p.strip("* ")) <= 1.0 for p in cell.split(" / "))
 
 
 def test_target_rule_folds_hold_out_one_training_pair():
