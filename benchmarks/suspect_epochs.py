@@ -30,14 +30,14 @@ import logging
 
 
 def _parse(argv=None):
-    from cae import presets
+    from cae import presets, scripts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
     parser.add_argument("--epochs", default="3,8", help="comma-separated training epochs of the suspects")
     parser.add_argument("--architectures", default="",
                         help="comma-separated testing-model architectures to train (default: all of the preset's)")
-    parser.add_argument("--extra-references", type=int, default=0, help="independent references with other recipes")
+    parser.add_argument("--extra-references", type=scripts.count, default=0, help="independent references with other recipes")
     parser.add_argument("--removal", default="",
                         help="comma-separated removal attacks whose models train from scratch (e.g. retraining, "
                              "jagielski, knockoff, papernot, ensemble)")
@@ -58,6 +58,12 @@ def main(argv=None):
 
     preset = presets.get(args.preset)
     wanted = set(filter(None, args.architectures.split(",")))
+    try:
+        epoch_counts = [int(e) for e in args.epochs.split(",")]
+    except ValueError:
+        epoch_counts = []
+    if not epoch_counts or min(epoch_counts) < 1:
+        raise SystemExit(f"--epochs {args.epochs!r}: give positive numbers of epochs, comma-separated (e.g. 10,20).")
     kinds = set(filter(None, args.kinds.split(",")))
     if not kinds or kinds - {"derived", "independent"}:
         raise SystemExit(f"--kinds {args.kinds!r}: give derived, independent or both, comma-separated.")
@@ -87,7 +93,7 @@ def main(argv=None):
     behind = experiments.affordable_transformations(context) if args.behind else []
     conditions = [f"{kind} {strength:g}" for kind, strength in behind]
     num_classes = context.dataset.num_classes
-    for epochs in (int(e) for e in args.epochs.split(",")):
+    for epochs in epoch_counts:
         made = [(name, kind, spec.replace(epochs=epochs)) for name, kind, spec in suspects]
         made += [(name, "derived", name) for name in attacks]
         counts, transformed = {}, []

@@ -107,6 +107,14 @@ def test_suspect_epochs_on_smoke(capsys):
             assert all(0.0 <= float(p.strip("* ")) <= 1.0 for p in cell.split(" / "))
 
 
+@pytest.mark.parametrize("argv, message", [(["--epochs", "10,x"], "positive numbers of epochs"),
+                                           (["--epochs", "0"], "positive numbers of epochs"),
+                                           (["--kinds", "stolen"], "derived, independent or both")])
+def test_suspect_epochs_refuses_bad_arguments_before_any_work(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        _load("suspect_epochs").main(["--preset", "smoke", *argv])
+
+
 def test_target_rule_folds_hold_out_one_training_pair():
     from cae import experiments, presets
 
