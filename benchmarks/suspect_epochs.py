@@ -67,6 +67,14 @@ def main(argv=None):
     kinds = set(filter(None, args.kinds.split(",")))
     if not kinds or kinds - {"derived", "independent"}:
         raise SystemExit(f"--kinds {args.kinds!r}: give derived, independent or both, comma-separated.")
+    try:
+        attacks = removal.attack_list(args.removal, "--removal") if args.removal else []
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    tuned = [name for name in attacks if removal.REMOVAL_ATTACKS[name].fine_tune]
+    if tuned:
+        raise SystemExit(f"--removal {','.join(tuned)}: these fine-tune the source for the preset's own epochs, which "
+                         "do not depend on how long a suspect trains; give attacks that train from scratch.")
     context = experiments.prepare(preset, verbose=False)
     fp = experiments.extract(context)
     calibration, groups = fp.calibration, fingerprint.key_groups(fp)
@@ -88,7 +96,6 @@ def main(argv=None):
                 if not wanted or spec.architecture in wanted]
     suspects += [(f"extra reference {i} ({spec.architecture}, {spec.optimizer}, {spec.augment})", "independent", spec)
                  for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references))]
-    attacks = list(filter(None, args.removal.split(",")))
     source_accuracy = np.mean(source == y_test)
     behind = experiments.affordable_transformations(context) if args.behind else []
     conditions = [f"{kind} {strength:g}" for kind, strength in behind]

@@ -109,7 +109,9 @@ def test_suspect_epochs_on_smoke(capsys):
 
 @pytest.mark.parametrize("argv, message", [(["--epochs", "10,x"], "positive numbers of epochs"),
                                            (["--epochs", "0"], "positive numbers of epochs"),
-                                           (["--kinds", "stolen"], "derived, independent or both")])
+                                           (["--kinds", "stolen"], "derived, independent or both"),
+                                           (["--removal", "retraining,ftll"], "ftll: these fine-tune the source"),
+                                           (["--removal", "theft"], "--removal 'theft': give a comma-separated")])
 def test_suspect_epochs_refuses_bad_arguments_before_any_work(argv, message):
     with pytest.raises(SystemExit, match=message):
         _load("suspect_epochs").main(["--preset", "smoke", *argv])
