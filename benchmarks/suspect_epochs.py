@@ -87,10 +87,6 @@ def main(argv=None):
     names = list(groups)
     print(f"# preset {preset.name}: {fp.n} keys ({', '.join(f'{len(k)} {n}' for n, k in groups.items())}), "
           f"eps {preset.epsilon}; calibration: {calibration.models}; source mistakes on the test sample: {wrong.sum()}")
-    print("| suspect | epochs | test accuracy | fidelity | agreement on the source's mistakes | "
-          + " | ".join(f"retention {n} | shift {n}" for n in names)
-          + " | retention: verdict (p) | LR: verdict (p) | train s |")
-    print("|---" * (8 + 2 * len(names)) + "|")
     suspects = [(f"{group[5:-1]} ({spec.architecture})", "derived" if group == "test_surrogates" else "independent",
                  spec) for group in ("test_surrogates", "test_references") for spec in context.specs[group]
                 if not wanted or spec.architecture in wanted]
@@ -101,6 +97,11 @@ def main(argv=None):
     conditions = [f"{kind} {strength:g}" for kind, strength in behind]
     num_classes = context.dataset.num_classes
     for epochs in epoch_counts:
+        print(f"\n## Suspects trained {epochs} epochs\n")
+        print("| suspect | epochs | test accuracy | fidelity | agreement on the source's mistakes | "
+              + " | ".join(f"retention {n} | shift {n}" for n in names)
+              + " | retention: verdict (p) | LR: verdict (p) | train s |")
+        print("|---" * (8 + 2 * len(names)) + "|")
         made = [(name, kind, spec.replace(epochs=epochs)) for name, kind, spec in suspects]
         made += [(name, "derived", name) for name in attacks]
         counts, transformed = {}, []
@@ -137,10 +138,11 @@ def main(argv=None):
                     if usable:
                         counts.setdefault((kind, statistic, condition), []).append((j["verdict"] == "surrogate", j["score"]))
             transformed.append((name, row))
+        print(f"\nUsable models (derived: within 10 points of the source's test accuracy, {source_accuracy:.3f}):\n")
         for condition in ["", *conditions]:
-            where = f" behind {condition}" if condition else ""
-            print(f"<!-- {epochs} epochs{where}: " + "; ".join(_summary(counts, statistic, condition, stats)
-                                                               for statistic in ("retention", "lr")) + " -->", flush=True)
+            where = f"behind {condition}" if condition else "untransformed"
+            print(f"- {where}: " + "; ".join(_summary(counts, statistic, condition, stats)
+                                             for statistic in ("retention", "lr")), flush=True)
         if conditions:
             print(f"\nBehind each affordable transformation ({epochs} epochs): p-value by retention / by the "
                   "likelihood ratio, bold when flagged.\n")
@@ -148,7 +150,6 @@ def main(argv=None):
             print("|---" * (1 + len(conditions)) + "|")
             for name, row in transformed:
                 print(f"| {name} | " + " | ".join(row) + " |", flush=True)
-            print()
 
 
 def _summary(counts, statistic, condition, stats):

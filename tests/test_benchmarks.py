@@ -98,7 +98,7 @@ def test_suspect_epochs_on_smoke(capsys):
     auc = re.search(r"retention: [^;]*, AUC (\d\.\d+)", out)
     assert (auc is not None) == (derived > 0) and (auc is None or 0.0 <= float(auc.group(1)) <= 1.0)
     # Behind every affordable transformation: one summary each, and a p-value pair per suspect and condition.
-    conditions = re.findall(r"<!-- \d+ epochs behind ([^:]+):", out)
+    conditions = re.findall(r"^- behind ([^:]+):", out, flags=re.MULTILINE)
     transformed = _table_rows(behind)
     assert conditions and [row[0] for row in transformed] == [row[0] for row in rows]
     for row in transformed:
