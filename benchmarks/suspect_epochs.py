@@ -54,7 +54,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     import numpy as np
 
-    from cae import data, experiments, fingerprint, preprocessing, presets, removal, stats, zoo
+    from cae import cluster, data, experiments, fingerprint, preprocessing, presets, removal, stats, zoo
 
     preset = presets.get(args.preset)
     wanted = set(filter(None, args.architectures.split(",")))
@@ -106,37 +106,34 @@ def main(argv=None):
         made += [(name, "derived", name) for name in attacks]
         counts, transformed = {}, []
         for name, kind, spec in [row for row in made if row[1] in kinds]:
-            if isinstance(spec, str):  # a removal attack: its model (or its members, or rounds) from the zoo
+            if isinstance(spec, str):  # a removal attack: its model, and every spec it trains (members, rounds)
                 model = removal.remove(spec, context.specs["source"], preset, store, verbose=False, epochs=epochs)
                 trained = removal.removal_spec(spec, context.specs["source"], preset, epochs=epochs)
-                trained = trained if isinstance(trained, list) else (
-                    removal.papernot_specs(trained) if spec == "papernot" else [trained])
+                trained = cluster.ordered(trained if isinstance(trained, list) else [trained])
             else:
                 model, trained = store.get(spec, verbose=False), [spec]
             seconds = sum(store.metrics(one).get("train_seconds", 0.0) for one in trained)
             labels = zoo.predict(model, x_test).argmax(axis=1)
             accuracy = np.mean(labels == y_test)
-            matches = fingerprint.predict_labels(model, fp.x, num_classes)[0] == fp.keys
+            usable = kind == "independent" or source_accuracy - accuracy <= experiments.MAX_ACCURACY_DROP + 1e-12
             cells = [name, str(epochs), f"{accuracy:.3f}", f"{np.mean(labels == source):.3f}",
                      f"{np.mean(labels[wrong] == source[wrong]):.3f}"]
-            for group, keys in groups.items():
-                cells += [f"{np.mean(matches[keys]):.3f}", f"{stats.model_shift(matches[keys], rates[group]):+.2f}"]
-            usable = kind == "independent" or accuracy >= source_accuracy - 0.10
-            for statistic in ("retention", "lr"):
-                judged = calibration.assess(matches, statistic)
-                cells.append(f"{judged['verdict']} ({judged['p_value']:.2g})")
-                if usable:
-                    counts.setdefault((kind, statistic, ""), []).append((judged["verdict"] == "surrogate", judged["score"]))
-            print("| " + " | ".join(cells) + f" | {seconds:.0f} |", flush=True)
             row = []
-            for condition, (how, strength) in zip(conditions, behind):
-                seen = fingerprint.predict_labels(preprocessing.wrap(model, how, strength), fp.x, num_classes)[0] == fp.keys
-                judged = {statistic: calibration.assess(seen, statistic) for statistic in ("retention", "lr")}
-                row.append(" / ".join(f"**{j['p_value']:.2g}**" if j["verdict"] == "surrogate" else f"{j['p_value']:.2g}"
-                                      for j in judged.values()))
+            for condition, (how, strength) in zip(["", *conditions], [(None, None), *behind]):
+                seen = model if how is None else preprocessing.wrap(model, how, strength)
+                matches = fingerprint.predict_labels(seen, fp.x, num_classes)[0] == fp.keys
+                judged = {statistic: calibration.assess(matches, statistic) for statistic in ("retention", "lr")}
                 for statistic, j in judged.items():
                     if usable:
                         counts.setdefault((kind, statistic, condition), []).append((j["verdict"] == "surrogate", j["score"]))
+                if condition:
+                    row.append(" / ".join(f"**{j['p_value']:.2g}**" if j["verdict"] == "surrogate"
+                                          else f"{j['p_value']:.2g}" for j in judged.values()))
+                    continue
+                for group, keys in groups.items():
+                    cells += [f"{np.mean(matches[keys]):.3f}", f"{stats.model_shift(matches[keys], rates[group]):+.2f}"]
+                cells += [f"{j['verdict']} ({j['p_value']:.2g})" for j in judged.values()]
+                print("| " + " | ".join(cells) + f" | {seconds:.0f} |", flush=True)
             transformed.append((name, row))
         print(f"\nUsable models (derived: within 10 points of the source's test accuracy, {source_accuracy:.3f}):\n")
         for condition in ["", *conditions]:
