@@ -684,7 +684,10 @@ class Statistic:
     ``p_value(calibration, matches, score, rates, spread)``: the probability that an
     independent model scores at least ``score``, keys independent given the model, with
     per-fingerprint match ``rates`` (:func:`cae.stats.match_rates`) and ``spread``
-    (:func:`cae.stats.model_spread`). ``fraction``: the score is a fraction of the n keys
+    (:func:`cae.stats.model_spread`), or what ``null`` gives. ``null(calibration,
+    condition)``: the statistic's own ``(rates, spread)`` under a condition (None: the
+    references' rates and spread, right for a count of matches; the likelihood ratio
+    measures them on itself, :func:`cae.stats.lr_null`). ``fraction``: the score is a fraction of the n keys
     (θ in [0, 1], in steps of 1/n). ``calibrated``: the score depends on the calibration
     (a fingerprint without one has none, and a calibration reference is scored without
     itself). ``default_threshold``: θ when the calibration gives none (None: give one).
@@ -701,6 +704,7 @@ class Statistic:
     fraction: bool = False
     calibrated: bool = True
     default_threshold: float | None = None
+    null: Callable[[Calibration, str], tuple[np.ndarray, float]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -734,6 +738,11 @@ def _lr_score(calibration, matches):
     return float(stats.likelihood_ratio(matches, *calibration.lr_rates)) / calibration.n
 
 
+def _lr_null(calibration, condition):
+    return stats.lr_null(calibration.surrogate_matches, calibration.reference_matches,
+                         calibration.references_under(condition))
+
+
 def _lr_p_value(calibration, matches, score, rates, spread):
     return stats.likelihood_ratio_p_value(score * calibration.n, *calibration.lr_rates, null=rates, spread=spread)
 
@@ -747,7 +756,7 @@ STATISTICS = {
                            _retention_p_value, summary="the paper's", fraction=True, calibrated=False,
                            default_threshold=DEFAULT_THRESHOLD),
     "lr": Statistic("lr", "likelihood ratio", _lr_score, _lr_p_value, label="LR", unit="per fingerprint",
-                    summary="per-fingerprint likelihood ratio from the calibration"),
+                    summary="per-fingerprint likelihood ratio from the calibration", null=_lr_null),
 }
 
 
@@ -883,27 +892,36 @@ class Calibration:
         were also measured behind (:mod:`cae.preprocessing`)."""
         return ("none", *self.transformed_references)
 
-    def _matches(self, condition):
+    def references_under(self, condition: str = "none") -> np.ndarray:
+        """The calibration references' bool (references, n) matches under ``condition``
+        (one of :attr:`conditions`)."""
         return self.reference_matches if condition == "none" else self.transformed_references[condition]
 
     def null_rates(self, condition: str = "none") -> np.ndarray:
         """Per-fingerprint match rates of the calibration references under ``condition``."""
         return self._null(condition)[0]
 
-    def _null(self, condition):
-        """``(rates, spread)`` of the references under ``condition``, computed once per
-        calibration (every p-value needs them; the spread takes a search per reference)."""
+    def _null(self, condition, statistic=DEFAULT_STATISTIC):
+        """``(rates, spread)`` of the references under ``condition`` for ``statistic``'s
+        p-value (its :attr:`Statistic.null`, else the references' rates and spread),
+        computed once per calibration (every p-value needs them; the spread takes a search
+        per reference)."""
+        spec = get_statistic(statistic)
         cache = self.__dict__.setdefault("_nulls", {})
-        if condition not in cache:
-            matches = self._matches(condition)
-            cache[condition] = (stats.match_rates(matches), stats.model_spread(matches))
-        return cache[condition]
+        key = (condition, statistic if spec.null else None)
+        if key not in cache:
+            if spec.null:
+                cache[key] = spec.null(self, condition)
+            else:
+                matches = self.references_under(condition)
+                cache[key] = (stats.match_rates(matches), stats.model_spread(matches))
+        return cache[key]
 
     def reference_scores(self, statistic: str = DEFAULT_STATISTIC, condition: str = "none") -> list[float]:
         """Each calibration reference's score under ``condition``; for a statistic that
         depends on the calibration (the likelihood ratio), with rates from the other
         references (out of sample, or θ would sit too low)."""
-        matches = self._matches(condition)
+        matches = self.references_under(condition)
         if not get_statistic(statistic).calibrated or len(self.reference_matches) < 2:
             return [self.score(m, statistic) for m in matches]
         return [self.without_reference(i).score(m, statistic) for i, m in enumerate(matches)]
@@ -934,11 +952,14 @@ class Calibration:
         suspect with bool (n,) ``matches``: from the calibration references'
         per-fingerprint rates, keys independent given the model; the largest over the
         conditions. For retention the exact Poisson-binomial tail, for the likelihood
-        ratio Chernoff's bound (:mod:`cae.stats`; :attr:`Statistic.p_value`)."""
+        ratio Chernoff's bound, its null measured on the statistic itself with each
+        reference left out (:func:`cae.stats.lr_null`: its weights are chosen on the same
+        references) (:mod:`cae.stats`; :attr:`Statistic.p_value`)."""
         spec = get_statistic(statistic)
         matches = np.asarray(matches, bool)
         score = spec.score(self, matches)
-        return max(spec.p_value(self, matches, score, *self._null(condition)) for condition in self.conditions)
+        return max(spec.p_value(self, matches, score, *self._null(condition, statistic))
+                   for condition in self.conditions)
 
     def verdict(self, score: float, p_value: float, p_value_derived: float, threshold: float, alpha: float) -> str:
         """cae verify's rule: ``"surrogate"`` when ``score >= threshold`` and
@@ -1086,8 +1107,9 @@ class VerifyResult:
     ``"inconclusive"``; ``is_surrogate`` is ``verdict == "surrogate"``. ``p_value``:
     the probability that an independent model scores this high, from the
     per-fingerprint match rates of ``references`` calibration references, averaged over
-    how much one model's agreement strays from the others' (:func:`cae.stats.model_spread`),
-    and the largest over the input transformations the calibration covers; with
+    how much one model's agreement strays from the others' (:func:`cae.stats.model_spread`;
+    for the likelihood ratio :func:`cae.stats.lr_null`, which also corrects for its
+    weights having been chosen on those references), and the largest over the input transformations the calibration covers; with
     ``p_value_empirical`` beside it (the references' own scores, never below
     1 / (references + 1)).
     ``p_value_derived``: the probability that a derived model (the calibration

@@ -106,7 +106,9 @@ if __name__ == "__main__":
     tables.write("verification", preset.name, result["suspects"],
                  f"Verification per suspect (preset {preset.name}, θ = {theta:.3f})",
                  notes="p-value: an independent model's chance of matching this many keys, from the calibration "
-                       "references' per-fingerprint rates (keys independent given the model). p-value (derived): a "
+                       "references' per-fingerprint rates (keys independent given the model; for the likelihood ratio "
+                       "shifted and spread as the references, each left out, score on it: cae.stats.lr_null). "
+                       "p-value (derived): a "
                        "derived model's chance of matching this few, from the calibration surrogates' rates.\n")
 
     shifts, spread = reports.key_group_shifts(fp, derived, references)

@@ -384,3 +384,41 @@ def test_poisson_binomial_p_values_do_not_depend_on_what_was_asked_before():
     assert first == again
     assert stats.poisson_binomial_p_value(0, rates, "upper", 0.7) == pytest.approx(1.0)
     assert stats.poisson_binomial_p_value(3, rates * 0.5, "upper") == pytest.approx(0.1 * 0.25 * 0.45)
+
+
+def test_the_likelihood_ratio_null_stays_honest_when_few_references_choose_its_weights():
+    """The likelihood ratio weighs each key by how rarely the few calibration references
+    matched it, so its weights fit their noise: a new independent model scores higher
+    than their rates predict, and the references' own null (their rates and spread)
+    accuses several times more than alpha of such models. stats.lr_null measures the
+    gap on the references, each left out, and stays within alpha."""
+    from cae import stats
+
+    rng = np.random.default_rng(1)
+    n = 300
+    base, boost = rng.beta(2, 1.5, n), np.where(rng.random(n) < 0.5, 1.5, 0.0)
+
+    def models(count, derived=False):
+        shifts = rng.normal(0, 0.5, (count, 1)) + (boost if derived else 0.0)
+        return rng.random((count, n)) < stats._shifted(base, shifts)
+
+    naive, honest = [], []
+    for _ in range(30):
+        surrogates, references = models(6, derived=True), models(6)
+        p, q = stats.lr_rates(surrogates, references)
+        plain = stats.match_rates(references), stats.model_spread(references)
+        rates, spread = stats.lr_null(surrogates, references)
+        assert spread >= stats.MIN_MODEL_SPREAD and np.all(rates >= plain[0] - 1e-12)  # shifted up, never down
+        for suspect in models(10):
+            score = stats.likelihood_ratio(suspect, p, q)
+            naive.append(stats.likelihood_ratio_p_value(score, p, q, *plain))
+            honest.append(stats.likelihood_ratio_p_value(score, p, q, rates, spread))
+    naive, honest = np.array(naive), np.array(honest)
+    assert np.mean(naive <= 0.1) > 0.15 and np.mean(honest <= 0.1) <= 0.1
+    assert stats.lr_left_out_shifts(surrogates, references).mean() > 0  # what the shift corrects
+    everything = np.ones(n, bool)  # the source itself
+    assert stats.likelihood_ratio_p_value(stats.likelihood_ratio(everything, p, q), p, q, rates, spread) < 1e-6
+    one = stats.lr_null(surrogates, references[:1])
+    assert one[1] == stats.MIN_MODEL_SPREAD and np.allclose(one[0], stats.match_rates(references[:1]))
+    with pytest.raises(ValueError, match="references >= 2"):
+        stats.lr_left_out_shifts(surrogates, references[:1])
