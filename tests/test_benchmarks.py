@@ -210,3 +210,34 @@ def test_mistakes_refuses_a_preset_without_validation_models():
         _load("mistakes").main(["--preset", "smoke", "--counts", "0,10"])
     with pytest.raises(SystemExit):
         _load("mistakes").main(["--counts", "a,b"])
+
+
+@pytest.mark.realdata
+def test_calibration_size_on_smoke(capsys):
+    _needs_real_data()
+    _load("calibration_size").main(["--preset", "smoke", "--sizes", "2,3", "--attacks", "ftll,retraining"])
+    out = capsys.readouterr().out
+    summary, _, per_suspect = out.partition("\nEvery suspect's p-value")
+    rows = _table_rows(summary)
+    assert [(row[0], row[1]) for row in rows] == [("2", "retention"), ("2", "lr"), ("3", "retention"), ("3", "lr")]
+    for row in rows:
+        flagged, derived = map(int, row[3].split("/"))
+        accused, independent = map(int, row[4].split("/"))
+        assert derived <= 3 and flagged <= derived and independent == 1 and accused <= independent
+        for cell, count in zip(row[5:7], (int(row[0]),) * 2):  # the self-check judges every calibration model
+            judged, total, smallest = re.fullmatch(r"(\d+)/(\d+) \((.+)\)", cell).groups()
+            assert int(total) == count and 0.0 <= float(smallest) <= 1.0
+    suspects = _table_rows(per_suspect)
+    assert [row[0] for row in suspects] == ["testing surrogate 0 (cnn)", "FTLL", "Retraining",
+                                            "testing reference 0 (cnn)"]
+    for row in suspects:
+        for cell in row[2:]:
+            assert all(0.0 <= float(p.strip("* ")) <= 1.0 for p in cell.split(" / "))
+
+
+@pytest.mark.parametrize("argv, message", [(["--sizes", "1,3"], "sizes of 2 or more"),
+                                           (["--sizes", "x"], "sizes of 2 or more"),
+                                           (["--attacks", "theft"], "--attacks 'theft': give a comma-separated")])
+def test_calibration_size_refuses_bad_arguments_before_any_work(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        _load("calibration_size").main(["--preset", "smoke", *argv])
