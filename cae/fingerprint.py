@@ -819,8 +819,8 @@ class Calibration:
     reference (a reference verified against the fingerprint is left out of its own
     null). ``alpha``: the false-positive rate θ is chosen for, and the largest p-value
     behind a verdict. Everything else is derived: smoothed per-fingerprint rates
-    (:func:`cae.stats.match_rates`; the p-values' null), the likelihood ratio's weights
-    (:attr:`lr_rates`), each reference's score, θ per statistic
+    (:func:`cae.stats.match_rates`; retention's null), the likelihood ratio's weights
+    (:attr:`lr_rates`) and its null (:func:`cae.stats.lr_null`), each reference's score, θ per statistic
     (:func:`cae.stats.choose_threshold`).
     """
 
