@@ -412,10 +412,16 @@ def model_shift(matches: np.ndarray, rates: np.ndarray) -> float:
     target = float(np.sum(matches))
     n = len(np.asarray(matches))
     target = min(max(target, 0.5), n - 0.5)  # a finite shift for all or none
+    return _solve_shift(lambda shift: float(_shifted(rates, shift).sum()), target)
+
+
+def _solve_shift(expected, target):
+    """The shift u in [-30, 30] at which the rising function ``expected(u)`` reaches
+    ``target`` (bisection)."""
     low, high = -30.0, 30.0
     for _ in range(100):
         middle = 0.5 * (low + high)
-        if _shifted(rates, middle).sum() < target:
+        if expected(middle) < target:
             low = middle
         else:
             high = middle
@@ -461,15 +467,12 @@ def lr_shift(matches: np.ndarray, p: np.ndarray, q: np.ndarray, rates: np.ndarra
     hit, miss = np.log(p / q), np.log((1 - p) / (1 - q))
     target = float(likelihood_ratio(np.asarray(matches, bool), p, q))
     rates = _rates(rates, "rates")
-    low, high = -30.0, 30.0
-    for _ in range(100):
-        middle = 0.5 * (low + high)
-        shifted = _shifted(rates, middle)
-        if float(np.sum(shifted * hit + (1 - shifted) * miss)) < target:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)
+
+    def expected(shift):
+        shifted = _shifted(rates, shift)
+        return float(np.sum(shifted * hit + (1 - shifted) * miss))
+
+    return _solve_shift(expected, target)
 
 
 def lr_left_out_shifts(surrogate_matches: np.ndarray, reference_matches: np.ndarray,
