@@ -33,7 +33,7 @@ def _parse(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS))
-    parser.add_argument("--sizes", default="1,2", help="comma-separated calibration sizes k (k surrogates and k "
+    parser.add_argument("--sizes", default="2,3", help="comma-separated calibration sizes k (k surrogates and k "
                                                        "references each)")
     parser.add_argument("--extra-references", type=scripts.count, default=0,
                         help="independent references with other recipes among the suspects")
