@@ -55,8 +55,8 @@ def main(argv=None):
     except ValueError:
         sizes = []
     if not sizes or sizes[0] < 2:
-        raise SystemExit(f"--sizes {args.sizes!r}: give calibration sizes of 2 or more, comma-separated (e.g. 3,6,9,12); "
-                         "the self-check leaves one model out of each group.")
+        raise SystemExit(f"--sizes {args.sizes!r}: give calibration sizes of 2 or more, comma-separated "
+                         "(e.g. 3,6,9,12); the self-check leaves one model out of each group.")
     try:
         attacks = [a for a in removal.attack_list(args.attacks, "--attacks") if a not in removal.OTHER_TASK]
     except ValueError as err:
@@ -94,9 +94,13 @@ def main(argv=None):
     suspects += [(f"extra reference {i} ({spec.architecture}, {spec.optimizer}, {spec.augment})", "independent",
                   store.get(spec, verbose=False))
                  for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references))]
-    source_accuracy = evaluation.test_accuracy(context.models["source"], context.dataset, preset.evaluate_on)
-    usable = [kind == "independent" or source_accuracy - evaluation.test_accuracy(m, context.dataset, preset.evaluate_on)
-              <= experiments.MAX_ACCURACY_DROP + 1e-12 for _, kind, m in suspects]
+
+    def accuracy(model):
+        return evaluation.test_accuracy(model, context.dataset, preset.evaluate_on)
+
+    source_accuracy = accuracy(context.models["source"])
+    usable = [kind == "independent" or source_accuracy - accuracy(m) <= experiments.MAX_ACCURACY_DROP + 1e-12
+              for _, kind, m in suspects]
     suspect_rows = [matches(m) for _, _, m in suspects]
 
     print(f"# preset {preset.name}: {fp.n} keys; calibration sizes {', '.join(map(str, sizes))} (validation models, "
@@ -121,7 +125,8 @@ def main(argv=None):
             check = calibration.self_check(statistic)
             own = {kind: [row for row in check if row["kind"] == kind] for kind in ("surrogate", "reference")}
             theta = calibration.threshold(statistic)
-            print(f"| {k} | {statistic} | {'–' if theta is None else f'{theta:.3f}'} | {sum(derived)}/{len(derived)} | "
+            theta = "–" if theta is None else f"{theta:.3f}"
+            print(f"| {k} | {statistic} | {theta} | {sum(derived)}/{len(derived)} | "
                   f"{sum(independent)}/{len(independent)} | "
                   + " | ".join(f"{sum(r['verdict'] == 'surrogate' for r in rows)}/{len(rows)} "
                                f"({min(r['p_value'] for r in rows):.2g})" for rows in own.values()) + " |", flush=True)

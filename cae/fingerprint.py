@@ -687,8 +687,8 @@ class Statistic:
     (:func:`cae.stats.model_spread`), or what ``null`` gives. ``null(calibration,
     condition)``: the statistic's own ``(rates, spread)`` under a condition (None: the
     references' rates and spread, right for a count of matches; the likelihood ratio
-    measures them on itself, :func:`cae.stats.lr_null`). ``fraction``: the score is a fraction of the n keys
-    (θ in [0, 1], in steps of 1/n). ``calibrated``: the score depends on the calibration
+    measures them on itself, :func:`cae.stats.lr_null`). ``fraction``: the score is a
+    fraction of the n keys (θ in [0, 1], in steps of 1/n). ``calibrated``: the score depends on the calibration
     (a fingerprint without one has none, and a calibration reference is scored without
     itself). ``default_threshold``: θ when the calibration gives none (None: give one).
     Add one with :func:`register_statistic`.
@@ -820,8 +820,8 @@ class Calibration:
     null). ``alpha``: the false-positive rate θ is chosen for, and the largest p-value
     behind a verdict. Everything else is derived: smoothed per-fingerprint rates
     (:func:`cae.stats.match_rates`; retention's null), the likelihood ratio's weights
-    (:attr:`lr_rates`) and its null (:func:`cae.stats.lr_null`), each reference's score, θ per statistic
-    (:func:`cae.stats.choose_threshold`).
+    (:attr:`lr_rates`) and its null (:func:`cae.stats.lr_null`), each reference's score,
+    θ per statistic (:func:`cae.stats.choose_threshold`).
     """
 
     surrogate_matches: np.ndarray
@@ -1109,9 +1109,9 @@ class VerifyResult:
     per-fingerprint match rates of ``references`` calibration references, averaged over
     how much one model's agreement strays from the others' (:func:`cae.stats.model_spread`;
     for the likelihood ratio :func:`cae.stats.lr_null`, which also corrects for its
-    weights having been chosen on those references), and the largest over the input transformations the calibration covers; with
-    ``p_value_empirical`` beside it (the references' own scores, never below
-    1 / (references + 1)).
+    weights having been chosen on those references), and the largest over the input
+    transformations the calibration covers; with ``p_value_empirical`` beside it (the
+    references' own scores, never below 1 / (references + 1)).
     ``p_value_derived``: the probability that a derived model (the calibration
     surrogates' rates) matches this few keys. ``queries``: inputs sent to the suspect.
     """
