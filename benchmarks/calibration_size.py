@@ -45,9 +45,8 @@ def _parse(argv=None):
 def main(argv=None):
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING)
-    import numpy as np
 
-    from cae import evaluation, experiments, fingerprint, models, preprocessing, presets, removal
+    from cae import benchmark, evaluation, experiments, fingerprint, presets, removal
 
     preset = presets.get(args.preset)
     try:
@@ -70,30 +69,14 @@ def main(argv=None):
     context = experiments.prepare(preset, verbose=False)
     fp = experiments.extract(context)
     specs = experiments.model_specs(grown, context.specs["source"])
-    store, num_classes = context.store, context.dataset.num_classes
+    calibrating = [[context.store.get(spec, verbose=False) for spec in specs[group]] for group in groups]
+    # All of them once, behind the transformations cae extract covers; each size is a slice.
     behind = experiments.affordable_transformations(context)
-    conditions = [preprocessing.name(kind, strength) for kind, strength in behind]
+    full = fingerprint.calibrate(fp, *calibrating, alpha=fp.calibration.alpha, transformations=behind)
 
-    def matches(model, how=None):
-        seen = model if how is None else preprocessing.wrap(model, *how)
-        return fingerprint.predict_labels(seen, fp.x, num_classes)[0] == fp.keys
-
-    calibrating = {group: [store.get(spec, verbose=False) for spec in specs[group]] for group in groups}
-    surrogate_rows = np.array([matches(m) for m in calibrating["valid_surrogates"]])
-    reference_rows = np.array([matches(m) for m in calibrating["valid_references"]])
-    transformed = {c: np.array([matches(m, how) for m in calibrating["valid_references"]])
-                   for c, how in zip(conditions, behind)}
-    hashes = [models.weights_sha256(m) for m in calibrating["valid_references"]]
-
-    suspects = [(f"testing surrogate {i} ({s.architecture})", "derived", m)
-                for i, (s, m) in enumerate(zip(context.specs["test_surrogates"], context.models["test_surrogates"]))]
-    suspects += [(removal.REMOVAL_ATTACKS[a].name, "derived", m)
-                 for a, m in evaluation.removal_models(context, attacks, verbose=False).items()]
-    suspects += [(f"testing reference {i} ({s.architecture})", "independent", m)
-                 for i, (s, m) in enumerate(zip(context.specs["test_references"], context.models["test_references"]))]
-    suspects += [(f"extra reference {i} ({spec.architecture}, {spec.optimizer}, {spec.augment})", "independent",
-                  store.get(spec, verbose=False))
-                 for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references))]
+    derived, independent, skipped = benchmark.suspects(context, attacks, args.extra_references)
+    suspects = [(d["name"], "derived", d["model"]) for d in derived]
+    suspects += [(name, "independent", model) for name, model in independent]
 
     def accuracy(model):
         return evaluation.test_accuracy(model, context.dataset, preset.evaluate_on)
@@ -101,20 +84,19 @@ def main(argv=None):
     source_accuracy = accuracy(context.models["source"])
     usable = [kind == "independent" or source_accuracy - accuracy(m) <= experiments.MAX_ACCURACY_DROP + 1e-12
               for _, kind, m in suspects]
-    suspect_rows = [matches(m) for _, _, m in suspects]
+    num_classes = context.dataset.num_classes
+    suspect_rows = [fingerprint.predict_labels(m, fp.x, num_classes)[0] == fp.keys for _, _, m in suspects]
 
     print(f"# preset {preset.name}: {fp.n} keys; calibration sizes {', '.join(map(str, sizes))} (validation models, "
           f"architectures in turn: {', '.join(architectures['valid_surrogates'])}); references also behind "
-          f"{len(conditions)} transformations; source test accuracy {source_accuracy:.3f}\n")
+          f"{len(behind)} transformations; source test accuracy {source_accuracy:.3f}"
+          + "".join(f"; {attack} skipped ({why})" for attack, why in skipped.items()) + "\n")
     print("| k | statistic | θ | usable derived flagged | independent accused | self-check: surrogates flagged "
           "(smallest p) | self-check: references accused (smallest p) |")
     print("|---|---|---|---|---|---|---|")
     p_values = {}
     for k in sizes:
-        calibration = fingerprint.Calibration(
-            surrogate_rows[:k], reference_rows[:k], tuple(hashes[:k]),
-            models=f"{k} validation surrogates and {k} references", alpha=fp.calibration.alpha,
-            transformed_references={c: rows[:k] for c, rows in transformed.items()})
+        calibration = full.with_models(range(k), range(k))
         for statistic in ("retention", "lr"):
             judged = [calibration.assess(rows, statistic) for rows in suspect_rows]
             for (name, _, _), j in zip(suspects, judged):

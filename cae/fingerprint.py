@@ -994,21 +994,34 @@ class Calibration:
         """The calibration surrogates' rates and spread, computed once."""
         return self.surrogate_rates, stats.model_spread(self.surrogate_matches)
 
+    def with_models(self, surrogates: Sequence[int] | None = None, references: Sequence[int] | None = None,
+                    ) -> Calibration:
+        """The calibration of the surrogates and references at int indices ``surrogates``
+        and ``references`` (None: all of that group), with their weight hashes and
+        matches behind every transformation: the calibration those models alone give."""
+        changed = {}
+        if surrogates is not None:
+            changed["surrogate_matches"] = self.surrogate_matches[list(surrogates)]
+        if references is not None:
+            keep = list(references)
+            changed.update(
+                reference_matches=self.reference_matches[keep],
+                reference_weights_sha256=tuple(self.reference_weights_sha256[j] for j in keep)
+                if self.reference_weights_sha256 else (),
+                transformed_references={c: m[keep] for c, m in self.transformed_references.items()})
+        return dataclasses.replace(self, **changed)
+
     def without_reference(self, i: int) -> Calibration:
         """The calibration with reference ``i`` left out (a suspect that is that model)."""
         if len(self.reference_matches) < 2:
             raise FingerprintError("the calibration has one reference; it cannot leave it out.")
-        keep = [j for j in range(len(self.reference_matches)) if j != i]
-        hashes = tuple(self.reference_weights_sha256[j] for j in keep) if self.reference_weights_sha256 else ()
-        return dataclasses.replace(self, reference_matches=self.reference_matches[keep],
-                                   reference_weights_sha256=hashes,
-                                   transformed_references={c: m[keep] for c, m in self.transformed_references.items()})
+        return self.with_models(references=[j for j in range(len(self.reference_matches)) if j != i])
 
     def without_surrogate(self, i: int) -> Calibration:
         """The calibration with surrogate ``i`` left out."""
         if len(self.surrogate_matches) < 2:
             raise FingerprintError("the calibration has one surrogate; it cannot leave it out.")
-        return dataclasses.replace(self, surrogate_matches=np.delete(self.surrogate_matches, i, axis=0))
+        return self.with_models(surrogates=[j for j in range(len(self.surrogate_matches)) if j != i])
 
     def self_check(self, statistic: str = DEFAULT_STATISTIC) -> list[dict[str, Any]]:
         """What this calibration promises on its own models, leave-one-out: each

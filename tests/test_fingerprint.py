@@ -425,6 +425,11 @@ def test_calibration_survives_save_and_load_and_sets_theta(fp, tmp_path):
     assert calibration.reference_scores() == pytest.approx([half, 0.0, 0.0])
     assert calibration.threshold() == pytest.approx((fp.n // 2 + 1) / fp.n)  # just above the highest reference
     assert calibration.without_reference(0).reference_weights_sha256 == ("b" * 64, "c" * 64)
+    first = calibration.with_models(surrogates=[0], references=[0, 1])  # the calibration of those models alone
+    assert first.reference_weights_sha256 == ("a" * 64, "b" * 64) and len(first.surrogate_matches) == 1
+    assert first.reference_scores() == pytest.approx([half, 0.0]) and first.n == calibration.n
+    with pytest.raises(F.FingerprintError, match="models >= 1"):
+        calibration.with_models(references=[])
 
 
 def test_a_format_1_file_loads_and_says_it_has_no_calibration(fp, tmp_path, caplog):
