@@ -5,7 +5,8 @@
 
 For every ε, C-IGM variant (``--transforms``, see :class:`cae.attacks.CIGM`; ``--aggregates``,
 see :func:`cae.ensemble.compose`; ``--targets``; ``--members``: the paper's ensemble or
-the robust one with adversarially trained members, :func:`cae.experiments.cigm_ensemble`) and
+the robust one with adversarially trained members, :func:`cae.experiments.cigm_ensemble`;
+``--iterations`` with ``--steps``: the number and size of C-IGM's steps) and
 selection rule (``--select``), the fingerprint is extracted and scored on held-out
 models only:
 
@@ -28,7 +29,7 @@ validation models, untransformed); with ``--mistakes N``, the AUCs when N natura
 images the source misclassifies are added as keys (a derived model tends to copy the
 source's mistakes). Nothing here is tuned on the testing models: they are what the rows
 are judged on, so choose a row by its training and validation columns, or report them
-all.
+all. The report goes to ``results/<preset>/separation.{md,csv}`` (``--name`` another).
 """
 
 import argparse
@@ -60,6 +61,11 @@ def _parse(argv=None):
                              "architectures in turn (default: the preset's)")
     parser.add_argument("--training-epochs", type=scripts.count, default=None, metavar="E",
                         help="epochs of the training models only (default: the preset's)")
+    parser.add_argument("--iterations", default=None,
+                        help="comma-separated numbers of C-IGM steps (default: the preset's attack_iterations); "
+                             "with --steps, each row's step size")
+    parser.add_argument("--steps", default=None,
+                        help="comma-separated C-IGM step sizes, one per --iterations entry (default: the paper's 0.01)")
     parser.add_argument("--targets", default="most_conferrable",
                         help="comma-separated C-IGM target rules (cae.attacks.CIGM.TARGETS)")
     parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
@@ -72,7 +78,29 @@ def _parse(argv=None):
                         help="also score the fingerprint plus N test images the source misclassifies (keyed by "
                              "its wrong label; none of the images the zoo's metrics use)")
     parser.add_argument("--per-model", action="store_true", help="also print every model's scores")
-    return parser.parse_args(argv)
+    parser.add_argument("--name", default="separation",
+                        help="report name: results/<preset>/NAME.{md,csv} (and NAME_models.* with --per-model)")
+    args = parser.parse_args(argv)
+    args.schedules = _schedules(args.iterations, args.steps)
+    if not args.name.isidentifier():
+        parser.error(f"--name {args.name!r} is not allowed; use letters, digits and underscores (a file name).")
+    return args
+
+
+def _schedules(iterations, steps):
+    """[(max_iter or None, eps_step or None)]: the C-IGM step schedules a run compares;
+    [(None, None)] is the preset's."""
+    try:
+        counts = [None] if iterations is None else [int(i) for i in iterations.split(",")]
+        sizes = [None] * len(counts) if steps is None else [float(s) for s in steps.split(",")]
+    except ValueError:
+        counts, sizes = [0], [0.0]
+    if any(c is not None and c < 1 for c in counts) or any(s is not None and not 0 < s <= 1 for s in sizes):
+        raise SystemExit(f"--iterations {iterations!r} --steps {steps!r}: give comma-separated positive ints and "
+                         "step sizes in (0, 1], e.g. --iterations 50,200 --steps 0.02,0.005.")
+    if len(sizes) != len(counts):
+        raise SystemExit(f"--steps gives {len(sizes)} step sizes for {len(counts)} --iterations; give one each.")
+    return list(zip(counts, sizes))
 
 
 def main(argv=None):
@@ -80,7 +108,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     import numpy as np
 
-    from cae import benchmark, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats, tables, zoo
+    from cae import (attacks, benchmark, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats,
+                     tables, zoo)
 
     preset = presets.get(args.preset)
     if args.robust_members is not None:
@@ -94,12 +123,13 @@ def main(argv=None):
         preset = dataclasses.replace(preset, training_epochs=args.training_epochs)
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
-    attacks = [a for a in removal.attack_list(args.removal or "none") if a not in removal.OTHER_TASK]  # another label set: no keys to compare
+    # A model of another label set has no keys to compare.
+    removals = [a for a in removal.attack_list(args.removal or "none") if a not in removal.OTHER_TASK]
     derived = {f"testing surrogate ({s.architecture})": m
                for s, m in zip(context.specs["test_surrogates"], context.models["test_surrogates"])}
     derived_names = list(derived)
     derived.update({removal.REMOVAL_ATTACKS[a].name: m
-                    for a, m in evaluation.removal_models(context, attacks).items()})
+                    for a, m in evaluation.removal_models(context, removals).items()})
     independent = {f"testing reference ({s.architecture})": m
                    for s, m in zip(context.specs["test_references"], context.models["test_references"])}
     for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references)):
@@ -128,13 +158,16 @@ def main(argv=None):
     rows, per_model = [], []
     for eps in epsilons:
         dropouts = [float(d) for d in args.dropouts.split(",")] if args.dropouts else [preset.dropout]
-        variants = [(t, a, g, m, d) for t in args.transforms.split(",") for a in args.aggregates.split(",")
-                    for g in args.targets.split(",") for m in args.members.split(",") for d in dropouts]
-        for transform, aggregate, target, members, dropout in variants:
+        variants = [(t, a, g, m, d, c) for t in args.transforms.split(",") for a in args.aggregates.split(",")
+                    for g in args.targets.split(",") for m in args.members.split(",") for d in dropouts
+                    for c in args.schedules]
+        for transform, aggregate, target, members, dropout, (iterations, step) in variants:
             began = time.time()
             extra = {} if members == "paper" else {"members": members}
-            result = experiments.run_attack(context, "cigm", eps, target=target, transform=transform,
-                                            aggregate=aggregate, dropout=dropout, **extra)
+            run_context = context if iterations is None else \
+                dataclasses.replace(context, preset=dataclasses.replace(preset, attack_iterations=iterations))
+            result = experiments.run_attack(run_context, "cigm", eps, target=target, transform=transform,
+                                            aggregate=aggregate, dropout=dropout, eps_step=step, **extra)
             seconds = time.time() - began
             ok = result["success"]
             x_ok, t_ok = result["x_adv"][ok], result["t"][ok]
@@ -153,7 +186,10 @@ def main(argv=None):
                 elif rule != "train":
                     raise SystemExit(f"unknown selection rule {rule!r}; use train or valid.")
                 row = {"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
-                       "members": members, "dropout": dropout, "select": rule, "attack s": round(seconds),
+                       "members": members, "dropout": dropout,
+                       **({"iterations": iterations or preset.attack_iterations,
+                           "step": step or attacks.ATTACKS["igm"].eps_step} if args.iterations or args.steps else {}),
+                       "select": rule, "attack s": round(seconds),
                        "kept": int(keep.sum()), **{f"confer {g}": c for g, c in confer.items()}}
                 if keep.sum() == 0:
                     rows.append(row)
@@ -205,7 +241,10 @@ def main(argv=None):
                 rows.append(row)
                 for n in suspects:
                     per_model.append({"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
-                                      "members": members, "dropout": dropout, "select": rule, "model": n,
+                                      "members": members, "dropout": dropout,
+                                      **({"iterations": row["iterations"], "step": row["step"]}
+                                         if "iterations" in row else {}),
+                                      "select": rule, "model": n,
                                       **{f"flagged ({s.label})": n in flagged.get(name, ())
                                          for name, s in fingerprint.STATISTICS.items()},
                                       "kind": "derived" if n in derived else "independent",
@@ -216,10 +255,10 @@ def main(argv=None):
                 print("# " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in row.items()), flush=True)
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    tables.write("separation", preset.name, rows, f"Separation on held-out models (preset {preset.name})",
+    tables.write(args.name, preset.name, rows, f"Separation on held-out models (preset {preset.name})",
                  columns=columns)
     if args.per_model:
-        tables.write("separation_models", preset.name, per_model, f"Per-model scores (preset {preset.name})")
+        tables.write(f"{args.name}_models", preset.name, per_model, f"Per-model scores (preset {preset.name})")
         print(tables.markdown(per_model))
     print(f"# wrote {paths.results_dir(preset.name)}; {time.time() - started:.0f} s")
     return rows

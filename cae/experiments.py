@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cae import (attacks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal, scores,
-                 stats, zoo)
+from cae import (attacks, checks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal,
+                 scores, stats, zoo)
 
 if TYPE_CHECKING:
     import keras
@@ -429,7 +429,7 @@ def cigm_ensemble(context: Context, dropout: float | None = None, aggregate: str
 
 def run_attack(context: Context, method: str, eps: float, target: str = "most_conferrable",
                dropout: float | None = None, transform: str = "none", aggregate: str = "mean",
-               members: str = "paper") -> dict[str, np.ndarray]:
+               members: str = "paper", eps_step: float | None = None) -> dict[str, np.ndarray]:
     """Per-example results of ``method`` at ``eps`` on the attack inputs (cached).
 
     Returns arrays: ``x_adv``; ``success`` (the source's label changed, within the
@@ -441,7 +441,9 @@ def run_attack(context: Context, method: str, eps: float, target: str = "most_co
     ``members``: the ensemble's models (:func:`cigm_ensemble`): ``"paper"`` or ``"robust"``,
     the robust C-IGM, whose result also holds the labels of its adversarially trained
     members (``robust_surrogates``, ``robust_references``) and is cached under its own
-    name and key (``cigm-robust-*.npz``; the paper's keeps its own).
+    name and key (``cigm-robust-*.npz``; the paper's keeps its own). ``eps_step``: C-IGM's
+    step size (None: the paper's IGM step, whose runs keep their key); the number of
+    steps is the preset's ``attack_iterations``.
     """
     preset = context.preset
     entry = attacks.registered(method)
@@ -451,7 +453,13 @@ def run_attack(context: Context, method: str, eps: float, target: str = "most_co
         params = (method, target, rate) + ((transform,) if transform != "none" else ()) \
             + (("aggregate", aggregate) if aggregate != "mean" else ())
         settings = {"target": target, "transform": transform, "verbose": True}
+        if eps_step is not None and eps_step != attacks.ATTACKS["igm"].eps_step:
+            checks.positive_number("eps_step", eps_step, upper=1.0)
+            params += ("eps_step", float(eps_step))
+            settings["eps_step"] = float(eps_step)
     else:
+        if eps_step is not None:
+            raise ValueError(f"eps_step={eps_step!r} is only taken by C-IGM; {method} uses Table I's settings.")
         settings = dict(dict(preset.baseline_overrides).get(method, ()))
         params = (method, entry.attack.params, settings)
     if robust:  # named by its members' specs: another count or attack is another run

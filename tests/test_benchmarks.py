@@ -6,6 +6,7 @@ are numbers of the right kind, so that a script cannot rot unnoticed. The sizes 
 too small for the numbers to mean anything.
 """
 
+import dataclasses
 import importlib.util
 import pathlib
 import re
@@ -149,6 +150,37 @@ def test_separation_on_smoke(capsys):
     assert "derived 2 (" in out and "independent 2" in out  # testing surrogate + FTLL; reference + extra
     with pytest.raises(SystemExit, match="no validation models"):
         _load("separation").main(["--preset", "smoke", "--select", "valid"])
+
+
+@pytest.mark.realdata
+def test_separation_compares_step_schedules_under_its_own_name(tmp_path, monkeypatch):
+    _needs_real_data()
+    from cae import experiments, presets
+
+    monkeypatch.setenv("CAE_RESULTS_DIR", str(tmp_path))
+    rows = _load("separation").main(["--preset", "smoke", "--select", "train", "--transforms", "none",
+                                     "--iterations", "2,4", "--steps", "0.05,0.01", "--name", "separation_steps"])
+    assert [(r["iterations"], r["step"]) for r in rows] == [(2, 0.05), (4, 0.01)]
+    assert (tmp_path / "smoke" / "separation_steps.md").is_file()
+    assert not (tmp_path / "smoke" / "separation.md").exists()
+    # Each schedule is its own attack run (cached by the benchmark): two steps of 0.05 move
+    # no pixel more than 0.1, four of 0.01 no more than 0.04.
+    smoke = presets.get("smoke")
+    context = experiments.prepare(smoke, verbose=False)
+    for iterations, step in ((2, 0.05), (4, 0.01)):
+        run = dataclasses.replace(context, preset=dataclasses.replace(smoke, attack_iterations=iterations))
+        x_adv = experiments.run_attack(run, "cigm", smoke.epsilon, eps_step=step)["x_adv"]
+        assert 0 < np.abs(x_adv - context.x).max() <= iterations * step + 1e-6
+
+
+@pytest.mark.parametrize("argv, message", [(["--iterations", "0"], "positive ints"),
+                                           (["--iterations", "x"], "positive ints"),
+                                           (["--iterations", "10", "--steps", "2"], "step sizes in"),
+                                           (["--iterations", "10,20", "--steps", "0.01"], "give one each"),
+                                           (["--name", "../x"], None)])
+def test_separation_refuses_bad_arguments_before_any_work(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        _load("separation").main(["--preset", "smoke", *argv])
 
 
 @pytest.mark.realdata
