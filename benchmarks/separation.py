@@ -6,7 +6,8 @@
 For every ε, C-IGM variant (``--transforms``, see :class:`cae.attacks.CIGM`; ``--aggregates``,
 see :func:`cae.ensemble.compose`; ``--targets``; ``--members``: the paper's ensemble or
 the robust one with adversarially trained members, :func:`cae.experiments.cigm_ensemble`;
-``--iterations`` with ``--steps``: the number and size of C-IGM's steps) and
+``--iterations`` with ``--steps``: the number and size of C-IGM's steps; ``--smooth``: its
+translation-invariant gradient blur) and
 selection rule (``--select``), the fingerprint is extracted and scored on held-out
 models only:
 
@@ -66,6 +67,9 @@ def _parse(argv=None):
                              "with --steps, each row's step size")
     parser.add_argument("--steps", default=None,
                         help="comma-separated C-IGM step sizes, one per --iterations entry (default: the paper's 0.01)")
+    parser.add_argument("--smooth", default="0",
+                        help="comma-separated widths (pixels) of C-IGM's translation-invariant gradient blur "
+                             "(cae.attacks.CIGM; 0, the default, is the paper's)")
     parser.add_argument("--targets", default="most_conferrable",
                         help="comma-separated C-IGM target rules (cae.attacks.CIGM.TARGETS)")
     parser.add_argument("--select", default="train,valid", help="comma-separated selection rules: train, valid")
@@ -82,6 +86,12 @@ def _parse(argv=None):
                         help="report name: results/<preset>/NAME.{md,csv} (and NAME_models.* with --per-model)")
     args = parser.parse_args(argv)
     args.schedules = _schedules(args.iterations, args.steps)
+    try:
+        args.smooths = [float(w) for w in args.smooth.split(",")]
+    except ValueError:
+        args.smooths = [-1.0]
+    if any(not 0 <= w <= 4 for w in args.smooths):
+        raise SystemExit(f"--smooth {args.smooth!r}: give comma-separated widths in pixels, 0 to 4 (0: no blur).")
     if not args.name.isidentifier():
         parser.error(f"--name {args.name!r} is not allowed; use letters, digits and underscores (a file name).")
     return args
@@ -158,16 +168,17 @@ def main(argv=None):
     rows, per_model = [], []
     for eps in epsilons:
         dropouts = [float(d) for d in args.dropouts.split(",")] if args.dropouts else [preset.dropout]
-        variants = [(t, a, g, m, d, c) for t in args.transforms.split(",") for a in args.aggregates.split(",")
+        variants = [(t, a, g, m, d, c, w) for t in args.transforms.split(",") for a in args.aggregates.split(",")
                     for g in args.targets.split(",") for m in args.members.split(",") for d in dropouts
-                    for c in args.schedules]
-        for transform, aggregate, target, members, dropout, (iterations, step) in variants:
+                    for c in args.schedules for w in args.smooths]
+        for transform, aggregate, target, members, dropout, (iterations, step), smooth in variants:
             began = time.time()
             extra = {} if members == "paper" else {"members": members}
             run_context = context if iterations is None else \
                 dataclasses.replace(context, preset=dataclasses.replace(preset, attack_iterations=iterations))
             result = experiments.run_attack(run_context, "cigm", eps, target=target, transform=transform,
-                                            aggregate=aggregate, dropout=dropout, eps_step=step, **extra)
+                                            aggregate=aggregate, dropout=dropout, eps_step=step, smooth=smooth,
+                                            **extra)
             seconds = time.time() - began
             ok = result["success"]
             x_ok, t_ok = result["x_adv"][ok], result["t"][ok]
@@ -186,7 +197,7 @@ def main(argv=None):
                 elif rule != "train":
                     raise SystemExit(f"unknown selection rule {rule!r}; use train or valid.")
                 row = {"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
-                       "members": members, "dropout": dropout,
+                       "members": members, "dropout": dropout, **({"smooth": smooth} if args.smooth != "0" else {}),
                        **({"iterations": iterations or preset.attack_iterations,
                            "step": step or attacks.ATTACKS["igm"].eps_step} if args.iterations or args.steps else {}),
                        "select": rule, "attack s": round(seconds),
@@ -242,8 +253,7 @@ def main(argv=None):
                 for n in suspects:
                     per_model.append({"ε": eps, "transform": transform, "aggregate": aggregate, "target": target,
                                       "members": members, "dropout": dropout,
-                                      **({"iterations": row["iterations"], "step": row["step"]}
-                                         if "iterations" in row else {}),
+                                      **{k: row[k] for k in ("smooth", "iterations", "step") if k in row},
                                       "select": rule, "model": n,
                                       **{f"flagged ({s.label})": n in flagged.get(name, ())
                                          for name, s in fingerprint.STATISTICS.items()},

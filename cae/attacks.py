@@ -266,29 +266,49 @@ def _ensemble_parts(ensemble):
     return parts
 
 
-def _compiled_igm(model_ref, loss):
+def _compiled_igm(model_ref, loss, smooth=0.0):
     """The targeted IGM loop on ``model_ref()``, compiled by the Keras backend in use.
 
     Returns ``run(x, onehot, eps, eps_step, max_iter) -> x_adv`` on NumPy arrays. Under
     TensorFlow the loop is one tf.function; under JAX one ``jax.jit`` (a GPU machine
     may have JAX but not TensorFlow). The step's math is in keras.ops and is the same,
     in the same order, as ART's BIM step; only taking the gradient is backend code.
+    ``smooth`` > 0: every gradient is first blurred by a Gaussian of that many pixels
+    (:func:`gradient_kernel`).
     """
+    kernel = gradient_kernel(smooth) if smooth else None
     if keras.backend.backend() == "jax":
-        return _compiled_igm_jax(model_ref, loss)
-    return _compiled_igm_tensorflow(model_ref, loss)
+        return _compiled_igm_jax(model_ref, loss, kernel)
+    return _compiled_igm_tensorflow(model_ref, loss, kernel)
 
 
-def _igm_step(x_adv, x_init, grad, eps, eps_step):
-    """One targeted BIM step from the loss gradient ``grad``: descend, clip, project."""
+MAX_SMOOTH = 4.0  # pixels: a wider blur of a 32-pixel image's gradient leaves little of it
+
+
+def gradient_kernel(sigma: float, channels: int = 3) -> np.ndarray:
+    """The (k, k, channels, 1) depthwise kernel of a normalised Gaussian of ``sigma``
+    pixels (radius ⌈2σ⌉), the translation-invariant attack's (Dong et al. 2019)."""
+    checks.positive_number("smooth", sigma, upper=MAX_SMOOTH)
+    radius = int(np.ceil(2 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    line = np.exp(-0.5 * (offsets / sigma) ** 2)
+    plane = np.outer(line, line) / np.outer(line, line).sum()
+    return np.tile(plane[:, :, None, None], (1, 1, channels, 1)).astype(np.float32)
+
+
+def _igm_step(x_adv, x_init, grad, eps, eps_step, kernel=None):
+    """One targeted BIM step from the loss gradient ``grad``: descend, clip, project.
+    With a ``kernel``, the gradient is blurred by it first (each channel alone)."""
     grad = ops.where(ops.isnan(grad), ops.zeros_like(grad), -grad)
+    if kernel is not None:
+        grad = ops.depthwise_conv(grad, kernel, strides=1, padding="same")
     x_next = ops.clip(x_adv + eps_step * ops.sign(grad), 0.0, 1.0)
     delta = x_next - x_init
     delta = ops.sign(delta) * ops.minimum(ops.abs(delta), eps)
     return x_init + delta
 
 
-def _compiled_igm_tensorflow(model_ref, loss):
+def _compiled_igm_tensorflow(model_ref, loss, kernel=None):
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
@@ -298,7 +318,7 @@ def _compiled_igm_tensorflow(model_ref, loss):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 value = loss(onehot, model_ref()(x_adv, training=False))
-            x_adv = _igm_step(x_adv, x_init, tape.gradient(value, x_adv), eps, eps_step)
+            x_adv = _igm_step(x_adv, x_init, tape.gradient(value, x_adv), eps, eps_step, kernel)
         return x_adv
 
     def run(x, onehot, eps, eps_step, max_iter):
@@ -308,7 +328,7 @@ def _compiled_igm_tensorflow(model_ref, loss):
     return run
 
 
-def _compiled_igm_jax(model_ref, loss):
+def _compiled_igm_jax(model_ref, loss, kernel=None):
     import jax
 
     def value(x_adv, trainable, non_trainable, onehot):
@@ -325,7 +345,7 @@ def _compiled_igm_jax(model_ref, loss):
         def body(_, carry):
             x_adv, state = carry
             grad, state = gradient(x_adv, trainable, state, onehot)
-            return _igm_step(x_adv, x_init, grad, eps, eps_step), state
+            return _igm_step(x_adv, x_init, grad, eps, eps_step, kernel), state
 
         return jax.lax.fori_loop(0, max_iter, body, (x_init, non_trainable))
 
@@ -434,10 +454,16 @@ class CIGM(Attack):
     ``"shift+flip:4x2"``: 4 pixels, the mean over 2 draws per step). The examples then
     fit the ensemble at every nearby position rather than at one, which is what models
     trained with the same augmentation, but never seen by the attack, have in common.
+
+    ``smooth`` (beyond the paper; 0, the default, is the paper's): the translation-invariant
+    attack of Dong et al. (2019). Every step's gradient is blurred by a Gaussian of
+    ``smooth`` pixels before its sign is taken, which approximates the gradient over
+    every translation of the image nearby without computing it there (the ``shift``
+    transform draws those translations instead). Compiled backend only.
     """
 
-    attack_params = ("eps", "eps_step", "max_iter", "target", "transform", "backend", "batch_size", "seed",
-                     "verbose")
+    attack_params = ("eps", "eps_step", "max_iter", "target", "transform", "smooth", "backend", "batch_size",
+                     "seed", "verbose")
     method = "C-IGM"
     TARGETS = ("most_conferrable", "second_source", "random")
     BACKENDS = ("compiled", "art")
@@ -451,6 +477,7 @@ class CIGM(Attack):
         max_iter: int = ATTACKS["igm"].max_iter,
         target: str = "most_conferrable",
         transform: str = "none",
+        smooth: float = 0.0,
         backend: str = "compiled",
         batch_size: int = 32,
         seed: int = 0,
@@ -462,13 +489,14 @@ class CIGM(Attack):
         self.max_iter = max_iter
         self.target = target
         self.transform = transform
+        self.smooth = smooth
         self.backend = backend
         self.batch_size = batch_size
         self.seed = seed
         self.verbose = verbose
         self._check_params()
         self._parts = _ensemble_parts(ensemble)
-        self._transformed = None  # (transform, model, compiled loop), built on first use
+        self._transformed = None  # ((transform, smooth), model, compiled loop), built on first use
         self.targets_ = None
         self.labels_ = None
 
@@ -483,9 +511,14 @@ class CIGM(Attack):
         checks.integer("max_iter", self.max_iter, 1, "a positive int")
         checks.choice("target", self.target, self.TARGETS, verb="supported")
         ensemble_lib.parse_transform(self.transform)
+        if self.smooth != 0:
+            gradient_kernel(self.smooth)  # raises for a bad width
         checks.choice("backend", self.backend, self.BACKENDS, verb="supported")
         if self.backend == "art":
             require_tensorflow("C-IGM with backend='art'")
+            if self.smooth:
+                raise ValueError(f"smooth={self.smooth!r} needs backend='compiled': ART's BIM takes the gradient "
+                                 "as it is.")
         super()._check_params()
 
     @property
@@ -520,8 +553,8 @@ class CIGM(Attack):
             return x.copy()
         ensemble_lib.reseed(self.ensemble, self.seed)
         onehot = data.onehot(targets, self.num_classes)
-        log.info("C-IGM (%s, transform %s): %d inputs, eps %.3g, %d steps of %.3g",
-                 self.backend, self.transform, len(x), self.eps, self.max_iter, self.eps_step)
+        log.info("C-IGM (%s, transform %s, smooth %g): %d inputs, eps %.3g, %d steps of %.3g",
+                 self.backend, self.transform, self.smooth, len(x), self.eps, self.max_iter, self.eps_step)
         if self.backend == "art":
             return self._generate_art(x, onehot)
         return self._generate_compiled(x, onehot)
@@ -551,14 +584,19 @@ class CIGM(Attack):
 
     def _attacked(self):
         """The model the steps follow and its compiled loop: the ensemble itself, or the
-        ensemble behind the random transformation (restarted from ``seed``)."""
-        if ensemble_lib.parse_transform(self.transform)[0] == "none":
+        ensemble behind the random transformation (restarted from ``seed``); with
+        ``smooth``, a loop that blurs each gradient."""
+        plain = ensemble_lib.parse_transform(self.transform)[0] == "none"
+        if plain and not self.smooth:
             return self.ensemble, self._parts.run
-        if self._transformed is None or self._transformed[0] != self.transform:
-            model = ensemble_lib.with_transform(self.ensemble, self.transform, seed=self.seed)
-            self._transformed = (self.transform, model, _compiled_igm(weakref.ref(model), ensemble_lib.LinearLoss()))
+        if self._transformed is None or self._transformed[0] != (self.transform, self.smooth):
+            model = self.ensemble if plain else ensemble_lib.with_transform(self.ensemble, self.transform,
+                                                                            seed=self.seed)
+            loop = _compiled_igm(weakref.ref(model), ensemble_lib.LinearLoss(), self.smooth)
+            self._transformed = ((self.transform, self.smooth), model, loop)
         model = self._transformed[1]
-        model.get_layer("transform").reseed(self.seed)
+        if not plain:
+            model.get_layer("transform").reseed(self.seed)
         return model, self._transformed[2]
 
 

@@ -429,7 +429,8 @@ def cigm_ensemble(context: Context, dropout: float | None = None, aggregate: str
 
 def run_attack(context: Context, method: str, eps: float, target: str = "most_conferrable",
                dropout: float | None = None, transform: str = "none", aggregate: str = "mean",
-               members: str = "paper", eps_step: float | None = None) -> dict[str, np.ndarray]:
+               members: str = "paper", eps_step: float | None = None, smooth: float = 0.0,
+               ) -> dict[str, np.ndarray]:
     """Per-example results of ``method`` at ``eps`` on the attack inputs (cached).
 
     Returns arrays: ``x_adv``; ``success`` (the source's label changed, within the
@@ -443,7 +444,8 @@ def run_attack(context: Context, method: str, eps: float, target: str = "most_co
     members (``robust_surrogates``, ``robust_references``) and is cached under its own
     name and key (``cigm-robust-*.npz``; the paper's keeps its own). ``eps_step``: C-IGM's
     step size (None: the paper's IGM step, whose runs keep their key); the number of
-    steps is the preset's ``attack_iterations``.
+    steps is the preset's ``attack_iterations``. ``smooth``: C-IGM's translation-invariant
+    gradient blur in pixels (0, the paper's, keeps the key).
     """
     preset = context.preset
     entry = attacks.registered(method)
@@ -457,9 +459,14 @@ def run_attack(context: Context, method: str, eps: float, target: str = "most_co
             checks.positive_number("eps_step", eps_step, upper=1.0)
             params += ("eps_step", float(eps_step))
             settings["eps_step"] = float(eps_step)
+        if smooth:
+            attacks.gradient_kernel(smooth)  # raises for a bad width
+            params += ("smooth", float(smooth))
+            settings["smooth"] = float(smooth)
     else:
-        if eps_step is not None:
-            raise ValueError(f"eps_step={eps_step!r} is only taken by C-IGM; {method} uses Table I's settings.")
+        if eps_step is not None or smooth:
+            raise ValueError(f"eps_step={eps_step!r}, smooth={smooth!r}: only C-IGM takes them; {method} uses "
+                             "Table I's settings.")
         settings = dict(dict(preset.baseline_overrides).get(method, ()))
         params = (method, entry.attack.params, settings)
     if robust:  # named by its members' specs: another count or attack is another run

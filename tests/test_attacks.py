@@ -344,6 +344,43 @@ def test_cigm_with_a_transform_stays_in_budget_is_seeded_and_differs(ensemble_on
     assert not np.array_equal(first, plain)
 
 
+def test_gradient_kernel_is_a_normalised_symmetric_gaussian_per_channel():
+    kernel = A.gradient_kernel(1.0)
+    assert kernel.shape == (5, 5, 3, 1) and kernel.dtype == np.float32
+    for channel in range(3):
+        plane = kernel[:, :, channel, 0]
+        assert plane.sum() == pytest.approx(1.0, abs=1e-6)
+        assert np.allclose(plane, plane.T) and np.allclose(plane, plane[::-1, ::-1])
+        assert plane[2, 2] == plane.max() and plane[2, 3] / plane[2, 2] == pytest.approx(np.exp(-0.5), rel=1e-5)
+    assert A.gradient_kernel(2.5).shape[:2] == (11, 11)
+
+
+@pytest.mark.parametrize("smooth", [-1.0, 4.5, "2"])
+def test_cigm_refuses_a_bad_gradient_blur(ensemble_off, smooth):
+    with pytest.raises(ValueError, match="smooth"):
+        A.CIGM(ensemble_off, 0.05, smooth=smooth)
+
+
+def test_cigm_gradient_blur_needs_the_compiled_backend(ensemble_off):
+    with pytest.raises(ValueError, match="needs backend='compiled'"):
+        A.CIGM(ensemble_off, 0.05, smooth=1.0, backend="art")
+
+
+def test_cigm_with_a_gradient_blur_makes_smoother_perturbations_in_budget(ensemble_off, x):
+    def roughness(delta):  # mean change between horizontally adjacent pixels of a perturbation
+        return float(np.abs(np.diff(delta, axis=2)).mean())
+
+    plain = A.CIGM(ensemble_off, 0.05, max_iter=3, eps_step=0.01).generate(x)
+    attack = A.CIGM(ensemble_off, 0.05, max_iter=3, eps_step=0.01, smooth=2.0)
+    blurred = attack.generate(x)
+    assert np.abs(blurred - x).max() <= 0.05 + 1e-6 and blurred.min() >= 0 and blurred.max() <= 1
+    assert np.array_equal(blurred, attack.generate(x))
+    assert roughness(blurred - x) < 0.5 * roughness(plain - x)
+    # The same blur behind the random shift and flip: its own compiled loop, still in budget.
+    both = A.CIGM(ensemble_off, 0.05, max_iter=3, eps_step=0.01, smooth=2.0, transform="shift+flip").generate(x)
+    assert np.abs(both - x).max() <= 0.05 + 1e-6 and not np.array_equal(both, blurred)
+
+
 @pytest.mark.parametrize("transform", ["blur", "shift:9", "shift+flip:2x0", "none:2", "shift:x"])
 def test_cigm_refuses_unknown_transforms(ensemble_off, transform):
     with pytest.raises(ValueError, match="transform="):

@@ -159,8 +159,10 @@ def test_separation_compares_step_schedules_under_its_own_name(tmp_path, monkeyp
 
     monkeypatch.setenv("CAE_RESULTS_DIR", str(tmp_path))
     rows = _load("separation").main(["--preset", "smoke", "--select", "train", "--transforms", "none",
-                                     "--iterations", "2,4", "--steps", "0.05,0.01", "--name", "separation_steps"])
-    assert [(r["iterations"], r["step"]) for r in rows] == [(2, 0.05), (4, 0.01)]
+                                     "--iterations", "2,4", "--steps", "0.05,0.01", "--smooth", "0,1.5",
+                                     "--name", "separation_steps"])
+    assert [(r["iterations"], r["step"], r["smooth"]) for r in rows] == [(2, 0.05, 0), (2, 0.05, 1.5), (4, 0.01, 0),
+                                                                         (4, 0.01, 1.5)]
     assert (tmp_path / "smoke" / "separation_steps.md").is_file()
     assert not (tmp_path / "smoke" / "separation.md").exists()
     # Each schedule is its own attack run (cached by the benchmark): two steps of 0.05 move
@@ -171,12 +173,18 @@ def test_separation_compares_step_schedules_under_its_own_name(tmp_path, monkeyp
         run = dataclasses.replace(context, preset=dataclasses.replace(smoke, attack_iterations=iterations))
         x_adv = experiments.run_attack(run, "cigm", smoke.epsilon, eps_step=step)["x_adv"]
         assert 0 < np.abs(x_adv - context.x).max() <= iterations * step + 1e-6
+        blurred = experiments.run_attack(run, "cigm", smoke.epsilon, eps_step=step, smooth=1.5)["x_adv"]
+        assert not np.array_equal(blurred, x_adv)  # its own run, under its own key
+    with pytest.raises(ValueError, match="only C-IGM takes them"):
+        experiments.run_attack(context, "igm", smoke.epsilon, smooth=1.0)
 
 
 @pytest.mark.parametrize("argv, message", [(["--iterations", "0"], "positive ints"),
                                            (["--iterations", "x"], "positive ints"),
                                            (["--iterations", "10", "--steps", "2"], "step sizes in"),
                                            (["--iterations", "10,20", "--steps", "0.01"], "give one each"),
+                                           (["--smooth", "5"], "0 to 4"),
+                                           (["--smooth", "x"], "0 to 4"),
                                            (["--name", "../x"], None)])
 def test_separation_refuses_bad_arguments_before_any_work(argv, message):
     with pytest.raises(SystemExit, match=message):
