@@ -40,7 +40,7 @@ import time
 
 
 def _parse(argv=None):
-    from cae import experiments, presets, removal, scripts
+    from cae import attacks, experiments, presets, removal, scripts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu", choices=sorted(presets.PRESETS))
@@ -90,8 +90,9 @@ def _parse(argv=None):
         args.smooths = [float(w) for w in args.smooth.split(",")]
     except ValueError:
         args.smooths = [-1.0]
-    if any(not 0 <= w <= 4 for w in args.smooths):
-        raise SystemExit(f"--smooth {args.smooth!r}: give comma-separated widths in pixels, 0 to 4 (0: no blur).")
+    if any(not 0 <= w <= attacks.MAX_SMOOTH for w in args.smooths):
+        raise SystemExit(f"--smooth {args.smooth!r}: give comma-separated widths in pixels, 0 to "
+                         f"{attacks.MAX_SMOOTH:g} (0: no blur).")
     if not args.name.isidentifier():
         parser.error(f"--name {args.name!r} is not allowed; use letters, digits and underscores (a file name).")
     return args

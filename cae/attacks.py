@@ -292,7 +292,8 @@ def gradient_kernel(sigma: float, channels: int = 3) -> np.ndarray:
     radius = int(np.ceil(2 * sigma))
     offsets = np.arange(-radius, radius + 1)
     line = np.exp(-0.5 * (offsets / sigma) ** 2)
-    plane = np.outer(line, line) / np.outer(line, line).sum()
+    plane = np.outer(line, line)
+    plane /= plane.sum()
     return np.tile(plane[:, :, None, None], (1, 1, channels, 1)).astype(np.float32)
 
 
