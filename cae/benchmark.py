@@ -128,15 +128,16 @@ def natural_pool(context: experiments.Context) -> tuple[np.ndarray, np.ndarray]:
 
 def cigm_fingerprint(context: experiments.Context) -> peers.PeerFingerprint:
     """The preset's C-IGM fingerprint as a peer fingerprint: the cached C-IGM run at the
-    preset's ε and transform, Algorithm 2's filter (:func:`cae.fingerprint.extract`), no
+    preset's ε, transform and gradient blur, Algorithm 2's filter (:func:`cae.fingerprint.extract`), no
     calibration (the benchmark scores retention alone)."""
     preset = context.preset
-    result = experiments.run_attack(context, "cigm", preset.epsilon, transform=preset.transform)
+    result = experiments.run_attack(context, "cigm", preset.epsilon, transform=preset.transform, smooth=preset.smooth)
     fp, _ = fingerprint.extract(
         context.models["source"], result["x_adv"], experiments.training_conferrability(result), tau=float(preset.tau),
         success=result["success"], attack="C-IGM", epsilon=float(preset.epsilon),
         dataset=context.specs["source"].dataset, source_model_hash=context.specs["source"].key,
-        created_with={"preset": preset.name, "transform": preset.transform, "benchmark": True})
+        created_with={"preset": preset.name, "transform": preset.transform, "smooth": preset.smooth,
+                      "benchmark": True})
     return peers.CIGMPeer.wrap(fp)
 
 

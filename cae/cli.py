@@ -114,6 +114,12 @@ def _add_extract(subparsers):
     parser.add_argument("--eps", type=float, help="L-inf bound (default: the preset's, 0.15)")
     parser.add_argument("--tau", type=float, help="conferrability threshold (default: the preset's, 1.0)")
     parser.add_argument("--target", default="most_conferrable", help="C-IGM target-class rule")
+    parser.add_argument("--transform", default=None,
+                        help="C-IGM's random input transformation at each step, e.g. none (the paper's) or "
+                             "shift+flip (default: the preset's)")
+    parser.add_argument("--smooth", type=float, default=None, metavar="PIXELS",
+                        help="C-IGM's translation-invariant gradient blur, 0 (the paper's) to "
+                             "4 pixels (default: the preset's)")
     parser.add_argument("--mistakes", type=int, default=None, metavar="N",
                         help="beyond the paper: also key N natural images the source misclassifies (from the "
                              "preset's images in neither D1 nor D2) by its wrong label (default: the preset's "
@@ -125,7 +131,7 @@ def _add_extract(subparsers):
 
 
 def _extract(args):
-    from cae import attacks, experiments, preprocessing
+    from cae import attacks, ensemble, experiments, preprocessing
 
     preset = presets.get(args.preset)
     # Checked before the zoo is trained, which can take hours.
@@ -140,6 +146,14 @@ def _extract(args):
     if args.target not in attacks.CIGM.TARGETS:
         raise ValueError(f"--target {args.target!r} is not allowed; choose one of "
                          f"{', '.join(attacks.CIGM.TARGETS)}.")
+    if args.transform is not None:
+        try:
+            ensemble.parse_transform(args.transform)
+        except ValueError as err:
+            raise ValueError(f"--{err}") from None
+    if args.smooth is not None and not 0 <= args.smooth <= attacks.MAX_SMOOTH:  # NaN fails too
+        raise ValueError(f"--smooth {args.smooth!r} is not allowed; expected a gradient blur of 0 (the paper's) to "
+                         f"{attacks.MAX_SMOOTH:g} pixels (the preset's is {preset.smooth:g}).")
     if args.mistakes is not None and (args.mistakes < 0 or (args.mistakes and args.model)):
         raise ValueError(f"--mistakes {args.mistakes} is not allowed; expected 0 or more, and only for a preset's "
                          "source (its images outside D1 and D2 supply them; with --model there are none).")
@@ -155,7 +169,7 @@ def _extract(args):
     else:
         context = experiments.prepare(preset, verbose=args.verbose)
     fp = experiments.extract(context, eps=args.eps, tau=args.tau, target=args.target, mistakes=args.mistakes,
-                             mistakes_stable=stable)
+                             mistakes_stable=stable, transform=args.transform, smooth=args.smooth)
     npz, manifest = fingerprint.save(fp, args.out)
     mistakes = fp.manifest["created_with"].get("mistakes", 0)
     behind = fp.manifest["created_with"].get("mistakes_stable") or []

@@ -588,8 +588,10 @@ def natural_mistakes(context: Context, n: int, stable: Sequence[tuple[str, float
 
 def extract(context: Context, eps: float | None = None, tau: float | None = None, target: str = "most_conferrable",
             transform: str | None = None, mistakes: int | None = None,
-            mistakes_stable: Sequence[tuple[str, float]] | None = None) -> fingerprint.Fingerprint:
-    """Alg. 2 on the preset's zoo: C-IGM (``transform``: the preset's by default) on
+            mistakes_stable: Sequence[tuple[str, float]] | None = None,
+            smooth: float | None = None) -> fingerprint.Fingerprint:
+    """Alg. 2 on the preset's zoo: C-IGM (``transform`` and ``smooth``, its gradient
+    blur: the preset's by default) on
     the training models' ensemble, keep examples with Confer(training surrogates,
     training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
     verification (:func:`calibration_models`). Returns a calibrated Fingerprint.
@@ -608,13 +610,15 @@ def extract(context: Context, eps: float | None = None, tau: float | None = None
     eps = preset.epsilon if eps is None else eps
     tau = preset.tau if tau is None else tau
     transform = preset.transform if transform is None else transform
-    result = run_attack(context, "cigm", eps, target=target, transform=transform)
+    smooth = preset.smooth if smooth is None else smooth
+    result = run_attack(context, "cigm", eps, target=target, transform=transform, smooth=smooth)
     fp, keep = fingerprint.extract(
         context.models["source"], result["x_adv"], training_conferrability(result), tau=float(tau),
         success=result["success"],
         attack="C-IGM", epsilon=float(eps), dataset=context.specs["source"].dataset,
         source_model_hash=context.specs["source"].key, targets=result["target"], originals=context.x,
-        created_with={"preset": preset.name, "target": target, "transform": transform, "dropout": preset.dropout,
+        created_with={"preset": preset.name, "target": target, "transform": transform, "smooth": float(smooth),
+                      "dropout": preset.dropout,
                       "iterations": preset.attack_iterations, "inputs": int(len(context.inputs)),
                       "train_surrogates": len(context.specs["train_surrogates"]),
                       "train_references": len(context.specs["train_references"])},

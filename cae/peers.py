@@ -639,14 +639,15 @@ class CIGMPeer(Peer):
     (conferrability on those models >= ``tau``, and success), scored by the retention
     of :func:`cae.fingerprint.verify`. ``n``: starting pool images (those the source
     classifies correctly, when ``y_pool`` is given). ``eps``, ``iterations``, ``dropout``,
-    ``transform``: C-IGM's."""
+    ``transform``, ``smooth`` (its gradient blur in pixels): C-IGM's."""
 
     name, title = "cigm", "C-IGM (this paper)"
-    attack_params = ("n", "eps", "tau", "iterations", "dropout", "transform")
+    attack_params = ("n", "eps", "tau", "iterations", "dropout", "transform", "smooth")
 
     def __init__(self, *, n: int = 100, eps: float = 0.15, tau: float = 1.0, iterations: int = 100,
-                 dropout: float = 0.5, transform: str = "none") -> None:
-        super().__init__(n=n, eps=eps, tau=tau, iterations=iterations, dropout=dropout, transform=transform)
+                 dropout: float = 0.5, transform: str = "none", smooth: float = 0.0) -> None:
+        super().__init__(n=n, eps=eps, tau=tau, iterations=iterations, dropout=dropout, transform=transform,
+                         smooth=smooth)
 
     def _check_params(self):
         checks.integer("n", self.n)
@@ -654,6 +655,7 @@ class CIGMPeer(Peer):
         checks.number("tau", self.tau, low=0.0, high=1.0)
         checks.integer("iterations", self.iterations)
         checks.number("dropout", self.dropout, low=0.0, high=1.0)
+        checks.number("smooth", self.smooth, low=0.0, high=attacks.MAX_SMOOTH)
         if not isinstance(self.transform, str):
             raise ValueError(f"transform={self.transform!r} is not allowed; expected a C-IGM transform name "
                              "such as 'none' or 'shift+flip'.")
@@ -686,7 +688,7 @@ class CIGMPeer(Peer):
         x, labels = x[chosen], labels[chosen]
         members = ensemble.compose(source, surrogates, references, dropout=float(self.dropout), seed=int(seed))
         attack = attacks.CIGM(members, float(self.eps), max_iter=int(self.iterations), transform=self.transform,
-                              seed=int(seed))
+                              smooth=float(self.smooth), seed=int(seed))
         x_adv = attack.generate(x, labels)
         t = np.argmax(_predict(source, x_adv), axis=1)
         confer = scores.confer(scores.predict_labels(surrogates, x_adv), scores.predict_labels(references, x_adv), t)

@@ -378,32 +378,45 @@ def other_aucs(result: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- Table II
+def cigm_variant(fp: fingerprint.Fingerprint) -> str:
+    """``"C-IGM (transform shift+flip, gradient blur 2 px)"``: the C-IGM variant a
+    fingerprint was extracted with (its manifest's ``created_with``), for prose;
+    ``"C-IGM (the paper's)"`` for the paper's attack or a fingerprint that does not say."""
+    made = fp.manifest.get("created_with", {})
+    transform, smooth = made.get("transform", "none"), float(made.get("smooth", 0.0))
+    details = [f"transform {transform}"] * (transform != "none") + [f"gradient blur {smooth:g} px"] * bool(smooth)
+    return "C-IGM (" + (", ".join(details) or "the paper's") + ")"
+
+
 def table2_rows(context: experiments.Context, eps: float | None = None, targets: Sequence[str] = ("most_conferrable",),
-                baselines: bool = True, transforms: Sequence[str] | None = None) -> Rows:
+                baselines: bool = True, variants: Sequence[tuple[str, float]] | None = None) -> Rows:
     """One row per attack of :data:`cae.attacks.REGISTRY`: our transferability /
     conferrability on the testing models beside the paper's (Table II; blank where the
     paper has no number). ``baselines=False`` scores the ensemble attack (C-IGM) alone.
-    ``transforms`` and ``targets``: C-IGM variants to report (default transforms: the
-    paper's, then the preset's when it differs); each is its own row, named after the
-    variant."""
+    ``variants`` ((transform, smooth) pairs) and ``targets``: C-IGM variants to report
+    (default: the paper's, then the preset's transform, then with its gradient blur, each
+    where it differs from the one before); each is its own row, named after the variant."""
     eps = context.preset.epsilon if eps is None else eps
-    if transforms is None:
-        transforms = tuple(dict.fromkeys(("none", context.preset.transform)))
+    if variants is None:
+        p = context.preset
+        variants = tuple(dict.fromkeys((("none", 0.0), (p.transform, 0.0), (p.transform, float(p.smooth)))))
     dataset = presets.paper_dataset(context.preset.dataset)
     rows = []
     ensemble = [m for m, entry in attacks.REGISTRY.items() if entry.on == "ensemble"]
-    runs = [(m, t, f) for m in ensemble for f in transforms for t in targets]
-    runs += [(m, None, None) for m, entry in attacks.REGISTRY.items() if entry.on == "source" and baselines]
-    for method, target, transform in runs:
+    runs = [(m, t, v) for m in ensemble for v in variants for t in targets]
+    runs += [(m, None, (None, 0.0)) for m, entry in attacks.REGISTRY.items() if entry.on == "source" and baselines]
+    for method, target, (transform, smooth) in runs:
         entry = attacks.REGISTRY[method]
         variant = entry.on == "ensemble"
-        options = {"target": target, "transform": transform} if variant else {}
+        options = {"target": target, "transform": transform, "smooth": smooth} if variant else {}
         result = experiments.run_attack(context, method, eps, **options)
         test, train = experiments.summarise(result, "test"), experiments.summarise(result, "train")
         details = [f"t: {target}"] * (variant and len(targets) > 1)
         details += [f"transform: {transform}"] * (variant and transform != "none")
+        details += [f"gradient blur: {smooth:g} px"] * (variant and bool(smooth))
         name = entry.name + (f" ({', '.join(details)})" if details else "")
-        paper_transfer, paper_confer = entry.paper_scores(dataset) if transform in (None, "none") else (None, None)
+        paper = transform in (None, "none") and not smooth
+        paper_transfer, paper_confer = entry.paper_scores(dataset) if paper else (None, None)
         rows.append({
             "method": name, "successful": f"{test['successful']}/{test['examples']}",
             "transferable": test["transferable"], "conferrable": test["conferrable"],

@@ -18,7 +18,7 @@ def main(name="table3", default_preset="quick", table="Table III"):
     fp = experiments.extract(context, mistakes=0)  # the paper's fingerprint
     beside = experiments.extract(context) if preset.mistakes else None  # cae extract's
     rows = reports.group_rows(context, fp, beside=beside)
-    notes = (f"Fingerprint: {fp.n} C-IGM examples at ε = {preset.epsilon:g}, τ = {preset.tau:g}"
+    notes = (f"Fingerprint: {fp.n} {reports.cigm_variant(fp)} examples at ε = {preset.epsilon:g}, τ = {preset.tau:g}"
              + (f"; '{reports.BESIDE}': cae extract's fingerprint, the same examples and {preset.mistakes} natural "
                 f"images the source misclassifies (beyond the paper)" if beside else "") + ". Fidelity: "
              f"agreement with the source on {preset.evaluate_on or 'all'} D1 images; test accuracy on "

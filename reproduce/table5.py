@@ -31,8 +31,8 @@ def main(name="table5", default_preset="quick", table="Table V"):
     unsure = [r["attack"] for r in rows[1:] if r.get("verified", "").startswith("NO (inconclusive")]
     skipped = [a for a in removal.PAPER_ATTACKS if a not in args.attacks]
     theta = stats["threshold"]
-    notes = (f"Fingerprint: {fp.n} C-IGM examples at ε = {preset.epsilon:g}. Δ accuracy: test accuracy minus "
-             f"the source's. Verified: cae verify's verdict (retention ≥ θ = {theta:.3f} and p-value ≤ "
+    notes = (f"Fingerprint: {fp.n} {reports.cigm_variant(fp)} examples at ε = {preset.epsilon:g}. "
+             f"Δ accuracy: test accuracy minus the source's. Verified: cae verify's verdict (retention ≥ θ = {theta:.3f} and p-value ≤ "
              f"{fp.calibration.alpha:g}), calibrated on {stats['calibration']}. AUC against the "
              f"{stats['negatives']} testing references: retention {stats['auc']:.3f}"
              + reports.other_aucs(stats) + ". ")

@@ -482,6 +482,9 @@ def test_bad_remote_options(url, argv, fragment, files, capsys):
     (["--tau", "1.5"], "--tau 1.5 is not allowed; expected a conferrability threshold in [0, 1]"),
     (["--target", "everything"], "--target 'everything' is not allowed; choose one of most_conferrable"),
     (["--mistakes", "-2"], "--mistakes -2 is not allowed; expected 0 or more"),
+    (["--smooth", "5"], "--smooth 5.0 is not allowed; expected a gradient blur of 0 (the paper's) to 4 pixels"),
+    (["--smooth", "nan"], "--smooth nan is not allowed"),
+    (["--transform", "rotate"], "--transform='rotate' is not allowed; expected one of none, shift+flip"),
     (["--mistakes-stable", "mirror"], "--mistakes-stable 'mirror': 'mirror' is not a transformation"),
 ])
 def test_extract_refuses_bad_settings_before_training(argv, fragment, tmp_path, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """End to end on a toy dataset: zoo -> attacks -> per-example results -> extract -> verify."""
 
 import dataclasses
+import types
 
 import numpy as np
 import pytest
@@ -223,9 +224,30 @@ def test_table2_reads_the_attack_registry_and_leaves_missing_paper_numbers_blank
     assert len(list(context.folder().glob("ours-*.npz"))) == 1  # the runner ran it under its own name
 
 
-def test_table2_notes_say_when_the_ordering_is_within_noise():
-    import types
+def test_extract_and_table2_take_the_presets_c_igm_variant(context):
+    """A preset's transform and gradient blur reach Alg. 2's attack, the fingerprint's
+    record of how it was made and Table II, where the paper's C-IGM, the transform and
+    the transform with the blur each get a row (paper numbers only on the paper's)."""
+    preset = dataclasses.replace(context.preset, transform="shift", smooth=1.0)
+    blurred = dataclasses.replace(context, preset=preset)
+    fp = experiments.extract(blurred, eps=0.25, tau=0.0)
+    assert (fp.manifest["created_with"]["transform"], fp.manifest["created_with"]["smooth"]) == ("shift", 1.0)
+    assert reports.cigm_variant(fp) == "C-IGM (transform shift, gradient blur 1 px)"
+    run = experiments.run_attack(blurred, "cigm", 0.25, transform="shift", smooth=1.0)  # cached by extract
+    plain = experiments.run_attack(blurred, "cigm", 0.25, transform="shift")
+    assert np.array_equal(fp.x, run["x_adv"][run["success"]])
+    assert not np.array_equal(run["x_adv"], plain["x_adv"])
+    older = types.SimpleNamespace(manifest={"created_with": {"transform": "none"}})  # before the blur existed
+    assert reports.cigm_variant(older) == "C-IGM (the paper's)"
 
+    rows = reports.table2_rows(blurred, eps=0.25, baselines=False)
+    assert [r["method"] for r in rows] == ["C-IGM", "C-IGM (transform: shift)",
+                                           "C-IGM (transform: shift, gradient blur: 1 px)"]
+    assert rows[0]["paper conferrable"] == 0.469 and rows[2]["paper conferrable"] is None
+    assert all(r["successful"].endswith("/12") for r in rows)
+
+
+def test_table2_notes_say_when_the_ordering_is_within_noise():
     preset = presets.get("quick")
     context = types.SimpleNamespace(preset=preset, inputs=np.arange(100))
 

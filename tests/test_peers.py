@@ -279,6 +279,7 @@ def test_peer_fingerprints_save_and_load(tmp_path, zoo_models, pool):
     ("ipguard", {"learning_rate": 0.0}, "learning_rate=0.0"), ("ipguard", {"max_iter": 2.5}, "max_iter=2.5"),
     ("sac_w", {"n": 1}, "n=1"), ("sac_m", {"fraction": 2.0}, "fraction=2.0"),
     ("cigm", {"eps": 0.0}, "eps=0.0"), ("cigm", {"transform": 3}, "transform=3"),
+    ("cigm", {"smooth": -1.0}, "smooth=-1.0"),
     ("mistakes", {"margin": 1}, "'margin' is not a parameter of mistakes"),
 ])
 def test_bad_parameters_are_refused_with_the_fix(method, params, match):
