@@ -624,7 +624,7 @@ def predict_labels(suspect: Suspect, x: np.ndarray, num_classes: int, batch_size
         from cae import models
 
         models.check_interface(suspect, where="the suspect model", num_classes=num_classes)
-        output = suspect.predict(x, batch_size=batch_size, verbose=0)
+        output = data.predict(suspect, x, batch_size)
         return _labels_from_output(output, count, num_classes, "the suspect model"), count
     if hasattr(suspect, "predict_labels"):
         # The whole set at once: the client batches, and checks its query budget for
