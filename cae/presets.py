@@ -217,7 +217,10 @@ PRESETS = {
         learning_rate=4e-3,
         augment="crop+flip",
         attack_inputs=200,
-        **_TWO_CORES,
+        **{**_TWO_CORES,
+           # CW-L2 and DeepFool on every attack input: on 32 and 50 their 95 % intervals
+           # were too wide for Table II to say whether C-IGM's clears them.
+           "baseline_inputs": ()},
     ),
     "smoke": Preset(
         name="smoke",
