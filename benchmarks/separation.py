@@ -136,13 +136,14 @@ def main(argv=None):
     context = experiments.prepare(preset, verbose=False)
     # A model of another label set has no keys to compare.
     removals = [a for a in removal.attack_list(args.removal or "none") if a not in removal.OTHER_TASK]
-    derived = {f"testing surrogate ({s.architecture})": m
-               for s, m in zip(context.specs["test_surrogates"], context.models["test_surrogates"])}
+    # Numbered: a preset may hold two testing models of one architecture (quick holds two CNNs).
+    derived = {f"testing surrogate {i} ({s.architecture})": m for i, (s, m)
+               in enumerate(zip(context.specs["test_surrogates"], context.models["test_surrogates"]))}
     derived_names = list(derived)
     derived.update({removal.REMOVAL_ATTACKS[a].name: m
                     for a, m in evaluation.removal_models(context, removals).items()})
-    independent = {f"testing reference ({s.architecture})": m
-                   for s, m in zip(context.specs["test_references"], context.models["test_references"])}
+    independent = {f"testing reference {i} ({s.architecture})": m for i, (s, m)
+                   in enumerate(zip(context.specs["test_references"], context.models["test_references"]))}
     for i, spec in enumerate(experiments.extra_reference_specs(context.specs, args.extra_references)):
         recipe = "" if spec.optimizer == preset.optimizer and spec.augment == preset.augment else \
             f", {spec.optimizer}, {spec.augment}{', smoothing' if spec.options else ''}"
