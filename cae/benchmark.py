@@ -128,10 +128,12 @@ def natural_pool(context: experiments.Context) -> tuple[np.ndarray, np.ndarray]:
 
 def cigm_fingerprint(context: experiments.Context) -> peers.PeerFingerprint:
     """The preset's C-IGM fingerprint as a peer fingerprint: the cached C-IGM run at the
-    preset's ε, transform and gradient blur, Algorithm 2's filter (:func:`cae.fingerprint.extract`), no
-    calibration (the benchmark scores retention alone)."""
+    preset's ε, transform and gradient blur, Algorithm 2's filter
+    (:func:`cae.fingerprint.extract`), no calibration (the benchmark scores retention
+    alone)."""
     preset = context.preset
-    result = experiments.run_attack(context, "cigm", preset.epsilon, transform=preset.transform, smooth=preset.smooth)
+    result = experiments.run_attack(context, "cigm", preset.epsilon, transform=preset.transform,
+                                    smooth=preset.smooth)
     fp, _ = fingerprint.extract(
         context.models["source"], result["x_adv"], experiments.training_conferrability(result), tau=float(preset.tau),
         success=result["success"], attack="C-IGM", epsilon=float(preset.epsilon),

@@ -591,10 +591,10 @@ def extract(context: Context, eps: float | None = None, tau: float | None = None
             mistakes_stable: Sequence[tuple[str, float]] | None = None,
             smooth: float | None = None) -> fingerprint.Fingerprint:
     """Alg. 2 on the preset's zoo: C-IGM (``transform`` and ``smooth``, its gradient
-    blur: the preset's by default) on
-    the training models' ensemble, keep examples with Confer(training surrogates,
-    training references) >= τ (:func:`cae.fingerprint.extract`), then calibrate
-    verification (:func:`calibration_models`). Returns a calibrated Fingerprint.
+    blur: the preset's by default) on the training models' ensemble, keep examples with
+    Confer(training surrogates, training references) >= τ (:func:`cae.fingerprint.extract`),
+    then calibrate verification (:func:`calibration_models`). Returns a calibrated
+    Fingerprint.
 
     ``mistakes`` (beyond the paper; 0 is the paper's, None the preset's
     ``mistakes``): also key that many natural images the source misclassifies

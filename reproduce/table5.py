@@ -32,9 +32,9 @@ def main(name="table5", default_preset="quick", table="Table V"):
     skipped = [a for a in removal.PAPER_ATTACKS if a not in args.attacks]
     theta = stats["threshold"]
     notes = (f"Fingerprint: {fp.n} {reports.cigm_variant(fp)} examples at ε = {preset.epsilon:g}. "
-             f"Δ accuracy: test accuracy minus the source's. Verified: cae verify's verdict (retention ≥ θ = {theta:.3f} and p-value ≤ "
-             f"{fp.calibration.alpha:g}), calibrated on {stats['calibration']}. AUC against the "
-             f"{stats['negatives']} testing references: retention {stats['auc']:.3f}"
+             f"Δ accuracy: test accuracy minus the source's. Verified: cae verify's verdict (retention ≥ θ = "
+             f"{theta:.3f} and p-value ≤ {fp.calibration.alpha:g}), calibrated on {stats['calibration']}. "
+             f"AUC against the {stats['negatives']} testing references: retention {stats['auc']:.3f}"
              + reports.other_aucs(stats) + ". ")
     if beside is not None:
         beside_stats = reports.verification_stats(context, beside, same_task, context.models["test_references"])
