@@ -184,10 +184,11 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndar
     ``Model.predict`` traces a graph for every model it meets, and the package predicts
     with many models once each (the zoo, wrapped suspects, calibration models), where
     the trace costs more than the prediction (0.1-0.5 s a model here, against no
-    difference in the outputs). Other backends keep ``Model.predict`` (compiled)."""
+    difference in the outputs). Other backends, and objects that only share Keras'
+    ``predict`` signature, keep ``predict``."""
     import keras
 
-    if keras.backend.backend() != "tensorflow" or not len(x):
+    if keras.backend.backend() != "tensorflow" or not isinstance(model, keras.Model) or not len(x):
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     return np.concatenate([keras.ops.convert_to_numpy(model(x[start:start + batch_size], training=False))
                            for start in range(0, len(x), batch_size)])

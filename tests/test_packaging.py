@@ -187,7 +187,7 @@ def test_cae_imports_are_at_the_top_unless_they_start_keras():
 # The only cae modules imported inside functions, by importing module, and why there:
 # each imports Keras, which the importing module must not start when it is imported.
 FUNCTION_LEVEL_IMPORTS = {
-    "cli": ({"attacks", "experiments", "models", "plan", "preprocessing"},
+    "cli": ({"attacks", "ensemble", "experiments", "models", "plan", "preprocessing"},
             "cae --help, cae data and cae verify --url start without Keras and TensorFlow"),
     "fingerprint": ({"models", "preprocessing"},
                     "loading and checking a fingerprint, and cae.removal / cae.cluster, do not start Keras"),
