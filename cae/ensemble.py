@@ -155,6 +155,60 @@ class RandomShiftFlip(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cae")
+class RandomResize(layers.Layer):
+    """Input diversity (Xie et al. 2019): every image rescaled by its own random factor
+    in [1 - pixels/W, 1 + pixels/W] (W its width: zoomed in or out by up to ``pixels``
+    pixels across), moved by up to ``pixels`` pixels each way (continuous, bilinear,
+    reflect fill) and, with ``flip``, mirrored at random; drawn anew at every call
+    whatever ``training`` says. The gradient flows through the bilinear resampling
+    (``keras.ops.image.affine_transform``). Where :class:`RandomShiftFlip` moves pixels
+    whole, this one also varies the scale, so a step's perturbation must work at nearby
+    sizes as well as positions. ``pixels=0`` leaves the images as they are (but the flip).
+    """
+
+    def __init__(self, pixels: int = 2, flip: bool = True, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or not 0 <= pixels <= 8:
+            raise ValueError(f"pixels={pixels!r} is not allowed; expected an int number of pixels in 0..8.")
+        if not isinstance(flip, bool):
+            raise ValueError(f"flip={flip!r} is not allowed; expected True or False.")
+        self.pixels = pixels
+        self.flip = flip
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs: Tensor) -> Tensor:
+        x = inputs
+        n = ops.shape(x)[0]
+        if self.pixels:
+            height, width = int(x.shape[1]), int(x.shape[2])
+            # Output pixel (col, row) reads input ((col - cx) / s + cx + dx, (row - cy) / s + cy + dy):
+            # a zoom by s about the centre, then a move by (dx, dy).
+            s = 1.0 + self.pixels / width * keras.random.uniform((n, 1), -1.0, 1.0, seed=self.seed_generator)
+            dx = self.pixels * keras.random.uniform((n, 1), -1.0, 1.0, seed=self.seed_generator)
+            dy = self.pixels * keras.random.uniform((n, 1), -1.0, 1.0, seed=self.seed_generator)
+            cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+            zero = ops.zeros_like(s)
+            transform = ops.concatenate([1.0 / s, zero, cx - cx / s + dx, zero, 1.0 / s, cy - cy / s + dy,
+                                         zero, zero], axis=1)
+            x = ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="reflect")
+        if self.flip:
+            mirror = keras.random.uniform((n, 1, 1, 1), seed=self.seed_generator) < 0.5
+            x = ops.where(mirror, ops.flip(x, axis=2), x)
+        return x
+
+    def reseed(self, seed: int) -> None:
+        """Restart the draws from ``seed`` (an int)."""
+        _restart(self.seed_generator, seed)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pixels": self.pixels, "flip": self.flip, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="cae")
 class MeanOverDraws(layers.Layer):
     """Averages (draws * n, K) scores of ``draws`` stacked copies of a batch to (n, K)."""
 
@@ -458,12 +512,15 @@ def source_model(ensemble: keras.Model) -> keras.Model:
     return _head(features, logits, 0.0, 0, "source")
 
 
-TRANSFORMS = ("none", "shift+flip", "shift")
+# "shift": whole-pixel translations (RandomShiftFlip); "scale": input diversity, random
+# zoom and sub-pixel translation (RandomResize); "+flip" adds a random mirror.
+TRANSFORMS = ("none", "shift+flip", "shift", "scale+flip", "scale")
 
 
 def parse_transform(transform: str) -> tuple[str, int, int]:
-    """``"none"``, ``"shift"`` or ``"shift+flip"``, optionally with ``:PIXELS`` (default
-    2) and ``xDRAWS`` (default 1): e.g. ``"shift+flip:2x1"``. Returns (kind, shift, draws)."""
+    """``"none"``, ``"shift"``, ``"shift+flip"``, ``"scale"`` or ``"scale+flip"``,
+    optionally with ``:PIXELS`` (default 2) and ``xDRAWS`` (default 1): e.g.
+    ``"shift+flip:2x1"``. Returns (kind, pixels, draws)."""
     text = str(transform)
     kind, _, rest = text.partition(":")
     shift, draws = 2, 1
@@ -482,15 +539,17 @@ def parse_transform(transform: str) -> tuple[str, int, int]:
 
 
 def with_transform(ensemble: keras.Model, transform: str, seed: int = 0) -> keras.Model:
-    """``ensemble`` (shared weights) behind :class:`RandomShiftFlip`: every call sees each
-    image randomly moved (and mirrored), averaged over ``draws`` copies. ``"none"``
+    """``ensemble`` (shared weights) behind :class:`RandomShiftFlip` (``"shift"``) or
+    :class:`RandomResize` (``"scale"``): every call sees each image randomly moved (and
+    rescaled, mirrored), averaged over ``draws`` copies. ``"none"``
     returns ``ensemble`` itself."""
     kind, shift, draws = parse_transform(transform)
     if kind == "none":
         return ensemble
     inputs = keras.Input(tuple(ensemble.input_shape[1:]), name="image")
     x = Tile(draws, name="tile")(inputs) if draws > 1 else inputs
-    x = RandomShiftFlip(shift, flip=kind == "shift+flip", seed=seed, name="transform")(x)
+    layer = RandomResize if kind.startswith("scale") else RandomShiftFlip
+    x = layer(shift, flip=kind.endswith("+flip"), seed=seed, name="transform")(x)
     scores = ensemble(x)
     if draws > 1:
         scores = MeanOverDraws(draws, name="mean_over_draws")(scores)

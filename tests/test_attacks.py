@@ -334,7 +334,29 @@ def test_random_shift_flip_moves_each_image_by_its_own_offset(x):
     assert np.allclose(np.asarray(layer(x)), first)
 
 
-@pytest.mark.parametrize("transform", ["shift+flip", "shift:1", "shift+flip:2x2"])
+def test_random_resize_zooms_and_moves_each_image_by_its_own_draw():
+    # A horizontal ramp (value = column) shows each image's mapping: after a zoom by s and
+    # a move by dx the ramp stays linear with slope 1/s in [1/(1+2/32), 1/(1-2/32)].
+    ramp = np.tile(np.arange(32, dtype="float32")[None, None, :, None], (6, 32, 1, 3)) / 31.0
+    layer = E.RandomResize(2, flip=False, seed=3)
+    first = np.asarray(layer(ramp)) * 31.0
+    centre = first[:, 16, 8:24, 0]  # away from the reflected border
+    slopes = np.diff(centre, axis=1).mean(axis=1)
+    assert np.allclose(np.diff(centre, axis=1), slopes[:, None], atol=1e-3)
+    assert np.all((slopes >= 1 / (1 + 2 / 32) - 1e-4) & (slopes <= 1 / (1 - 2 / 32) + 1e-4))
+    assert np.ptp(slopes) > 1e-3 and np.ptp(centre[:, 0]) > 0.1  # each image its own zoom and move
+    assert np.allclose(first[:, :, :, 0], first[:, :, :, 1])  # channels resampled alike
+    assert not np.allclose(np.asarray(layer(ramp)) * 31.0, first)  # fresh draws at every call
+    layer.reseed(3)
+    assert np.allclose(np.asarray(layer(ramp)) * 31.0, first)
+    assert np.allclose(np.asarray(E.RandomResize(0, flip=False)(ramp)), ramp)  # the identity
+    mirrored = np.asarray(E.RandomResize(0, flip=True, seed=1)(ramp))
+    assert all(np.allclose(m, r) or np.allclose(m, r[:, ::-1]) for m, r in zip(mirrored, ramp))
+    with pytest.raises(ValueError, match="pixels="):
+        E.RandomResize(9)
+
+
+@pytest.mark.parametrize("transform", ["shift+flip", "shift:1", "shift+flip:2x2", "scale+flip", "scale:3"])
 def test_cigm_with_a_transform_stays_in_budget_is_seeded_and_differs(ensemble_on, x, transform):
     plain = A.CIGM(ensemble_on, 0.05, max_iter=5, seed=1).generate(x)
     attack = A.CIGM(ensemble_on, 0.05, max_iter=5, seed=1, transform=transform)
@@ -381,7 +403,7 @@ def test_cigm_with_a_gradient_blur_makes_smoother_perturbations_in_budget(ensemb
     assert np.abs(both - x).max() <= 0.05 + 1e-6 and not np.array_equal(both, blurred)
 
 
-@pytest.mark.parametrize("transform", ["blur", "shift:9", "shift+flip:2x0", "none:2", "shift:x"])
+@pytest.mark.parametrize("transform", ["blur", "shift:9", "shift+flip:2x0", "none:2", "shift:x", "scale:9", "zoom"])
 def test_cigm_refuses_unknown_transforms(ensemble_off, transform):
     with pytest.raises(ValueError, match="transform="):
         A.CIGM(ensemble_off, 0.05, transform=transform)
