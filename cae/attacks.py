@@ -455,6 +455,9 @@ class CIGM(Attack):
     ``"shift+flip:4x2"``: 4 pixels, the mean over 2 draws per step). The examples then
     fit the ensemble at every nearby position rather than at one, which is what models
     trained with the same augmentation, but never seen by the attack, have in common.
+    ``"scale+flip"`` (and ``"scale"``, without the mirror) is input diversity (Xie et al.
+    2019): each image is also zoomed in or out by up to 2 pixels across and moved by a
+    continuous offset (:class:`cae.ensemble.RandomResize`; ``"scale+flip:4"``: 4 pixels).
 
     ``smooth`` (beyond the paper; 0, the default, is the paper's): the translation-invariant
     attack of Dong et al. (2019). Every step's gradient is blurred by a Gaussian of

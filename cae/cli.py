@@ -116,7 +116,7 @@ def _add_extract(subparsers):
     parser.add_argument("--target", default="most_conferrable", help="C-IGM target-class rule")
     parser.add_argument("--transform", default=None,
                         help="C-IGM's random input transformation at each step, e.g. none (the paper's) or "
-                             "shift+flip (default: the preset's)")
+                             "shift+flip or scale+flip (default: the preset's)")
     parser.add_argument("--smooth", type=float, default=None, metavar="PIXELS",
                         help="C-IGM's translation-invariant gradient blur, 0 (the paper's) to "
                              "4 pixels (default: the preset's)")
