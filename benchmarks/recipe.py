@@ -41,12 +41,14 @@ def recipe_changes(name, epochs):
 
 
 def _parse(argv=None):
-    from cae import presets
+    from cae import presets, scripts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu", choices=sorted(presets.PRESETS))
     parser.add_argument("--recipes", default="default,onecycle+ema")
     parser.add_argument("--architectures", default="cnn", help="comma-separated testing-model architectures")
+    parser.add_argument("--images", type=scripts.count, default=0, metavar="N",
+                        help="compare on the first N of those test images (default 0: all of them)")
     return parser.parse_args(argv)
 
 
@@ -61,6 +63,8 @@ def main(argv=None):
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
     x, y = benchmark.natural_pool(context)
+    if args.images:
+        x, y = x[: args.images], y[: args.images]
     flipped = x[:, :, ::-1]
 
     def labels(model, tta):

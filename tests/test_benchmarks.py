@@ -217,7 +217,8 @@ def test_recipe_names_become_zoo_options():
 @pytest.mark.realdata
 def test_recipe_on_smoke(capsys):
     _needs_real_data()
-    rows = _load("recipe").main(["--preset", "smoke", "--recipes", "default,onecycle", "--architectures", "cnn"])
+    rows = _load("recipe").main(["--preset", "smoke", "--recipes", "default,onecycle", "--architectures", "cnn",
+                                  "--images", "1000"])
     assert [(r["recipe"], r["test-time flips"]) for r in rows] == [("default", "no"), ("default", "yes"),
                                                                   ("onecycle", "no"), ("onecycle", "yes")]
     for row in rows:
@@ -225,6 +226,7 @@ def test_recipe_on_smoke(capsys):
             assert 0.0 <= row[f"{what} agreement"] <= 1.0 and 0.0 <= row[f"{what} on mistakes"] <= 1.0
         assert row["gap"] == pytest.approx(row["surrogate agreement"] - row["reference agreement"])
     assert rows[0]["source accuracy"] != rows[2]["source accuracy"]  # another recipe trains another source
+    assert "# 1000 test images;" in capsys.readouterr().out
 
 
 def test_mistakes_count_is_the_fewest_within_one_standard_error_of_the_best_validation_gap():

@@ -9,6 +9,7 @@ whose Ray run was killed mid-training is completed by a rerun from its checkpoin
 import dataclasses
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -77,14 +78,20 @@ def _script(tmp_path, name, template, root):
 
 
 @pytest.fixture(scope="module")
-def serial_hashes(tmp_path_factory):
-    """Weight hashes of every test model trained serially in a fresh process, one thread."""
+def serial_zoo(tmp_path_factory):
+    """Every test model trained serially in a fresh process, one thread: the zoo's folder
+    and the models' weight hashes."""
     tmp_path = tmp_path_factory.mktemp("serial")
     script = _script(tmp_path, "serial", _SERIAL, tmp_path / "zoo")
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "CAE_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return tmp_path / "zoo", json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def serial_hashes(serial_zoo):
+    return serial_zoo[1]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +101,13 @@ def local_ray():
     import ray
 
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_zoo(tmp_path_factory, local_ray):
+    """The toy zoo trained on the local Ray, one CPU a model: its store and the results."""
+    store = zoo.Zoo(tmp_path_factory.mktemp("ray") / "zoo", datasets=DATASETS)
+    return store, cluster.train(tiny_zoo(), store=store, cpus_per_task=1, verbose=False)
 
 
 def _session_members(session):
@@ -201,12 +215,11 @@ def test_a_killed_ray_run_is_completed_by_a_rerun(tmp_path, serial_hashes, reque
 
 
 @needs_ray
-def test_ray_trains_the_serial_zoo_in_parallel_parents_first(tmp_path, local_ray, serial_hashes):
+def test_ray_trains_the_serial_zoo_in_parallel_parents_first(local_ray, ray_zoo, serial_hashes):
     assert local_ray.startswith("127.0.0.1:"), local_ray  # loopback only
 
     specs = tiny_zoo()
-    store = zoo.Zoo(tmp_path / "zoo", datasets=DATASETS)
-    results = cluster.train(specs, store=store, cpus_per_task=1, verbose=False)
+    store, results = ray_zoo
     by_key = {r["key"]: r for r in results}
     assert [r["key"] for r in results] == [s.key for s in cluster.ordered(specs)]
     for spec in specs:
@@ -236,7 +249,7 @@ def test_cae_ray_sends_the_reproduce_scripts_zoo_to_ray(tmp_path, local_ray, mon
 
     preset = dataclasses.replace(presets.get("smoke"), name="toy", dataset="synthetic", defender_size=128,
                                  adversary_size=128, source_epochs=1, surrogate_epochs=1, reference_epochs=1,
-                                 batch_size=32, evaluate_on=64)
+                                 batch_size=32, evaluate_on=64, test_surrogates=(), test_references=())
     store = zoo.Zoo(tmp_path, datasets=DATASETS)
     monkeypatch.setenv(cluster.ENVIRONMENT_VARIABLE, "local")
 
@@ -246,6 +259,7 @@ def test_cae_ray_sends_the_reproduce_scripts_zoo_to_ray(tmp_path, local_ray, mon
     monkeypatch.setattr(zoo.Zoo, "train", refuse)
     trained, specs, _ = experiments.train_zoo(preset, store=store, verbose=False)
     assert len(trained["train_surrogates"]) == 1 and all(store.complete(s) for s in experiments.all_specs(specs))
+    assert len(list(experiments.all_specs(specs))) == 3  # the source, a training surrogate and a training reference
 
 
 @needs_ray
@@ -258,17 +272,25 @@ def test_a_failed_model_fails_its_children_and_the_call(tmp_path, local_ray):
 
 
 @needs_ray
-def test_benchmark_compares_two_zoos(tmp_path, local_ray):
+def test_benchmark_compares_two_zoos(tmp_path, ray_zoo, serial_zoo):
+    """benchmarks/cluster.py's check: the Ray zoo's weights equal the serial zoo's, model by
+    model, and a model retrained otherwise is named as differing."""
     import importlib.util
+    import shutil
 
     path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "cluster.py")
     spec = importlib.util.spec_from_file_location("benchmark_cluster", path)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    source = tiny_spec(epochs=1, seed=11)
-    for name in ("a", "b"):
-        cluster.train([source], store=zoo.Zoo(tmp_path / name, datasets=DATASETS), verbose=False)
-    assert benchmark.compare([source], tmp_path / "a", tmp_path / "b") == {"models": 1, "equal": 1, "differ": []}
+    specs = tiny_zoo()
+    store, serial_root = ray_zoo[0], serial_zoo[0]
+    assert benchmark.compare(specs, store.root, serial_root) == {"models": 5, "equal": 5, "differ": []}
+    # One model of a copy of the serial zoo replaced by another seed's weights: compare names it.
+    other = tmp_path / "other"
+    shutil.copytree(serial_root, other)
+    source, reference = specs[1], specs[4]
+    shutil.copy(pathlib.Path(serial_root) / reference.key / "model.keras", other / source.key / "model.keras")
+    assert benchmark.compare(specs, store.root, other) == {"models": 5, "equal": 4, "differ": [source.key]}
 
 
 # --------------------------------------------------------------------------- plan

@@ -211,6 +211,28 @@ def test_extract_calibrates_on_the_validation_models_when_the_preset_has_them(co
     assert experiments.calibration_models(context)[2].endswith("scores on them are in-sample)")
 
 
+def test_affordable_transformations_are_measured_once_per_source_and_weights(context, monkeypatch):
+    """extract's calibration and the benchmarks each ask for the affordable
+    transformations: the second ask of the same source is answered without predicting;
+    other weights in the same model object are measured again."""
+    import keras
+
+    source = keras.models.clone_model(context.models["source"])
+    source.set_weights(context.models["source"].get_weights())
+    own = dataclasses.replace(context, models={**context.models, "source": source})
+    first = experiments.affordable_transformations(own)
+    assert first and all(kind in experiments.preprocessing.SWEEPS for kind, _ in first)
+    calls = []
+    predict = zoo.predict
+    monkeypatch.setattr(zoo, "predict", lambda *a, **k: calls.append(1) or predict(*a, **k))
+    assert experiments.affordable_transformations(own) == first and not calls
+    assert experiments.affordable_transformations(own, max_drop=0.2) and calls  # another setting: measured
+    calls.clear()
+    source.set_weights([w * 0 for w in source.get_weights()])  # a constant model: other weights
+    experiments.affordable_transformations(own)
+    assert calls
+
+
 def test_table2_reads_the_attack_registry_and_leaves_missing_paper_numbers_blank(context, monkeypatch):
     """An attack the paper did not run gets its Table II row, named from the registry,
     with blank paper cells (not a KeyError)."""
