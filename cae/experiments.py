@@ -22,6 +22,7 @@ import numpy as np
 
 from cae import (attacks, checks, cluster, data, ensemble, fingerprint, paths, preprocessing, presets, removal,
                  scores, stats, zoo)
+from cae import models as cae_models  # "models" is a local name throughout this module
 
 if TYPE_CHECKING:
     import keras
@@ -675,8 +676,6 @@ def affordable_transformations(context: Context, max_drop: float = MAX_ACCURACY_
     could put in front of a stolen model for free. Verification is calibrated on the
     references behind each of them, so that none of them turns an independent model
     into an accused one."""
-    from cae import models as cae_models  # "models" is a local name throughout this module
-
     pick = zoo.test_subset(context.dataset, context.preset.evaluate_on or None)
     source = context.models["source"]
     # The same source model (and weights), images and sweep give the same answer: measured
