@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import pathlib
-import zipfile
 import weakref
+import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -682,10 +682,7 @@ def affordable_transformations(context: Context, max_drop: float = MAX_ACCURACY_
     # once a process (extract's calibration and the benchmarks each ask for it).
     memo = (cae_models.weights_sha256(source), context.dataset.name, hashlib.sha256(np.asarray(pick)).hexdigest(),
             float(max_drop), repr(preprocessing.SWEEPS))
-    try:
-        known = _AFFORDABLE.setdefault(source, {})
-    except TypeError:  # an object a weak reference cannot hold: measured each time
-        known = {}
+    known = _AFFORDABLE.setdefault(source, {})
     if memo in known:
         return list(known[memo])
     x, y = data.to_float(context.dataset.x_test[pick]), context.dataset.y_test[pick]
