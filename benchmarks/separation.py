@@ -60,6 +60,9 @@ def _parse(argv=None):
     parser.add_argument("--training-models", type=scripts.count, default=None, metavar="N",
                         help="N training surrogates and N training references (the ensemble's), the preset's "
                              "architectures in turn (default: the preset's)")
+    parser.add_argument("--validation-models", type=scripts.count, default=None, metavar="N",
+                        help="the first N of the preset's validation surrogates and of its validation references "
+                             "(default: all; 0: none, which leaves the validation columns and the verdicts out)")
     parser.add_argument("--training-epochs", type=scripts.count, default=None, metavar="E",
                         help="epochs of the training models only (default: the preset's)")
     parser.add_argument("--iterations", default=None,
@@ -132,6 +135,9 @@ def main(argv=None):
                                      train_references=cycle("train_references"))
     if args.training_epochs:
         preset = dataclasses.replace(preset, training_epochs=args.training_epochs)
+    if args.validation_models is not None:  # a prefix: the same models as the preset's first N
+        preset = dataclasses.replace(preset, valid_surrogates=preset.valid_surrogates[:args.validation_models],
+                                     valid_references=preset.valid_references[:args.validation_models])
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
     # A model of another label set has no keys to compare.

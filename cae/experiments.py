@@ -75,7 +75,8 @@ def model_specs(preset: presets.Preset, source: zoo.TrainSpec | None = None) -> 
     for group, (split, labels, role, epochs, seed0, size) in layout.items():
         specs[group] = [
             source.replace(
-                architecture=arch, data=split, labels=labels, role=role, epochs=epochs, seed=seed0 + i,
+                architecture=arch, data=split, labels=labels, role=role, epochs=preset.epochs_for(arch, epochs),
+                seed=seed0 + i,
                 parent=source.key if labels == "distill" or arch == zoo.CLONE else "", subset=size,
                 # Each training model learns from its own random sample of D1, so that
                 # together they cover it (when the preset trains them on subsets).
@@ -175,7 +176,7 @@ def robust_member_specs(preset: presets.Preset, source: zoo.TrainSpec | None = N
         specs[group] = [
             source.replace(
                 architecture=architectures[i % len(architectures)], data="D1", labels=labels, role=role,
-                epochs=epochs, seed=seed0 + i, parent=source.key, init="scratch", subset=subset, temperature=1.0,
+                epochs=preset.epochs_for(architectures[i % len(architectures)], epochs), seed=seed0 + i, parent=source.key, init="scratch", subset=subset, temperature=1.0,
                 options=tuple(sorted({**adversarial, **({"subset_seed": seed0 + i} if subset else {})}.items())),
             )
             for i in range(count)

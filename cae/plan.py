@@ -115,7 +115,8 @@ def measure(architecture: str, batch_size: int, *, num_classes: int = 10, second
 
     started = time.perf_counter()
     model = models.build(architecture, num_classes, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy(),
+                  jit_compile=models.jit_compile(architecture))  # as the zoo compiles it
     rng = np.random.default_rng(0)
     x = rng.random((8 * batch_size, 32, 32, 3), dtype=np.float32)
     y = data.onehot(rng.integers(0, num_classes, len(x)), num_classes)
@@ -173,7 +174,8 @@ def throughput(architectures: Iterable[str], batch_size: int, augment: str = "no
     cache = json.loads(path.read_text()) if path.exists() else {}
     out = {}
     for architecture in architectures:
-        key = _machine_key(batch_size, architecture)
+        # XLA or not is part of the key: a rate measured without it is not the zoo's.
+        key = _machine_key(batch_size, architecture) + (" xla" if models.jit_compile(architecture) is True else "")
         if remeasure or set(MEASURES) - set(cache.get(key, {})):
             cache[key] = measure(architecture, batch_size, seconds=seconds)
             paths.atomic_write_json(path, cache)

@@ -86,6 +86,10 @@ class Preset:
     # Epochs of the training models (the ensemble's) when not those of the other groups
     # (0 = surrogate_epochs / reference_epochs): more, cheaper members at equal CPU time.
     training_epochs: int = 0
+    # Epochs of every model of these architectures, whatever its group, suspects and removal
+    # attacks' extractions included: ((architecture, epochs), ...). An architecture that trains
+    # faster per epoch (cae.models.XLA_ON_CPU) can train longer at the same CPU time.
+    architecture_epochs: tuple[tuple[str, int], ...] = ()
     batch_size: int = 128
     learning_rate: float = 2e-3
     optimizer: str = "adam"
@@ -136,8 +140,22 @@ class Preset:
     # queries washes them out.
     mistakes_stable: tuple[tuple[str, float], ...] = ()
 
+    def __post_init__(self):
+        for item in self.architecture_epochs:
+            ok = (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                  and isinstance(item[1], int) and not isinstance(item[1], bool) and item[1] >= 1)
+            if not ok:
+                raise ValueError(f"preset {self.name!r}: architecture_epochs holds {item!r}; give pairs "
+                                 "(architecture, epochs) with epochs a whole number, 1 or more, e.g. "
+                                 "(('allconv', 20),).")
+
     def summary(self) -> dict:
         return dataclasses.asdict(self)
+
+    def epochs_for(self, architecture: str, epochs: int) -> int:
+        """The epochs of a model of ``architecture`` that its group would train ``epochs``
+        (``architecture_epochs`` overrides the group's)."""
+        return int(dict(self.architecture_epochs).get(architecture, epochs))
 
 
 PRESETS = {

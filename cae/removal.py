@@ -15,8 +15,9 @@ available to the adversary." Here these sizes are the preset's ``finetune_exampl
 derive has the source's architecture (the paper attacks a ResNet20 source with ResNet20
 targets).
 
-Model extraction (trained from scratch on D2, ``preset.surrogate_epochs``, the
-source's optimiser and learning rate):
+Model extraction (trained from scratch on D2, ``preset.surrogate_epochs`` or the
+preset's ``architecture_epochs`` for the copy's architecture, the source's optimiser and
+learning rate):
 
 ``retraining``
     Distillation at T = 1 on the source's softmax (``labels="distill"``).
@@ -193,7 +194,8 @@ class RemovalAttack:
     ``labels`` names the training set (:data:`cae.zoo.TRAINING_SETS`). ``fine_tune``
     attacks start from the source's weights and use ``preset.finetune_examples`` D2
     images for ``preset.finetune_epochs`` epochs; the others train from scratch on all
-    of D2 for ``preset.surrogate_epochs`` epochs. ``learning_rate`` None keeps the
+    of D2 for ``preset.surrogate_epochs`` epochs (``preset.architecture_epochs`` of the
+    copy's architecture where it lists one). ``learning_rate`` None keeps the
     source's. ``options`` are the attack's settings, as TrainSpec options (any of them
     can be changed through :func:`removal_spec`'s keyword arguments).
     """
@@ -368,7 +370,7 @@ def removal_spec(name: str, source_spec: zoo.TrainSpec, preset: presets.Preset,
         epochs = epochs or preset.finetune_epochs
     else:
         learning_rate = learning_rate if learning_rate is not None else source_spec.learning_rate
-        epochs = epochs or preset.surrogate_epochs
+        epochs = epochs or preset.epochs_for(architecture, preset.surrogate_epochs)
     base = source_spec.replace(
         architecture=architecture,
         data="D2", labels=attack.labels, parent=source_spec.key, role=name, seed=REMOVAL_SEED + attack.seed_offset,

@@ -548,7 +548,8 @@ class Zoo:
                 layer.trainable = layer is models.last_layer(model)
         model.compile(optimizer=_optimizer(spec, int(np.ceil(len(x) / spec.batch_size)), keras),
                       loss=keras.losses.CategoricalCrossentropy(
-                          label_smoothing=float(spec.option("label_smoothing", 0.0))))
+                          label_smoothing=float(spec.option("label_smoothing", 0.0))),
+                      jit_compile=models.jit_compile(spec.architecture))
         return model
     def _evaluate(self, spec, model, dataset, parent):
         import keras

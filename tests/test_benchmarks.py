@@ -54,6 +54,18 @@ def test_cigm_speed_paths_agree_without_dropout(capsys):
     assert float(line.rsplit("=", 1)[1]) < 1e-4, line
 
 
+def test_xla_benchmark_times_both_settings(capsys):
+    rows = _load("xla").main(["--architectures", "allconv", "--images", "256"])
+    assert [r["architecture"] for r in rows] == ["allconv"]
+    assert rows[0]["off"] > 0 and rows[0]["on"] > 0
+    assert "| allconv |" in capsys.readouterr().out
+
+
+def test_xla_benchmark_refuses_an_unknown_architecture():
+    with pytest.raises(SystemExit, match="unknown"):
+        _load("xla").main(["--architectures", "allconv,lenet"])
+
+
 def test_cigm_speed_refuses_a_one_model_ensemble():
     with pytest.raises(SystemExit, match="at least 2"):
         _load("cigm_speed").main(["--members", "1"])

@@ -61,6 +61,37 @@ def test_the_cpu_preset_keeps_validation_models_out_of_the_ensemble():
     assert len(set(keys)) == len(keys)
 
 
+def test_architecture_epochs_reach_every_model_of_that_architecture():
+    from cae import removal
+
+    preset = dataclasses.replace(presets.get("cpu"), architecture_epochs=(("allconv", 7),))
+    specs = experiments.model_specs(preset)
+    models_ = list(experiments.all_specs(specs)) + experiments.extra_reference_specs(specs, 6)
+    models_ += [s for group in experiments.robust_member_specs(dataclasses.replace(preset, robust_members=3)).values()
+                for s in group]
+    assert {s.epochs for s in models_ if s.architecture == "allconv"} == {7}
+    assert {s.epochs for s in models_ if s.architecture == "rescnn"} == {preset.surrogate_epochs}
+    assert specs["source"].epochs == preset.source_epochs
+    into = removal.removal_spec("extract_label", specs["source"], preset, architecture="allconv")
+    assert into.epochs == 7 and into.architecture == "allconv"
+    assert removal.removal_spec("retraining", specs["source"], preset).epochs == preset.surrogate_epochs
+    assert removal.removal_spec("extract_label", specs["source"], preset, architecture="allconv", epochs=3).epochs == 3
+
+
+@pytest.mark.parametrize("bad", [("allconv", 0), ("allconv", 2.5), ("allconv", True), "allconv", ("allconv",)])
+def test_a_preset_refuses_bad_architecture_epochs(bad):
+    with pytest.raises(ValueError, match=r"architecture_epochs holds .*\(architecture, epochs\)"):
+        dataclasses.replace(presets.get("cpu"), architecture_epochs=(bad,))
+
+
+def test_xla_only_for_the_architectures_it_speeds_up():
+    import keras
+
+    expected = True if keras.backend.backend() == "tensorflow" else "auto"
+    assert models.jit_compile("allconv") == expected
+    assert models.jit_compile("cnn") == models.jit_compile("rescnn") == "auto"
+
+
 def test_attack_inputs_are_correct_d1_examples(context):
     source = context.models["source"]
     pred = source.predict(context.x, verbose=0).argmax(axis=1)
@@ -299,7 +330,10 @@ def test_training_epochs_change_only_the_ensembles_models():
     before = experiments.model_specs(preset)
     after = experiments.model_specs(dataclasses.replace(preset, training_epochs=5))
     for group in experiments.GROUPS:
-        changed = group.startswith("train_")
-        assert all((s.epochs == 5) == changed for s in after[group])
-        assert all((a.key != b.key) == changed for a, b in zip(before[group], after[group]))
+        for a, b in zip(before[group], after[group]):
+            # The preset's architecture_epochs (allconv: 20) overrides every group's epochs.
+            changed = group.startswith("train_") and b.architecture not in dict(preset.architecture_epochs)
+            assert (b.epochs == 5) == changed and (a.key != b.key) == changed
+            assert b.epochs == preset.epochs_for(b.architecture, b.epochs)
+    assert any(s.architecture == "allconv" for s in after["train_surrogates"])
     assert after["source"] == before["source"]
