@@ -117,13 +117,10 @@ def _schedules(iterations, steps):
     return list(zip(counts, sizes))
 
 
-def main(argv=None):
-    args = _parse(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import numpy as np
-
-    from cae import (attacks, benchmark, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats,
-                     tables, zoo)
+def preset_of(args):
+    """The preset with the command line's overrides (--robust-members, --training-models,
+    --training-epochs, --validation-models)."""
+    from cae import presets
 
     preset = presets.get(args.preset)
     if args.robust_members is not None:
@@ -138,6 +135,18 @@ def main(argv=None):
     if args.validation_models is not None:  # a prefix: the same models as the preset's first N
         preset = dataclasses.replace(preset, valid_surrogates=preset.valid_surrogates[:args.validation_models],
                                      valid_references=preset.valid_references[:args.validation_models])
+    return preset
+
+
+def main(argv=None):
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import numpy as np
+
+    from cae import (attacks, benchmark, evaluation, experiments, fingerprint, paths, presets, removal, scores, stats,
+                     tables, zoo)
+
+    preset = preset_of(args)
     started = time.time()
     context = experiments.prepare(preset, verbose=False)
     # A model of another label set has no keys to compare.

@@ -164,6 +164,22 @@ def test_separation_on_smoke(capsys):
         _load("separation").main(["--preset", "smoke", "--select", "valid"])
 
 
+def test_separation_takes_a_prefix_of_the_validation_models():
+    from cae import experiments, presets
+
+    script = _load("separation")
+    cpu = experiments.model_specs(presets.get("cpu"))
+    for n in (0, 2, 6):
+        fewer = experiments.model_specs(script.preset_of(script._parse(["--preset", "cpu", "--validation-models",
+                                                                        str(n)])))
+        for group in ("valid_surrogates", "valid_references"):
+            assert [s.key for s in fewer[group]] == [s.key for s in cpu[group][:n]]
+        assert [s.key for s in fewer["test_surrogates"]] == [s.key for s in cpu["test_surrogates"]]
+    assert script.preset_of(script._parse(["--preset", "cpu"])) == presets.get("cpu")
+    with pytest.raises(SystemExit):
+        script._parse(["--validation-models", "-1"])
+
+
 @pytest.mark.realdata
 def test_separation_compares_step_schedules_under_its_own_name(tmp_path, monkeypatch):
     _needs_real_data()
