@@ -60,6 +60,9 @@ def _parse(argv=None):
     parser.add_argument("--training-models", type=scripts.count, default=None, metavar="N",
                         help="N training surrogates and N training references (the ensemble's), the preset's "
                              "architectures in turn (default: the preset's)")
+    parser.add_argument("--architecture-epochs", default=None, metavar="ARCH:E,...",
+                        help="epochs of every model of these architectures, suspects included "
+                             "(Preset.architecture_epochs; e.g. allconv:20)")
     parser.add_argument("--validation-models", type=scripts.count, default=None, metavar="N",
                         help="the first N of the preset's validation surrogates and of its validation references "
                              "(default: all; 0: none, which leaves the validation columns and the verdicts out)")
@@ -89,6 +92,7 @@ def _parse(argv=None):
                         help="report name: results/<preset>/NAME.{md,csv} (and NAME_models.* with --per-model)")
     args = parser.parse_args(argv)
     args.schedules = _schedules(args.iterations, args.steps)
+    args.architecture_epochs = _architecture_epochs(args.architecture_epochs)
     try:
         args.smooths = [float(w) for w in args.smooth.split(",")]
     except ValueError:
@@ -99,6 +103,22 @@ def _parse(argv=None):
     if not args.name.isidentifier():
         parser.error(f"--name {args.name!r} is not allowed; use letters, digits and underscores (a file name).")
     return args
+
+
+def _architecture_epochs(text):
+    """``"allconv:20,rescnn:15"`` -> (("allconv", 20), ("rescnn", 15)); None stays None."""
+    from cae import models
+
+    if text is None:
+        return None
+    pairs = []
+    for item in text.split(","):
+        name, _, epochs = item.partition(":")
+        if name not in models.ARCHITECTURES or not epochs.isdigit() or int(epochs) < 1:
+            raise SystemExit(f"--architecture-epochs {text!r}: give ARCHITECTURE:EPOCHS pairs, e.g. allconv:20 "
+                             f"(architectures: {', '.join(models.ARCHITECTURES)}; epochs 1 or more).")
+        pairs.append((name, int(epochs)))
+    return tuple(pairs)
 
 
 def _schedules(iterations, steps):
@@ -119,7 +139,7 @@ def _schedules(iterations, steps):
 
 def preset_of(args):
     """The preset with the command line's overrides (--robust-members, --training-models,
-    --training-epochs, --validation-models)."""
+    --training-epochs, --architecture-epochs, --validation-models)."""
     from cae import presets
 
     preset = presets.get(args.preset)
@@ -132,6 +152,8 @@ def preset_of(args):
                                      train_references=cycle("train_references"))
     if args.training_epochs:
         preset = dataclasses.replace(preset, training_epochs=args.training_epochs)
+    if args.architecture_epochs is not None:
+        preset = dataclasses.replace(preset, architecture_epochs=args.architecture_epochs)
     if args.validation_models is not None:  # a prefix: the same models as the preset's first N
         preset = dataclasses.replace(preset, valid_surrogates=preset.valid_surrogates[:args.validation_models],
                                      valid_references=preset.valid_references[:args.validation_models])

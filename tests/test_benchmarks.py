@@ -178,6 +178,11 @@ def test_separation_takes_a_prefix_of_the_validation_models():
     assert script.preset_of(script._parse(["--preset", "cpu"])) == presets.get("cpu")
     with pytest.raises(SystemExit):
         script._parse(["--validation-models", "-1"])
+    longer = script.preset_of(script._parse(["--preset", "cpu", "--architecture-epochs", "allconv:20,rescnn:12"]))
+    assert longer.architecture_epochs == (("allconv", 20), ("rescnn", 12))
+    for bad in ("allconv", "allconv:0", "lenet:20", "allconv:x"):
+        with pytest.raises(SystemExit, match="ARCHITECTURE:EPOCHS"):
+            script._parse(["--architecture-epochs", bad])
 
 
 @pytest.mark.realdata
