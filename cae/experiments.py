@@ -175,11 +175,11 @@ def robust_member_specs(preset: presets.Preset, source: zoo.TrainSpec | None = N
         seed0 = ROBUST_SEEDS[group]
         specs[group] = [
             source.replace(
-                architecture=architectures[i % len(architectures)], data="D1", labels=labels, role=role,
-                epochs=preset.epochs_for(architectures[i % len(architectures)], epochs), seed=seed0 + i, parent=source.key, init="scratch", subset=subset, temperature=1.0,
+                architecture=arch, data="D1", labels=labels, role=role, epochs=preset.epochs_for(arch, epochs),
+                seed=seed0 + i, parent=source.key, init="scratch", subset=subset, temperature=1.0,
                 options=tuple(sorted({**adversarial, **({"subset_seed": seed0 + i} if subset else {})}.items())),
             )
-            for i in range(count)
+            for i, arch in ((i, architectures[i % len(architectures)]) for i in range(count))
         ]
     return specs
 

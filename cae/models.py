@@ -191,7 +191,7 @@ ARCHITECTURES = {
 
 # Architectures that TensorFlow trains faster under XLA on a CPU than without it; Keras's
 # jit_compile="auto" leaves XLA off on every CPU-only machine. Measured on this project's
-# 2-core CPU (TF 2.21, Keras 3.15, batch 128, random images; `benchmarks/xla.py`):
+# 2-core CPU (TF 2.21, Keras 3.15, batch 128, random images; benchmarks/xla.py measures it again):
 # allconv 1,171 -> 2,291 images/s; cnn 1,165 -> 804 and rescnn 853 -> 591 (slower, not listed).
 XLA_ON_CPU = frozenset({"allconv"})
 
