@@ -496,6 +496,9 @@ def _add_zoo(subparsers):
                        help="also train removal attacks' models, after the source: alone, the paper's (Tables V "
                             "and VI); or 'all' (with pruning, transfer learning, extraction into other "
                             "architectures, adversarial extraction) or a comma-separated list")
+    train.add_argument("--extra-references", nargs="?", type=int, const=-1, default=0, metavar="N",
+                       help="also train N more independent references (other training recipes; the verification "
+                            "report's negatives); alone, the preset's extra_references")
     train.set_defaults(handler=_zoo_train)
     plan = commands.add_parser(
         "plan", help="models, parameters, FLOPs and projected wall time of a preset's zoo (trains nothing)",
@@ -523,8 +526,12 @@ def _add_zoo(subparsers):
 def _zoo_train(args):
     from cae import experiments
 
-    experiments.train_preset(presets.get(args.preset), address=args.ray, removal=args.removal,
-                                 cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, verbose=True)
+    preset = presets.get(args.preset)
+    if args.extra_references < -1:
+        raise SystemExit(f"--extra-references {args.extra_references}: give a number of models, 0 or more.")
+    extra = preset.extra_references if args.extra_references == -1 else args.extra_references
+    experiments.train_preset(preset, address=args.ray, removal=args.removal, extra_references=extra,
+                             cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, verbose=True)
     return _zoo_list(argparse.Namespace(preset=args.preset, json=False))
 
 

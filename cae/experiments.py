@@ -260,20 +260,24 @@ def removal_specs(preset: presets.Preset, source: zoo.TrainSpec | None = None,
 
 
 def preset_specs(preset: presets.Preset, removal: bool | str | Iterable[str] | None = False,
-                 source: zoo.TrainSpec | None = None) -> list[zoo.TrainSpec]:
-    """Every model of the preset's zoo (:func:`model_specs`), then the models of the
-    removal attacks ``removal`` names (:func:`removal_attacks`); parents before children."""
-    specs = list(all_specs(model_specs(preset, source)))
+                 source: zoo.TrainSpec | None = None, extra_references: int = 0) -> list[zoo.TrainSpec]:
+    """Every model of the preset's zoo (:func:`model_specs`), then ``extra_references``
+    more independent references (:func:`extra_reference_specs`, the verification
+    report's), then the models of the removal attacks ``removal`` names
+    (:func:`removal_attacks`); parents before children."""
+    grouped = model_specs(preset, source)
+    specs = list(all_specs(grouped)) + extra_reference_specs(grouped, extra_references)
     if removal_attacks(removal):
         specs += removal_specs(preset, source or specs[0], removal)
     return cluster.ordered(specs)
 
 
 def train_preset(preset: presets.Preset, *, address: str | None = None,
-                 removal: bool | str | Iterable[str] | None = False, store: zoo.Zoo | None = None,
-                 cpus_per_task: float = 1, gpus_per_task: float = 0.0, verbose: bool = True) -> list[dict] | None:
-    """Train the preset's zoo (and the models of the removal attacks ``removal`` names,
-    :func:`removal_attacks`).
+                 removal: bool | str | Iterable[str] | None = False, extra_references: int = 0,
+                 store: zoo.Zoo | None = None, cpus_per_task: float = 1, gpus_per_task: float = 0.0,
+                 verbose: bool = True) -> list[dict] | None:
+    """Train the preset's zoo (and ``extra_references`` more independent references and
+    the models of the removal attacks ``removal`` names; :func:`preset_specs`).
 
     ``address`` None trains serially in this process, as ``cae zoo train`` always did
     (``CAE_THREADS`` sets TensorFlow's threads); otherwise on Ray (:func:`cae.cluster.train`).
@@ -281,11 +285,11 @@ def train_preset(preset: presets.Preset, *, address: str | None = None,
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
     if address is None:
         zoo.set_threads_from_env()
-        train_zoo(preset, store=store, verbose=verbose)
-        for spec in removal_specs(preset, attacks=removal) if removal_attacks(removal) else ():
+        for spec in preset_specs(preset, removal=removal, extra_references=extra_references):
             store.get(spec, verbose=verbose)
         return None
-    return cluster.train(preset_specs(preset, removal=removal), store=store, address=address,
+    return cluster.train(preset_specs(preset, removal=removal, extra_references=extra_references),
+                         store=store, address=address,
                          cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, verbose=verbose)
 
 
