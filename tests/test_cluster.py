@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from cae import cluster, experiments, models, plan, presets, zoo
+from cae import cli, cluster, experiments, models, plan, presets, zoo
 from test_zoo import synthetic, tiny_spec
 
 needs_ray = pytest.mark.skipif(not cluster.ray_available(),
@@ -175,6 +175,24 @@ def test_removal_specs_follow_their_source():
     assert experiments.preset_specs(preset, removal="none") == experiments.preset_specs(preset)
     with pytest.raises(ValueError, match="'prune'"):
         experiments.preset_specs(preset, removal="prune")
+
+
+def test_preset_specs_add_the_verification_reports_extra_references(monkeypatch):
+    preset = presets.get("cpu")
+    plain = experiments.preset_specs(preset, removal="ftll")
+    extra = experiments.extra_reference_specs(experiments.model_specs(preset), 4)
+    with_extra = experiments.preset_specs(preset, removal="ftll", extra_references=4)
+    assert sorted(s.key for s in with_extra) == sorted([s.key for s in plain] + [s.key for s in extra])
+    assert len({s.key for s in with_extra}) == len(with_extra)
+    # `cae zoo train --extra-references` alone means the preset's count; a number overrides it.
+    seen = []
+    monkeypatch.setattr(experiments, "train_preset", lambda preset, **kw: seen.append(kw["extra_references"]))
+    monkeypatch.setattr(cli, "_zoo_list", lambda args: 0)
+    for argv, expected in (([], 0), (["--extra-references"], preset.extra_references), (["--extra-references", "2"], 2)):
+        assert cli.main(["zoo", "train", "--preset", "cpu"] + argv) == 0
+        assert seen[-1] == expected
+    with pytest.raises(SystemExit, match="0 or more"):
+        cli.main(["zoo", "train", "--preset", "cpu", "--extra-references", "-3"])
 
 
 def test_train_refuses_a_child_without_its_parent(tmp_path):
