@@ -511,6 +511,8 @@ def _add_zoo(subparsers):
     plan.add_argument("--workers", type=int, default=4, help="workers (machines or GPUs) to project for (default: 4)")
     plan.add_argument("--removal", nargs="?", const="paper", metavar="ATTACKS",
                       help="include removal attacks' models: alone, the paper's; or 'all' or a comma-separated list")
+    plan.add_argument("--extra-references", nargs="?", type=int, const=-1, default=0, metavar="N",
+                      help="include N extra references; alone, the preset's extra_references")
     plan.add_argument("--measure-seconds", type=float, default=3.0,
                       help="seconds of training to time per architecture (default: 3)")
     plan.add_argument("--remeasure", action="store_true", help="time the architectures again instead of reusing "
@@ -523,14 +525,19 @@ def _add_zoo(subparsers):
     listing.set_defaults(handler=_zoo_list)
 
 
+def _extra_references(args, preset):
+    """``--extra-references``: a count, or alone (-1) the preset's."""
+    if args.extra_references < -1:
+        raise SystemExit(f"--extra-references {args.extra_references}: give a number of models, 0 or more.")
+    return preset.extra_references if args.extra_references == -1 else args.extra_references
+
+
 def _zoo_train(args):
     from cae import experiments
 
     preset = presets.get(args.preset)
-    if args.extra_references < -1:
-        raise SystemExit(f"--extra-references {args.extra_references}: give a number of models, 0 or more.")
-    extra = preset.extra_references if args.extra_references == -1 else args.extra_references
-    experiments.train_preset(preset, address=args.ray, removal=args.removal, extra_references=extra,
+    experiments.train_preset(preset, address=args.ray, removal=args.removal,
+                             extra_references=_extra_references(args, preset),
                              cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, verbose=True)
     return _zoo_list(argparse.Namespace(preset=args.preset, json=False))
 
@@ -539,7 +546,9 @@ def _zoo_plan(args):
     from cae import plan
 
     zoo.set_threads_from_env()  # time the architectures with the threads training will use
-    result = plan.plan(presets.get(args.preset), removal=args.removal, workers=args.workers,
+    preset = presets.get(args.preset)
+    result = plan.plan(preset, removal=args.removal, extra_references=_extra_references(args, preset),
+                       workers=args.workers,
                        gpu_throughput=args.gpu_throughput, seconds=args.measure_seconds, remeasure=args.remeasure)
     print(json.dumps(plan.to_json(result), indent=2) if args.json else plan.describe(result))
     return 0

@@ -222,11 +222,12 @@ class ModelCost:
     dependencies: tuple[str, ...]
 
 
-def _groups(preset):
+def _groups(preset, extra_references=0):
     specs = experiments.model_specs(preset)
     names = {specs["source"].key: "source"}
     for group in experiments.GROUPS:
         names.update({spec.key: group for spec in specs[group]})
+    names.update({spec.key: "extra_references" for spec in experiments.extra_reference_specs(specs, extra_references)})
     return names
 
 
@@ -239,12 +240,13 @@ def _seconds(epochs, images, evaluate, parent_images, rates, parent_rate, fixed,
             + epochs * (fixed["save_seconds"] + images * augment) + fixed.get("setup_seconds", 0.0))
 
 
-def plan(preset: presets.Preset, *, removal: bool | str | Iterable[str] | None = False, workers: int = 1,
-         gpu_throughput: float | None = None, measured: Mapping[str, dict[str, float] | float] | None = None,
+def plan(preset: presets.Preset, *, removal: bool | str | Iterable[str] | None = False,
+         extra_references: int = 0, workers: int = 1, gpu_throughput: float | None = None, measured: Mapping[str, dict[str, float] | float] | None = None,
          seconds: float = 3.0, remeasure: bool = False) -> dict[str, object]:
     """The cost plan of ``preset``'s zoo (see the module doc); nothing is trained.
 
-    ``removal``: include the removal attacks' models (:func:`cae.experiments.removal_specs`).
+    ``removal``: include the removal attacks' models (:func:`cae.experiments.removal_specs`);
+    ``extra_references``: that many extra references (:func:`cae.experiments.extra_reference_specs`).
     ``workers``: project for 1 and this many workers. ``gpu_throughput``: ResNet-20's
     training images/s on one GPU. ``measured``: {architecture: :func:`measure`'s dict,
     ``"augment_seconds_per_image"``: seconds} to use instead of measuring here.
@@ -260,7 +262,7 @@ def plan(preset: presets.Preset, *, removal: bool | str | Iterable[str] | None =
         raise ValueError(f"gpu_throughput={gpu_throughput!r}; give ResNet-20's training images per second, > 0.")
     dataset = data.registered(preset.dataset)  # classes and test images, so a plan needs no data
     num_classes, test_images = dataset.num_classes, dataset.test_size
-    specs = experiments.preset_specs(preset, removal=removal)
+    specs = experiments.preset_specs(preset, removal=removal, extra_references=extra_references)
     by_key = {spec.key: spec for spec in specs}
 
     def architecture(spec):
@@ -283,7 +285,7 @@ def plan(preset: presets.Preset, *, removal: bool | str | Iterable[str] | None =
         train = gpu_throughput * counted[REFERENCE_ARCHITECTURE][1] / counted[name][1]
         return train, 3 * train
 
-    groups = _groups(preset)
+    groups = _groups(preset, extra_references)
     rows = []
     for spec in specs:
         name = architecture(spec)

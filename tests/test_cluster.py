@@ -371,6 +371,14 @@ def test_cli_zoo_plan_prints_the_plan(monkeypatch, capsys):
     assert cli.main(["zoo", "plan", "--preset", "smoke", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["models"] == 5 and "gpu_seconds" not in data["totals"]
+    assert cli.main(["zoo", "plan", "--preset", "smoke", "--extra-references", "2"]) == 0
+    assert "plan for preset smoke: 7 models" in capsys.readouterr().out
+
+
+def test_plan_counts_extra_references():
+    result = plan.plan(presets.get("smoke"), extra_references=3, measured=MEASURED)
+    extra = [r for r in result["models"] if r.group == "extra_references"]
+    assert len(result["models"]) == 8 and len(extra) == 3 and {r.role for r in extra} == {"reference"}
 
 
 def test_plan_counts_removal_models():
