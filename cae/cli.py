@@ -548,8 +548,8 @@ def _zoo_plan(args):
     zoo.set_threads_from_env()  # time the architectures with the threads training will use
     preset = presets.get(args.preset)
     result = plan.plan(preset, removal=args.removal, extra_references=_extra_references(args, preset),
-                       workers=args.workers,
-                       gpu_throughput=args.gpu_throughput, seconds=args.measure_seconds, remeasure=args.remeasure)
+                       workers=args.workers, gpu_throughput=args.gpu_throughput, seconds=args.measure_seconds,
+                       remeasure=args.remeasure)
     print(json.dumps(plan.to_json(result), indent=2) if args.json else plan.describe(result))
     return 0
 

@@ -285,8 +285,11 @@ def train_preset(preset: presets.Preset, *, address: str | None = None,
     store = store or zoo.Zoo(evaluate_on=preset.evaluate_on or None)
     if address is None:
         zoo.set_threads_from_env()
+        train_zoo(preset, store=store, verbose=verbose)  # on Ray when CAE_RAY says so, as always
+        trained = {spec.key for spec in all_specs(model_specs(preset))}
         for spec in preset_specs(preset, removal=removal, extra_references=extra_references):
-            store.get(spec, verbose=verbose)
+            if spec.key not in trained:
+                store.get(spec, verbose=verbose)
         return None
     return cluster.train(preset_specs(preset, removal=removal, extra_references=extra_references),
                          store=store, address=address,

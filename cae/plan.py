@@ -241,8 +241,9 @@ def _seconds(epochs, images, evaluate, parent_images, rates, parent_rate, fixed,
 
 
 def plan(preset: presets.Preset, *, removal: bool | str | Iterable[str] | None = False,
-         extra_references: int = 0, workers: int = 1, gpu_throughput: float | None = None, measured: Mapping[str, dict[str, float] | float] | None = None,
-         seconds: float = 3.0, remeasure: bool = False) -> dict[str, object]:
+         extra_references: int = 0, workers: int = 1, gpu_throughput: float | None = None,
+         measured: Mapping[str, dict[str, float] | float] | None = None, seconds: float = 3.0,
+         remeasure: bool = False) -> dict[str, object]:
     """The cost plan of ``preset``'s zoo (see the module doc); nothing is trained.
 
     ``removal``: include the removal attacks' models (:func:`cae.experiments.removal_specs`);

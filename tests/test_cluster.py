@@ -280,6 +280,17 @@ def test_cae_ray_sends_the_reproduce_scripts_zoo_to_ray(tmp_path, local_ray, mon
     assert len(list(experiments.all_specs(specs))) == 3  # the source, a training surrogate and a training reference
 
 
+def test_a_serial_train_preset_trains_the_zoo_and_its_extra_references(tmp_path, monkeypatch):
+    monkeypatch.delenv(cluster.ENVIRONMENT_VARIABLE, raising=False)
+    preset = dataclasses.replace(presets.get("smoke"), name="toy", dataset="synthetic", defender_size=128,
+                                 adversary_size=128, source_epochs=1, surrogate_epochs=1, reference_epochs=1,
+                                 batch_size=32, evaluate_on=64, test_references=("cnn",), test_surrogates=())
+    store = zoo.Zoo(tmp_path, datasets=DATASETS)
+    assert experiments.train_preset(preset, store=store, extra_references=1, verbose=False) is None
+    specs = experiments.preset_specs(preset, extra_references=1)
+    assert len(specs) == 5 and all(store.complete(s) for s in specs)  # source, 2 training, 1 testing, 1 extra
+
+
 @needs_ray
 def test_a_failed_model_fails_its_children_and_the_call(tmp_path, local_ray):
     broken = tiny_spec(dataset="nowhere")  # no such dataset: the worker cannot load it
